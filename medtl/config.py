@@ -1,0 +1,208 @@
+"""One config schema for every run, loaded from YAML with ``key=value`` overrides.
+
+Every model forbids unknown keys: a typo is an error that lists the valid keys.  A run
+writes its resolved config (``config.yaml``) beside its results, and loading that file
+gives back the same config.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+SYNTHETIC = "builtin:synthetic"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentConfig(_Strict):
+    """Training-time augmentation, applied batch-wise on tensors with a seeded generator.
+
+    Defaults are mild and X-ray-safe: small translations and scaling, no horizontal flip
+    (anatomy is lateralised: the heart is on the left), no mixup.
+    """
+
+    translate: float = Field(0.0625, ge=0, le=0.5, description="max shift as a fraction of the side")
+    scale: float = Field(0.1, ge=0, le=0.5, description="max relative zoom in/out")
+    rotate: float = Field(5.0, ge=0, le=45, description="max rotation in degrees")
+    hflip: bool = False
+    brightness: float = Field(0.1, ge=0, le=1, description="max additive brightness change")
+    contrast: float = Field(0.1, ge=0, le=1, description="max relative contrast change")
+
+
+class DataConfig(_Strict):
+    path: str = SYNTHETIC
+    format: Literal["auto", "folder", "csv", "dicom", "npz", "synthetic"] = "auto"
+    image_size: int = Field(64, ge=8, le=2048)
+    resize: Literal["squash", "pad", "crop"] = "squash"
+    # CSV manifests
+    path_column: str | None = None
+    label_columns: list[str] | None = None
+    patient_column: str | None = None
+    split_column: str | None = None
+    uncertain: Literal["zeros", "ones"] = "zeros"
+    # folders: regex whose first group is the patient id in a file name (Kermany: personN_)
+    patient_regex: str | None = r"^(person\d+)_"
+    # validation split made when the data has none: patient-level, stratified, seeded
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    split_seed: int = 0
+    # embedded synthetic set: sizes per split
+    synthetic_n: dict[str, int] = Field(default_factory=lambda: {"train": 1200, "val": 300, "test": 500})
+    cache: bool = True
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class ModelConfig(_Strict):
+    backbone: str = "resnet18"
+    # 'none' (random init) | a registry weight name (`medtl weights list`) | a local file path
+    weights: str = "none"
+    drop_rate: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+    # opt-in linear scaling (Goyal et al.): lr_used = lr * batch_size / lr_scale_batch
+    lr_scale_batch: int | None = Field(None, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(1e-4, ge=0)
+    no_bias_decay: bool = True
+    warmup_epochs: float = Field(1.0, ge=0)
+    warmup_start_factor: float = Field(0.01, gt=0, le=1)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    step_milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])  # fractions of epochs
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    min_lr_factor: float = Field(0.0, ge=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    mixup_alpha: float = Field(0.0, ge=0)  # off by default for medical images
+    class_weighting: Literal["none", "balanced"] = "none"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool | None = None  # None: on where it helps (bf16 on CPU, CUDA)
+    trainable: str = "all"  # 'all' | 'head' | 'last:N' (the last N residual stages + head)
+    # selective BN gamma init, applied after the pretrained weights load:
+    # {"layer4.*.bn3": 0.0, "layer3.*.bn3": 1.0}; globs match module names
+    bn_gamma: dict[str, float] = Field(default_factory=dict)
+    grad_clip: float | None = Field(None, gt=0)
+    select_metric: Literal["auc", "loss", "acc"] = "auc"
+    threshold_rule: Literal["youden", "0.5", "balanced_acc"] = "youden"
+    num_threads: int | None = Field(None, ge=1)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    @field_validator("trainable")
+    @classmethod
+    def _check_trainable(cls, v: str) -> str:
+        if v in ("all", "head"):
+            return v
+        if v.startswith("last:") and v[5:].isdigit() and int(v[5:]) >= 1:
+            return v
+        raise ValueError("must be 'all', 'head' or 'last:N' with N >= 1")
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+def _valid_keys(model_cls: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model_cls.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_valid_keys(ann, prefix + name + "."))
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def valid_keys() -> list[str]:
+    return _valid_keys(RunConfig)
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = ".".join(str(p) for p in err["loc"][:-1])
+            choices = [k for k in valid_keys() if (k.rsplit(".", 1)[0] if "." in k else "") == parent]
+            parts.append(f"unknown key '{loc}' (valid keys{(' under ' + parent) if parent else ''}: "
+                         f"{', '.join(choices)})")
+        else:
+            parts.append(f"'{loc}': {err['msg']}")
+    return f"{source}: invalid config: " + "; ".join(parts)
+
+
+def parse_value(text: str) -> Any:
+    """Parse the right-hand side of ``--set key=value`` as YAML (numbers, bools, lists, dicts)."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(raw: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = raw
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = cur[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: '{p}' is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def build_config(raw: dict | None = None, overrides: list[str] | None = None,
+                 source: str = "config") -> RunConfig:
+    raw = dict(raw or {})
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, val = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--set {item!r}: empty key")
+        apply_override(raw, key, parse_value(val))
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    raw: dict = {}
+    source = "config"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: a config must be a mapping of sections (data, model, train)")
+        raw = loaded
+    return build_config(raw, overrides, source=source)
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
