@@ -128,6 +128,24 @@ def _valid_keys(model_cls: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
+def _keys_at(loc) -> list[str]:
+    """The valid keys one level below ``loc`` (sections shown as ``name.*``)."""
+    cls: type[BaseModel] = RunConfig
+    prefix = ""
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return valid_keys()
+        cls, prefix = ann, prefix + str(part) + "."
+    out = []
+    for name, field in cls.model_fields.items():
+        ann = field.annotation
+        sub = isinstance(ann, type) and issubclass(ann, BaseModel)
+        out.append(prefix + name + (".*" if sub else ""))
+    return out
+
+
 def valid_keys() -> list[str]:
     return _valid_keys(RunConfig)
 
@@ -138,9 +156,8 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             parent = ".".join(str(p) for p in err["loc"][:-1])
-            choices = [k for k in valid_keys() if (k.rsplit(".", 1)[0] if "." in k else "") == parent]
             parts.append(f"unknown key '{loc}' (valid keys{(' under ' + parent) if parent else ''}: "
-                         f"{', '.join(choices)})")
+                         f"{', '.join(_keys_at(err['loc'][:-1]))})")
         else:
             parts.append(f"'{loc}': {err['msg']}")
     return f"{source}: invalid config: " + "; ".join(parts)

@@ -1,0 +1,126 @@
+"""Fine-tuning controls: selective BN gamma init, partial freezing, optimizer groups."""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+from .classifier import _NORM_TYPES, ImageClassifier
+
+log = logging.getLogger("medtl")
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _backbone(model: nn.Module) -> nn.Module:
+    return model.backbone if isinstance(model, ImageClassifier) else model
+
+
+def apply_bn_gamma(model: nn.Module, rules: dict[str, float]) -> list[tuple[str, float]]:
+    """Set the weight (gamma) of BatchNorm layers whose names match glob rules.
+
+    Names are relative to the backbone (``bn1``, ``layer4.2.bn3``, ``layer1.0.downsample.1``;
+    resnet50d's stem BNs are ``conv1.1``/``conv1.4``/``bn1``).  When several rules match a
+    layer the last rule wins.  A rule matching no BatchNorm layer is a ConfigError.
+    Returns ``[(name, value), …]`` in module order.
+    """
+    if not rules:
+        return []
+    bns = [(n, m) for n, m in _backbone(model).named_modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for rule, value in rules.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(f"train.bn_gamma: rule {rule!r} needs a finite number, got {value!r}")
+    unmatched = [r for r in rules if not any(fnmatch.fnmatchcase(n, r) for n, _ in bns)]
+    if unmatched:
+        names = [n for n, _ in bns]
+        examples = names[:2] + [n for n in names if n.startswith("layer4")][-2:]
+        raise ConfigError(f"train.bn_gamma: rule {unmatched[0]!r} matches no BatchNorm layer "
+                          f"(names look like {', '.join(examples)})")
+    resolved: list[tuple[str, float]] = []
+    import torch
+
+    with torch.no_grad():
+        for name, m in bns:
+            value = None
+            for rule, v in rules.items():
+                if fnmatch.fnmatchcase(name, rule):
+                    value = float(v)  # later rules override earlier ones
+            if value is None:
+                continue
+            if m.weight is None:
+                raise ConfigError(f"train.bn_gamma: BatchNorm {name!r} has no affine weight")
+            m.weight.fill_(value)
+            resolved.append((name, value))
+    log.info("bn_gamma: set %d BatchNorm weights: %s", len(resolved),
+             ", ".join(f"{n}={v:g}" for n, v in resolved))
+    return resolved
+
+
+def _units(model: ImageClassifier) -> list[tuple[str, nn.Module]]:
+    """Top-level trainable units in forward order: stem parts, stages, head."""
+    units = [(f"backbone.{n}", m) for n, m in model.backbone.named_children()
+             if any(True for _ in m.parameters())]
+    units.append(("head", model.head))
+    return units
+
+
+def set_trainable(model: ImageClassifier, spec: str) -> list[str]:
+    """Freeze parts of the model: 'all' | 'head' | 'last:N' (last N of layer1..4 + head).
+
+    Frozen BatchNorm layers stay in eval mode (running statistics frozen) through
+    ``model.train()``.  Returns the trainable top-level names.
+    """
+    if not isinstance(model, ImageClassifier):
+        raise TypeError("set_trainable expects an ImageClassifier")
+    stages = [s for s in STAGES if hasattr(model.backbone, s)]
+    if spec == "all":
+        keep = None
+    elif spec == "head":
+        keep = {"head"}
+    elif isinstance(spec, str) and spec.startswith("last:") and spec[5:].isdigit():
+        n = int(spec[5:])
+        if not 1 <= n <= len(stages):
+            raise ConfigError(f"train.trainable: {spec!r}: N must be between 1 and {len(stages)}")
+        keep = {"head"} | {f"backbone.{s}" for s in stages[-n:]}
+    else:
+        raise ConfigError(f"train.trainable: {spec!r} is not 'all', 'head' or 'last:N'")
+    trainable = []
+    for name, module in _units(model):
+        on = keep is None or name in keep
+        for p in module.parameters():
+            p.requires_grad_(on)
+        if on:
+            trainable.append(name)
+    model.train(model.training)  # put newly frozen BatchNorms into eval mode now
+    log.info("trainable (%s): %s", spec, ", ".join(trainable))
+    return trainable
+
+
+def param_groups(model: nn.Module, weight_decay: float,
+                 no_bias_decay: bool = True) -> list[dict[str, Any]]:
+    """Optimizer parameter groups over trainable parameters only.
+
+    With ``no_bias_decay``, biases and all normalisation parameters (every 1-D parameter)
+    get weight decay 0.
+    """
+    norm_params = {id(p) for m in model.modules() if isinstance(m, _NORM_TYPES)
+                   for p in m.parameters(recurse=False)}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if no_bias_decay and (p.ndim <= 1 or name.endswith(".bias") or id(p) in norm_params):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay, "name": "decay"})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    return groups

@@ -1,0 +1,510 @@
+"""Pretrained-weight registry, download/cache, hash checks and checkpoint readers.
+
+Registry
+    Each :class:`WeightSource` names one real published checkpoint (URL, file name,
+    format, normalisation, published ImageNet top-1, paper).  ``medtl weights list``
+    prints them; ``model.weights: <name>`` loads one.
+
+Where files are looked for
+    ``weights_dir()`` (``$MEDTL_CACHE/weights``) first, then torch.hub's checkpoint folder
+    (``$TORCH_HOME/hub/checkpoints``) so files torchvision/timm already fetched are reused.
+    Otherwise the file is downloaded into ``weights_dir()``: streamed to a temporary file
+    in the same folder, verified, then renamed atomically, so an interrupted or refused
+    download never leaves a partial file under the final name.  Setting ``MEDTL_OFFLINE=1``
+    disables downloads (like ``allow_download=False``).
+
+Hash policy
+    * Full sha256 known (``WeightSource.sha256``): the file must match exactly; otherwise
+      it is refused with ``sha256 mismatch``.
+    * Only the 8-hex tag of the file name known, torchvision/timm files: these follow
+      torch.hub's convention (the tag is the sha256 prefix), so the prefix is verified and
+      a mismatch is refused.
+    * Geirhos et al. (Stylized-ImageNet) files: whether their tag is a sha256 prefix is
+      unconfirmed (their official loader does not check).  A prefix mismatch only warns.
+      On the first successful load the file's full sha256 is pinned in
+      ``weights_dir()/pins.json`` (written atomically); from then on the file must match
+      the pin exactly (trust on first use).  Delete the pin entry to re-pin.
+
+Reading checkpoints
+    ``.safetensors`` files are read with safetensors; anything else with
+    ``torch.load(map_location='cpu', weights_only=True)``.  A checkpoint that pickles
+    objects other than tensors and plain containers/numbers/strings is refused: medtl
+    never unpickles arbitrary objects.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import ConfigError, WeightsError
+from ..io import atomic_path, sha256_file, write_json_atomic
+from ..paths import torch_hub_checkpoints, weights_dir
+
+log = logging.getLogger("medtl")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+FORMATS = ("torchvision", "geirhos", "timm")
+#: formats whose file-name tag is a sha256 prefix (torch.hub's convention)
+HUB_CONVENTION_FORMATS = ("torchvision", "timm")
+FAMILIES = ("IN", "SIN", "SIN+IN", "SIN+IN→IN", "tricks")
+
+_HE2016 = "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016"
+_GEIRHOS = ("Geirhos, Rubisch, Michaelis, Bethge, Wichmann, Brendel. ImageNet-trained CNNs are "
+            "biased towards texture; increasing shape bias improves accuracy and robustness. "
+            "ICLR 2019")
+_TRICKS = ("He, Zhang, Zhang, Zhang, Xie, Li. Bag of Tricks for Image Classification with "
+           "Convolutional Neural Networks. CVPR 2019")
+_RSB = ("Wightman, Touvron, Jégou. ResNet strikes back: An improved training procedure in "
+        "timm. arXiv:2110.00476, 2021")
+_TV2 = ("Vryniotis. How to Train State-Of-The-Art Models Using TorchVision's Latest "
+        "Primitives. PyTorch blog, 2021")
+_GEIRHOS_BASE = "https://bitbucket.org/robert_geirhos/texture-vs-shape-pretrained-models/raw/"
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    name: str
+    arch: str
+    url: str
+    sha256: str | None  # full hex digest when known
+    sha256_prefix: str  # the 8-hex tag in the file name
+    filename: str
+    format: str  # 'torchvision' | 'geirhos' | 'timm'
+    family: str  # 'IN' | 'SIN' | 'SIN+IN' | 'SIN+IN→IN' | 'tricks'
+    top1: float | None  # published ImageNet-1k top-1 (%)
+    citation: str
+    notes: str = ""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    input_size: tuple[int, int, int] = (3, 224, 224)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"{self.name}: format must be one of {FORMATS}")
+        if not re.fullmatch(r"[0-9a-f]{8}", self.sha256_prefix):
+            raise ValueError(f"{self.name}: sha256_prefix must be 8 lowercase hex digits")
+        if self.sha256 is not None:
+            if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+                raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits")
+            if not self.sha256.startswith(self.sha256_prefix):
+                raise ValueError(f"{self.name}: sha256 does not start with sha256_prefix")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+_REGISTRY: dict[str, WeightSource] = {}
+
+
+def register_weights(source: WeightSource, overwrite: bool = False) -> WeightSource:
+    """Add ``source`` to the registry (used by the built-in table and by tests/plugins)."""
+    if source.name in _REGISTRY and not overwrite:
+        raise ValueError(f"weights {source.name!r} are already registered")
+    _REGISTRY[source.name] = source
+    return source
+
+
+def unregister_weights(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def list_weights(arch: str | None = None) -> list[str]:
+    return [n for n, s in _REGISTRY.items() if arch is None or s.arch == arch]
+
+
+def get_weights(name: str) -> WeightSource:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown weights {name!r} (registered: {', '.join(_REGISTRY)}; "
+                          "or give 'none' or a local file path)") from None
+
+
+def _builtin() -> None:
+    tv = "https://download.pytorch.org/models/"
+    for s in [
+        WeightSource(
+            "resnet18.tv_in1k", "resnet18", tv + "resnet18-f37072fd.pth",
+            "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec", "f37072fd",
+            "resnet18-f37072fd.pth", "torchvision", "IN", 69.76, _HE2016,
+            "torchvision IMAGENET1K_V1; 46,830,571 bytes"),
+        WeightSource(
+            "resnet50.tv_in1k", "resnet50", tv + "resnet50-0676ba61.pth", None, "0676ba61",
+            "resnet50-0676ba61.pth", "torchvision", "IN", 76.13, _HE2016,
+            "torchvision IMAGENET1K_V1 (standard ImageNet recipe)"),
+        WeightSource(
+            "resnet50.tv2_in1k", "resnet50", tv + "resnet50-11ad3fa6.pth", None, "11ad3fa6",
+            "resnet50-11ad3fa6.pth", "torchvision", "tricks", 80.86, _TV2,
+            "torchvision IMAGENET1K_V2: label smoothing, mixup, cutmix, cosine LR, warmup, "
+            "EMA, long schedule; evaluated with resize 232 / crop 224"),
+        WeightSource(
+            "resnet50.a1_in1k", "resnet50",
+            "https://github.com/rwightman/pytorch-image-models/releases/download/"
+            "v0.1-rsb-weights/resnet50_a1_0-14fe96d1.pth", None, "14fe96d1",
+            "resnet50_a1_0-14fe96d1.pth", "timm", "tricks", 80.38, _RSB,
+            "timm ResNet strikes back A1 recipe (LAMB, BCE loss, 600 epochs); timm resnet50 "
+            "parameter names equal torchvision's; evaluated at 288 px, crop 0.95, bicubic"),
+        WeightSource(
+            "resnet50.sin", "resnet50",
+            _GEIRHOS_BASE + "6f41d2e86fc60566f78de64ecff35cc61eb6436f/"
+            "resnet50_train_60_epochs-c8e5653e.pth.tar", None, "c8e5653e",
+            "resnet50_train_60_epochs-c8e5653e.pth.tar", "geirhos", "SIN", 60.18, _GEIRHOS,
+            "model_A: trained on Stylized-ImageNet only; shape bias 81.4%"),
+        WeightSource(
+            "resnet50.sin_in", "resnet50",
+            _GEIRHOS_BASE + "60b770e128fffcbd8562a3ab3546c1a735432d03/"
+            "resnet50_train_45_epochs_combined_IN_SF-2a0d100e.pth.tar", None, "2a0d100e",
+            "resnet50_train_45_epochs_combined_IN_SF-2a0d100e.pth.tar", "geirhos", "SIN+IN",
+            74.59, _GEIRHOS, "model_B: trained on Stylized-ImageNet + ImageNet; shape bias 34.7%"),
+        WeightSource(
+            "resnet50.sin_in_in", "resnet50",
+            _GEIRHOS_BASE + "60b770e128fffcbd8562a3ab3546c1a735432d03/"
+            "resnet50_finetune_60_epochs_lr_decay_after_30_start_resnet50_train_45_epochs_"
+            "combined_IN_SF-ca06340c.pth.tar", None, "ca06340c",
+            "resnet50_finetune_60_epochs_lr_decay_after_30_start_resnet50_train_45_epochs_"
+            "combined_IN_SF-ca06340c.pth.tar", "geirhos", "SIN+IN→IN", 76.72, _GEIRHOS,
+            "model_C 'Shape-ResNet': SIN+IN, then fine-tuned on ImageNet; shape bias 20.5%"),
+        WeightSource(
+            "resnet50d.gluon_in1k", "resnet50d",
+            "https://github.com/rwightman/pytorch-pretrained-gluonresnet/releases/download/"
+            "v0.1/gluon_resnet50_v1d-818a1b1b.pth", None, "818a1b1b",
+            "gluon_resnet50_v1d-818a1b1b.pth", "timm", "tricks", 79.08, _TRICKS,
+            "GluonCV ResNet-50 v1d (the Bag of Tricks paper's own model), timm port; "
+            "timm resnet50d parameter names; evaluated bicubic, crop 0.875"),
+    ]:
+        register_weights(s)
+
+
+_builtin()
+
+
+# ------------------------------------------------------------------ hash policy and pins
+
+def pins_path() -> Path:
+    return weights_dir() / "pins.json"
+
+
+def read_pins() -> dict[str, dict[str, str]]:
+    p = pins_path()
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{p}: unreadable pin file ({exc}); fix or delete it") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{p}: pin file must be a JSON object; fix or delete it")
+    return data
+
+
+def pinned_sha256(source: WeightSource) -> str | None:
+    entry = read_pins().get(source.name)
+    if isinstance(entry, dict) and entry.get("url") == source.url:
+        return entry.get("sha256")
+    return None
+
+
+def record_pin(source: WeightSource, sha: str) -> bool:
+    """Pin ``sha`` for a source without a known full hash; returns True if newly written."""
+    if source.sha256 is not None or pinned_sha256(source) is not None:
+        return False
+    pins = read_pins()
+    pins[source.name] = {"sha256": sha, "url": source.url, "filename": source.filename,
+                         "pinned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json_atomic(pins_path(), pins)
+    log.info("pinned sha256 %s for %s in %s", sha, source.name, pins_path())
+    return True
+
+
+def check_hash(source: WeightSource, sha: str, where: str | os.PathLike) -> None:
+    """Apply the hash policy (module docstring) to a file whose sha256 is ``sha``."""
+    where = str(where)
+    if source.sha256 is not None:
+        if sha != source.sha256:
+            raise WeightsError(f"{where}: sha256 mismatch for {source.name}: expected "
+                               f"{source.sha256}, got {sha}")
+        return
+    pin = pinned_sha256(source)
+    if pin is not None:
+        if sha != pin:
+            raise WeightsError(f"{where}: sha256 mismatch for {source.name}: expected {pin} "
+                               f"(pinned in {pins_path()}), got {sha}")
+        return
+    if sha.startswith(source.sha256_prefix):
+        return
+    if source.format in HUB_CONVENTION_FORMATS:
+        raise WeightsError(f"{where}: sha256 mismatch for {source.name}: expected prefix "
+                           f"{source.sha256_prefix} (torch.hub file-name convention), got {sha}")
+    log.warning("%s: sha256 %s does not start with the file-name tag %s of %s (for these files "
+                "the tag is not known to be a sha256 prefix); the hash will be pinned on first "
+                "successful load", where, sha, source.sha256_prefix, source.name)
+
+
+def matching_source(sha: str) -> WeightSource | None:
+    """The registry entry a file with this sha256 is known to be (full hash, pin or hub prefix)."""
+    for s in _REGISTRY.values():
+        if s.sha256 is not None:
+            if s.sha256 == sha:
+                return s
+            continue
+        pin = pinned_sha256(s)
+        if pin is not None:
+            if pin == sha:
+                return s
+            continue
+        if s.format in HUB_CONVENTION_FORMATS and sha.startswith(s.sha256_prefix):
+            return s
+    return None
+
+
+# ------------------------------------------------------------------ files and downloads
+
+def cached_file(source: WeightSource) -> Path | None:
+    for folder in (weights_dir(), torch_hub_checkpoints()):
+        p = folder / source.filename
+        if p.is_file():
+            return p
+    return None
+
+
+def _offline() -> bool:
+    return os.environ.get("MEDTL_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _fetch_hint(source: WeightSource) -> str:
+    return (f"put the file at {weights_dir() / source.filename} or run: medtl weights fetch "
+            f"{source.name} --from FILE")
+
+
+def _progress(total: int | None, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                disable=None, leave=False)
+
+
+def download_url(url: str, dest: Path, *, timeout: float = 60.0,
+                 urlopen: Callable[..., Any] | None = None,
+                 verify: Callable[[str, Path], None] | None = None) -> str:
+    """Download ``url`` to ``dest`` atomically and return its sha256.
+
+    Streams to a temporary file beside ``dest`` while hashing, checks the length against
+    Content-Length, calls ``verify(sha, tmp_path)`` (which raises to refuse), then renames.
+    On any failure no file is left at ``dest`` or beside it.  Raises ``OSError``/``URLError``
+    for transport failures (callers turn them into :class:`WeightsError`).
+    """
+    import hashlib
+
+    opener = urlopen or urllib.request.urlopen
+    req = urllib.request.Request(url, headers={"User-Agent": "medtl"})
+    with atomic_path(dest) as tmp:
+        h = hashlib.sha256()
+        n = 0
+        with opener(req, timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
+            total = int(length) if length and length.isdigit() else None
+            with open(tmp, "wb") as f, _progress(total, dest.name) as bar:
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    h.update(chunk)
+                    n += len(chunk)
+                    bar.update(len(chunk))
+        if total is not None and n != total:
+            raise urllib.error.ContentTooShortError(
+                f"got {n} of {total} bytes", None)  # type: ignore[arg-type]
+        sha = h.hexdigest()
+        if verify is not None:
+            verify(sha, tmp)
+    return sha
+
+
+def _download(source: WeightSource) -> Path:
+    dest = weights_dir() / source.filename
+    log.info("downloading %s from %s to %s", source.name, source.url, dest)
+    try:
+        download_url(source.url, dest,
+                     verify=lambda sha, tmp: _validate(source, sha, tmp, source.url))
+    except WeightsError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        if isinstance(exc, urllib.error.HTTPError):
+            reason = f"HTTP {exc.code} {exc.reason}"
+        else:
+            reason = getattr(exc, "reason", None) or exc
+        reason = " ".join(str(reason).split()) or type(exc).__name__
+        raise WeightsError(f"cannot download {source.url} ({reason}); {_fetch_hint(source)}") from None
+    return dest
+
+
+def resolve_weights_file(source: WeightSource, allow_download: bool = True) -> Path:
+    """Path of the verified weight file for ``source``: cached, or downloaded now."""
+    p = cached_file(source)
+    if p is not None:
+        check_hash(source, sha256_file(p), p)
+        return p
+    if not allow_download or _offline():
+        raise WeightsError(f"{source.name}: {source.filename} is not in {weights_dir()} or "
+                           f"{torch_hub_checkpoints()} and downloads are off; {_fetch_hint(source)}")
+    return _download(source)
+
+
+def fetch_weights(name: str, from_path: str | os.PathLike | None = None) -> Path:
+    """Put the weights ``name`` into the cache (download, or copy a verified local file)."""
+    source = get_weights(name)
+    if from_path is None:
+        path = resolve_weights_file(source, allow_download=True)
+        sha = sha256_file(path)
+        _validate(source, sha, path, path)
+    else:
+        src = Path(from_path).expanduser()
+        if not src.is_file():
+            raise WeightsError(f"{src}: file not found")
+        path = weights_dir() / source.filename
+        if src.resolve() == path.resolve():
+            sha = sha256_file(path)
+            _validate(source, sha, path, path)
+        else:
+            with atomic_path(path) as tmp:
+                shutil.copyfile(src, tmp)
+                sha = sha256_file(tmp)
+                _validate(source, sha, tmp, src)
+    record_pin(source, sha)
+    log.info("weights %s ready at %s", name, path)
+    return path
+
+
+def _validate(source: WeightSource, sha: str, path: Path, where: str | os.PathLike) -> None:
+    """Hash policy, then check the file loads in the source's format (before it is cached)."""
+    check_hash(source, sha, where)
+    try:
+        state = load_state_dict_file(path, source.format, source.arch,
+                                     safetensors=source.filename.endswith(".safetensors"))
+    except WeightsError as exc:
+        # name the user's file / URL rather than a temporary path
+        raise WeightsError(str(exc).replace(str(path), str(where), 1)) from None
+    if not state:
+        raise WeightsError(f"{where}: no tensors found in the checkpoint")
+
+
+# ------------------------------------------------------------------ reading checkpoints
+
+def read_checkpoint(path: str | os.PathLike, safetensors: bool | None = None) -> Any:
+    """The raw object stored in a checkpoint (safetensors or torch.load weights_only).
+
+    ``safetensors=None`` decides by the ``.safetensors`` suffix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: file not found")
+    if safetensors is None:
+        safetensors = path.suffix == ".safetensors"
+    if safetensors:
+        try:
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            msg = " ".join(str(exc).split())[:200]
+            raise WeightsError(f"{path}: cannot read safetensors file (corrupt or truncated?): "
+                               f"{msg}") from None
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        found = sorted(set(re.findall(r"GLOBAL ([\w.]+)", text)))
+        if found:
+            raise WeightsError(f"{path}: refused: the checkpoint pickles objects that are not "
+                               f"plain tensors ({', '.join(found)}); medtl loads weights only "
+                               "with weights_only=True") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n\n", text, re.S)
+        msg = " ".join((detail.group(1) if detail else text).split())[:200]
+        raise WeightsError(f"{path}: not a readable checkpoint (corrupt or truncated?): "
+                           f"{msg}") from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError,
+            AttributeError, TypeError, UnicodeDecodeError) as exc:
+        msg = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise WeightsError(f"{path}: not a readable checkpoint (corrupt or truncated?): "
+                           f"{msg}") from None
+
+
+_WRAPPER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "net")
+
+
+def _strip_prefix(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def _tensors_only(sd: Mapping[str, Any], where: str) -> dict[str, torch.Tensor]:
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(f"{where}: expected a state_dict of tensors, found non-tensor entries "
+                           f"(e.g. {', '.join(map(str, bad[:3]))})")
+    return dict(sd)
+
+
+def adapt_state_dict(obj: Any, fmt: str, arch: str | None = None,
+                     where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Turn a checkpoint object of format ``fmt`` into a flat state_dict for ``arch``.
+
+    ``torchvision`` and ``timm``: a plain state_dict (timm's resnet50 uses torchvision's
+    names; resnet50d uses timm's own).  ``geirhos``: ``{'state_dict': {'module.…': …},
+    'epoch', 'arch', 'optimizer', …}`` from DataParallel training.  ``auto``: unwrap
+    'state_dict'/'model'/'model_state'/… and strip a ``module.`` prefix.
+    """
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{where}: expected a dict checkpoint, got {type(obj).__name__}")
+    if fmt in ("torchvision", "timm"):
+        return _tensors_only(obj, where)
+    if fmt == "geirhos":
+        sd = obj.get("state_dict")
+        if not isinstance(sd, Mapping):
+            raise WeightsError(f"{where}: expected a Geirhos et al. checkpoint (a dict with "
+                               "'state_dict'), found keys " + ", ".join(map(str, list(obj)[:5])))
+        ck_arch = obj.get("arch")
+        if arch is not None and isinstance(ck_arch, str) and ck_arch != arch:
+            raise WeightsError(f"{where}: checkpoint is for {ck_arch!r}, not {arch!r}")
+        return _tensors_only(_strip_prefix(sd, "module."), where)
+    if fmt == "auto":
+        cur: Any = obj
+        for _ in range(3):
+            inner = next((cur[k] for k in _WRAPPER_KEYS
+                          if isinstance(cur.get(k), Mapping) and cur[k]), None)
+            if inner is None:
+                break
+            cur = inner
+        sd = {k: v for k, v in cur.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        if not sd:
+            raise WeightsError(f"{where}: no tensors found in the checkpoint "
+                               f"(top-level keys: {', '.join(map(str, list(obj)[:6]))})")
+        for prefix in ("module.", "model.", "backbone."):
+            sd = _strip_prefix(sd, prefix)
+        return sd
+    raise ConfigError(f"unknown weights format {fmt!r} (valid: auto, {', '.join(FORMATS)})")
+
+
+def load_state_dict_file(path: str | os.PathLike, fmt: str = "auto", arch: str | None = None,
+                         safetensors: bool | None = None) -> dict[str, torch.Tensor]:
+    """Read ``path`` safely and adapt it (see :func:`adapt_state_dict`) to a flat state_dict."""
+    return adapt_state_dict(read_checkpoint(path, safetensors), fmt, arch, where=str(path))
+

@@ -1,0 +1,157 @@
+"""End-to-end `medtl finetune` on tiny synthetic data: outputs, determinism, resume, errors."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from medtl.cli import run as cli
+from medtl.config import build_config
+from medtl.errors import ConfigError
+from medtl.train import finetune
+from medtl.train import loop as loop_mod
+
+TINY = [
+    "data.path=builtin:synthetic", "data.image_size=32",
+    "data.synthetic_n={train: 96, val: 48, test: 48}",
+    "model.backbone=resnet18", "model.weights=none",
+    "train.epochs=3", "train.batch_size=32", "train.lr=0.05", "train.warmup_epochs=1",
+    "train.num_threads=1", "train.bn_gamma={'layer4.*.bn2': 0.0}",
+]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+def _cfg(*extra):
+    return build_config({}, TINY + list(extra))
+
+
+def test_run_folder_contents(tmp_path):
+    out = tmp_path / "run"
+    m = finetune(_cfg(), out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.yaml", "metrics.json", "log.csv", "checkpoint_best.pt", "train.log",
+         "predictions_test.npz"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == m
+    for k in ("auc", "acc", "sensitivity", "specificity", "n"):
+        assert k in saved["test"] and k in saved["val"]
+    assert saved["test"]["n"] == 48
+    assert saved["run"]["synthetic"] is True and "SYNTHETIC" in saved["run"]["dataset"]
+    assert saved["threshold"]["chosen_on"] == "val"
+    assert 0.0 <= saved["threshold"]["value"] <= 1.0
+    # the resolved config reloads to the same config
+    assert build_config(yaml.safe_load((out / "config.yaml").read_text())) == _cfg()
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"train_loss", "val_auc", "lr"} <= set(rows[0])
+    log = (out / "train.log").read_text()
+    assert "bn_gamma applied to 2 layers: layer4.0.bn2=0, layer4.1.bn2=0" in log
+    assert "SYNTHETIC" in log
+    ckpt = torch.load(out / "checkpoint_best.pt", map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == saved["run"]["best_epoch"]
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path):
+    a = finetune(_cfg(), tmp_path / "a", progress=False)
+    b = finetune(_cfg(), tmp_path / "b", progress=False)
+    c = finetune(_cfg("seed=1"), tmp_path / "c", progress=False)
+    assert a["test"] == b["test"] and a["val"] == b["val"]
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in c["history"]]
+
+
+def test_resume_after_interrupt_gives_identical_metrics(tmp_path, monkeypatch):
+    ref = finetune(_cfg(), tmp_path / "ref", progress=False)
+
+    real = loop_mod._train_epoch
+
+    def interrupted(*args, **kw):
+        if args[6] == 2:  # epoch index 2: the third epoch is killed part-way
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(_cfg(), out, progress=False)
+    assert (out / "state" / "last.pt").is_file() and not (out / "metrics.json").exists()
+    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    resumed = finetune(_cfg(), out, progress=False)
+    assert "resuming after epoch 2" in (out / "train.log").read_text()
+    assert resumed["test"] == ref["test"] and resumed["val"] == ref["val"]
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(resumed["history"]) == strip(ref["history"])
+    assert not (out / "state").exists()  # resume state is dropped once the run finished
+    # a finished run is not recomputed
+    again = finetune(_cfg(), out, progress=False)
+    assert again == resumed
+
+
+def test_existing_folder_with_other_config_is_refused(tmp_path):
+    out = tmp_path / "run"
+    finetune(_cfg(), out, progress=False)
+    with pytest.raises(ConfigError, match="differs in: train.lr"):
+        finetune(_cfg("train.lr=0.01"), out, progress=False)
+
+
+def test_cli_finetune_and_errors(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["finetune", "--quiet", "--out", str(out)]
+    for s in TINY:
+        args += ["--set", s]
+    assert cli(args) == 0
+    assert "test [SYNTHETIC data]:" in capsys.readouterr().out
+
+    bad = tmp_path / "bad"
+    assert cli(["finetune", "--quiet", "--out", str(bad), "--set", "train.epoch=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medtl: error:") and "unknown key 'train.epoch'" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not bad.exists()
+
+
+def test_nan_loss_is_one_line_error_and_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "nan"
+    args = ["finetune", "--quiet", "--out", str(out)]
+    for s in TINY + ["train.lr=1e30", "train.warmup_epochs=0", "train.precision=fp32"]:
+        args += ["--set", s]
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "loss became" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_corrupt_image_gives_one_line_error_and_no_folder(tmp_path, capsys):
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (root / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    (root / "PNEUMONIA" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    out = tmp_path / "run"
+    assert cli(["finetune", "--quiet", "--out", str(out), "--set", f"data.path={root}",
+                "--set", "train.epochs=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "broken.png" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_csv_missing_label_column(tmp_path, capsys):
+    d = tmp_path / "csvdata"
+    d.mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(d / "a.png")
+    (d / "labels.csv").write_text("path,patient\na.png,p1\n")
+    out = tmp_path / "run"
+    assert cli(["finetune", "--quiet", "--out", str(out), "--set", f"data.path={d / 'labels.csv'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "labels.csv" in err and "label" in err
+    assert not out.exists()
