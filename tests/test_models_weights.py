@@ -283,7 +283,8 @@ def test_fetch_wrong_bytes_refused(name, tmp_path):
 def test_geirhos_unpinned_wrong_bytes_refused_as_unreadable(tmp_path, caplog):
     bad = tmp_path / "bad.pth.tar"
     bad.write_bytes(b"garbage" * 10)
-    with pytest.raises(WeightsError, match=r"bad\.pth\.tar: not a readable checkpoint"):
+    with pytest.raises(WeightsError, match=r"bad\.pth\.tar: sha256 mismatch for resnet50.sin: .*"
+                                           r"not a readable checkpoint"):
         fetch_weights("resnet50.sin", from_path=bad)
     assert cache_files() == []  # neither copied nor pinned
 

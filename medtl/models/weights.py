@@ -398,7 +398,14 @@ def _validate(source: WeightSource, sha: str, path: Path, where: str | os.PathLi
                                      safetensors=source.filename.endswith(".safetensors"))
     except WeightsError as exc:
         # name the user's file / URL rather than a temporary path
-        raise WeightsError(str(exc).replace(str(path), str(where), 1)) from None
+        msg = str(exc).replace(str(path), str(where), 1)
+        if not sha.startswith(source.sha256_prefix):
+            # an unpinned file whose hash does not even match the file-name tag and that does
+            # not load: almost certainly the wrong bytes, so say so first
+            msg = (f"{where}: sha256 mismatch for {source.name}: got {sha}, not the file-name tag "
+                   f"{source.sha256_prefix}, and the file does not load: "
+                   + msg.split(": ", 1)[-1])
+        raise WeightsError(msg) from None
     if not state:
         raise WeightsError(f"{where}: no tensors found in the checkpoint")
 
