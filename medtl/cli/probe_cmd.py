@@ -1,0 +1,141 @@
+"""`medtl probe ...` and `medtl robustness-report`: parse, then call medtl.probes / medtl.reports.
+
+Wiring (in medtl/cli/__init__.py): ``app.add_typer(probe_cmd.app, name="probe")`` and
+``probe_cmd.register(app)``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import ConfigError
+
+app = typer.Typer(help="Robustness probes of a finished run: translation, adversarial, corruptions, explain.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+def _parse_eps(values: List[str]) -> list[float]:
+    out = []
+    for v in values:
+        for part in v.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                if "/" in part:
+                    a, b = part.split("/", 1)
+                    out.append(float(a) / float(b))
+                else:
+                    out.append(float(part))
+            except (ValueError, ZeroDivisionError):
+                raise ConfigError(f"--eps: cannot read {part!r} (use numbers like 0.0157 or 4/255)") from None
+    return out
+
+
+def _done(res: dict, run_dir: Path, probe: str) -> None:
+    where = Path(run_dir) / "probes" / f"{probe}.json"
+    typer.echo(f"{'cached' if res.get('cached') else 'wrote'} {where}")
+
+
+@app.command()
+def translation(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    max_shift: int = typer.Option(8, "--max-shift", "-k", help="Largest shift in px."),
+    n_images: int = typer.Option(500, "--n-images", help="Seeded, stratified sample of test images (0: all)."),
+    n_pairs: int = typer.Option(4, "--n-pairs", help="Random shift pairs per image for consistency."),
+    scale_pct: int = typer.Option(8, "--scale-pct", help="Scale probe: ±1..N percent."),
+    protocol: List[str] = typer.Option(["crop", "black", "circular"], "--protocol", help="crop, black, circular."),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", help="Recompute even if cached."),
+) -> None:
+    """P(decision change) under 1..k px shifts (three protocols), jaggedness, consistency, scale."""
+    from ..probes.translation import translation_probe
+
+    r = translation_probe(run_dir, max_shift=max_shift, n_images=n_images, n_pairs=n_pairs, scale_pct=scale_pct,
+                          protocols=protocol, seed=seed, force=force)
+    for p, m in r["protocols"].items():
+        typer.echo(f"{p:9s} P(change,1px)={m['p_change_1px']:.4f} consistency={m['consistency']:.4f} "
+                   f"jaggedness={m['jaggedness']:.4f} mean|Δp|/px={m['mean_abs_dp_per_px']:.4f}")
+    typer.echo(f"scale ±{scale_pct}%: P(change)={r['scale']['p_change_max']:.4f}")
+    _done(r, run_dir, "translation")
+
+
+@app.command()
+def adversarial(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    eps: List[str] = typer.Option([], "--eps", help="ε values in [0,1] pixel units, e.g. 0,1/255,8/255."),
+    attack: List[str] = typer.Option(["fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2"], "--attack"),
+    steps: int = typer.Option(10, "--steps", help="PGD steps."),
+    no_random_start: bool = typer.Option(False, "--no-random-start"),
+    l2_scale: float = typer.Option(1.0, "--l2-scale", help="ε_L2 = ε·sqrt(H·W)·l2_scale."),
+    n_images: int = typer.Option(0, "--n-images", help="Seeded, stratified sample (0: all test images)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Craft on this run, evaluate on RUN_DIR (transfer)."),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force"),
+) -> None:
+    """FGSM / PGD (L∞, L2) ε sweep: AUC, ACC, attack success rate; --source for black-box transfer."""
+    from ..probes.adversarial import DEFAULT_EPS, adversarial_probe
+
+    r = adversarial_probe(run_dir, source=source, eps=_parse_eps(eps) or DEFAULT_EPS, attacks=attack, steps=steps,
+                          random_start=not no_random_start, l2_scale=l2_scale, n_images=n_images or None, seed=seed,
+                          force=force)
+    for a, rows in r["attacks"].items():
+        typer.echo(f"{a}: " + "  ".join(f"ε={x['eps_255']:g}/255 AUC={x['auc']:.3f}" for x in rows))
+    _done(r, run_dir, "adversarial" if source is None else "adversarial_transfer")
+
+
+@app.command()
+def corruptions(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    corruption: List[str] = typer.Option([], "--corruption", help="Subset of corruptions (default: all)."),
+    n_images: int = typer.Option(0, "--n-images", help="Seeded, stratified sample (0: all test images)."),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force"),
+) -> None:
+    """AUC under 7 corruptions × 5 severities; mean AUC drop."""
+    from ..probes.corruptions import CORRUPTIONS, corruptions_probe
+
+    r = corruptions_probe(run_dir, corruptions=corruption or list(CORRUPTIONS), n_images=n_images or None, seed=seed,
+                          force=force)
+    for c, rows in r["corruptions"].items():
+        typer.echo(f"{c:15s} " + " ".join(f"{x['auc']:.3f}" for x in rows))
+    typer.echo(f"clean AUC {r['clean']['auc']:.4f}; mean AUC drop {r['mean_auc_drop']:.4f}")
+    _done(r, run_dir, "corruptions")
+
+
+@app.command()
+def explain(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    n_samples: int = typer.Option(8, "--n-samples"),
+    embedding: str = typer.Option("pca", "--embedding", help="pca or tsne."),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force"),
+) -> None:
+    """Grad-CAM, saliency and occlusion panels for a seeded sample; PCA/t-SNE of features."""
+    from ..probes.explain import explain_probe
+
+    r = explain_probe(run_dir, n_samples=n_samples, embedding=embedding, seed=seed, force=force)
+    typer.echo(f"panels: {Path(run_dir) / 'probes' / r['plots']['panel']}, "
+               f"{Path(run_dir) / 'probes' / r['plots']['embedding']}")
+    _done(r, run_dir, "explain")
+
+
+def register(main_app: typer.Typer) -> None:
+    @main_app.command("robustness-report")
+    def robustness_report(
+        run_dirs: List[Path] = typer.Argument(..., help="Run, arm (seed-K/) or sweep (ARM/seed-K/) folders."),
+        out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html, report.md, robustness.json."),
+        quick: bool = typer.Option(False, "--quick", help="Smaller probes (fewer images, shifts, PGD steps)."),
+        n_images: int = typer.Option(0, "--n-images", help="Override the images per probe (0: the preset's)."),
+        source: Optional[Path] = typer.Option(None, "--source", help="Also black-box transfer from this run."),
+        force: bool = typer.Option(False, "--force", help="Recompute cached probes."),
+    ) -> None:
+        """Run (or reuse cached) probes for every run; per-arm mean and 95% CI over seeds."""
+        from ..reports.robustness_report import run_report
+
+        res = run_report(run_dirs, out, quick=quick, n_images=n_images or None, source=source, force=force,
+                         progress=typer.echo)
+        typer.echo(f"wrote {Path(out) / 'report.html'}, report.md, robustness.json "
+                   f"({len(res['runs'])} runs, {len(res['arms'])} arms)")

@@ -1,0 +1,37 @@
+"""`medtl sweep`: many seeds x many arms."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def sweep(
+        config: Path = typer.Option(..., "--config", "-c", help="Sweep YAML (base config, arms, seeds)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Sweep folder: OUT/<arm>/seed-<k>/."),
+        executor: str = typer.Option("local", "--executor", help="local (process pool) or ray."),
+        workers: Optional[int] = typer.Option(None, "--workers", "-w",
+                                              help="Parallel runs (default: one per core)."),
+        arms: List[str] = typer.Option([], "--arm", help="Run only these arms (repeatable)."),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="Override the number of seeds (0..N-1)."),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray address: auto or HOST:PORT."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Run every (arm, seed) of a sweep; re-running skips finished runs and resumes
+        interrupted ones.  Failed runs are recorded in failed.json and do not stop the sweep."""
+        from ..sweep import run_sweep
+        from .finetune_cmd import _setup_logging
+
+        _setup_logging(True)
+        summary = run_sweep(config, out, executor=executor, workers=workers, arms=list(arms) or None,
+                            seeds=list(range(seeds)) if seeds else None, address=address, progress=not quiet)
+        c = summary["counts"]
+        typer.echo(f"sweep {summary['name']}: {c['done']} run, {c['skipped']} already finished, "
+                   f"{c['failed']} failed, {summary['wall_time_s']:.0f} s wall; results in {out}")
+        for r in summary["runs"]:
+            if r["status"] == "failed":
+                typer.echo(f"  failed: {r['arm']}/seed-{r['seed']}: {r['error']}", err=True)
+        typer.echo(f"compare with: medtl compare {out} --metric test.auc --out {out}/compare")

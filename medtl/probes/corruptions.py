@@ -1,0 +1,181 @@
+"""Common corruptions of X-ray images, 5 severities each, all batched torch ops and seeded.
+
+Severity parameters (images in [0,1]; blur and resampling in px at the stored image size):
+
+=================  ==============================================  ==============================
+corruption         operation                                        severity 1 .. 5
+=================  ==============================================  ==============================
+gaussian_noise     x + N(0, σ²)                                     σ = .02 .04 .06 .10 .15
+poisson_noise      Poisson(x·λ)/λ (quantum noise, λ photons at 1)   λ = 400 200 100 50 25
+blur               separable Gaussian blur, reflect padding         σ = .5 .75 1 1.5 2 px
+contrast           (x - mean)·c + mean (per image)                  c = .8 .65 .5 .35 .2
+gamma              x^γ                                              γ = 1.3 1.6 2 2.5 3
+jpeg               baseline JPEG (8x8 DCT, IJG luminance table)     quality = 80 60 40 25 10
+downup             area downsample by f, bilinear upsample          f = .8 .65 .5 .4 .3
+=================  ==============================================  ==============================
+
+Every output is clamped to [0, 1].  JPEG is computed in torch (grayscale baseline JPEG is
+DCT, quantisation and rounding; the entropy coding is lossless), which keeps it batched; it
+matches Pillow's encoder to within about one grey level on average.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from .runs import ProbeRun, cached_probe, new_figure, predict_proba, sample_indices, scores, write_png
+
+SEVERITIES = {
+    "gaussian_noise": [0.02, 0.04, 0.06, 0.10, 0.15],
+    "poisson_noise": [400, 200, 100, 50, 25],
+    "blur": [0.5, 0.75, 1.0, 1.5, 2.0],
+    "contrast": [0.8, 0.65, 0.5, 0.35, 0.2],
+    "gamma": [1.3, 1.6, 2.0, 2.5, 3.0],
+    "jpeg": [80, 60, 40, 25, 10],
+    "downup": [0.8, 0.65, 0.5, 0.4, 0.3],
+}
+CORRUPTIONS = tuple(SEVERITIES)
+DEFAULTS = {"corruptions": list(CORRUPTIONS), "n_images": None, "seed": 0, "batch_size": 512}
+
+_JPEG_LUMA = torch.tensor([
+    [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55], [14, 13, 16, 24, 40, 57, 69, 56],
+    [14, 17, 22, 29, 51, 87, 80, 62], [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
+    [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]], dtype=torch.float64)
+
+
+def _dct_matrix(n: int = 8) -> torch.Tensor:
+    k = torch.arange(n, dtype=torch.float64)
+    m = torch.cos(math.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * math.sqrt(2 / n)
+    m[0] /= math.sqrt(2)
+    return m
+
+
+def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Grayscale baseline JPEG round trip of x (B,1,H,W) in [0,1] at ``quality`` (1..100)."""
+    q = int(quality)
+    scale = 5000 / q if q < 50 else 200 - 2 * q
+    table = torch.clamp(torch.floor((_JPEG_LUMA * scale + 50) / 100), 1, 255)
+    B, C, H, W = x.shape
+    Hp, Wp = -(-H // 8) * 8, -(-W // 8) * 8
+    v = torch.round(x.double() * 255)
+    v = F.pad(v, (0, Wp - W, 0, Hp - H), mode="replicate") - 128
+    blocks = v.reshape(B, C, Hp // 8, 8, Wp // 8, 8).permute(0, 1, 2, 4, 3, 5)
+    D = _dct_matrix()
+    coef = D @ blocks @ D.T
+    coef = torch.round(coef / table) * table
+    rec = D.T @ coef @ D
+    rec = rec.permute(0, 1, 2, 4, 3, 5).reshape(B, C, Hp, Wp)[..., :H, :W] + 128
+    return (torch.clamp(torch.round(rec), 0, 255) / 255).to(x.dtype)
+
+
+def _gauss_kernel(sigma: float) -> torch.Tensor:
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    k = _gauss_kernel(sigma).to(x.dtype)
+    r = len(k) // 2
+    C = x.shape[1]
+    r = min(r, x.shape[-1] - 1, x.shape[-2] - 1)
+    k = k[len(k) // 2 - r: len(k) // 2 + r + 1]
+    k = k / k.sum()
+    y = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
+    return F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
+
+
+def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Corrupted copy of x (B,C,H,W) in [0,1]; ``severity`` 1..5; noise drawn from ``generator``."""
+    if name not in SEVERITIES:
+        raise ConfigError(f"unknown corruption {name!r}; use one of {', '.join(CORRUPTIONS)}")
+    if not 1 <= int(severity) <= 5:
+        raise ConfigError(f"corruption severity must be 1..5 (got {severity})")
+    s = SEVERITIES[name][int(severity) - 1]
+    if name == "gaussian_noise":
+        y = x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    elif name == "poisson_noise":
+        y = torch.poisson(x.double() * s, generator=generator).to(x.dtype) / s
+    elif name == "blur":
+        y = blur(x, s)
+    elif name == "contrast":
+        m = x.mean(dim=(1, 2, 3), keepdim=True)
+        y = (x - m) * s + m
+    elif name == "gamma":
+        y = x.clamp(0, 1) ** s
+    elif name == "jpeg":
+        y = jpeg(x, s)
+    else:  # downup
+        H, W = x.shape[-2:]
+        small = F.interpolate(x, size=(max(1, round(H * s)), max(1, round(W * s))), mode="area")
+        y = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+    return y.clamp(0, 1)
+
+
+def compute_corruptions(run: ProbeRun, *, corruptions=CORRUPTIONS, n_images: int | None = None, seed: int = 0,
+                        batch_size: int = 512, plots: bool = True) -> dict:
+    for c in corruptions:
+        if c not in SEVERITIES:
+            raise ConfigError(f"unknown corruption {c!r}; use one of {', '.join(CORRUPTIONS)}")
+    t0 = time.time()
+    idx = sample_indices(len(run.labels), n_images, seed, run.labels)
+    x = run.x(idx)
+    y = run.labels[idx]
+    clean = scores(run, y, predict_proba(run.model, x, run.device, batch_size))
+    out: dict = {"n_images": int(len(idx)), "clean": clean, "corruptions": {}, "severity_params": {}}
+    drops = []
+    for ci, c in enumerate(corruptions):
+        rows = []
+        for sev in range(1, 6):
+            g = torch.Generator().manual_seed(seed * 100_003 + ci * 101 + sev)
+            probs = []
+            for i in range(0, len(x), batch_size):  # noise drawn per chunk from one seeded stream
+                probs.append(predict_proba(run.model, corrupt(x[i:i + batch_size], c, sev, g), run.device, batch_size))
+            s = scores(run, y, np.concatenate(probs))
+            rows.append({"severity": sev, "param": SEVERITIES[c][sev - 1], "auc": s["auc"], "acc": s["acc"]})
+            drops.append(clean["auc"] - s["auc"])
+        out["corruptions"][c] = rows
+        out["severity_params"][c] = SEVERITIES[c]
+    out["mean_auc"] = float(np.mean([r["auc"] for rows in out["corruptions"].values() for r in rows]))
+    out["mean_auc_drop"] = float(np.mean(drops)) if drops else float("nan")
+    out["seconds"] = time.time() - t0
+    out["images_per_s"] = len(idx) * 5 * len(corruptions) / max(out["seconds"], 1e-9)
+    if plots:
+        out["plots"] = {"auc_by_severity": _plot(run, out)}
+    return out
+
+
+def _plot(run: ProbeRun, res: dict) -> str:
+    names = list(res["corruptions"])
+    fig = new_figure(max(5.0, 1.1 * len(names) + 1.5), 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    w = 0.8 / 5
+    for sev in range(5):
+        ax.bar(np.arange(len(names)) + (sev - 2) * w, [res["corruptions"][n][sev]["auc"] or 0 for n in names],
+               width=w, label=f"sev {sev + 1}", color=str(0.15 + 0.15 * sev))
+    ax.axhline(res["clean"]["auc"], color="tab:red", ls="--", lw=1, label="clean")
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("AUC")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    write_png(run.probes_dir / "corruptions_auc.png", fig)
+    return "corruptions_auc.png"
+
+
+def corruptions_probe(run_dir: str | Path, *, force: bool = False, plots: bool = True, **params) -> dict:
+    """Cached corruption probe (RUN/probes/corruptions.json)."""
+    p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+    p["corruptions"] = list(p["corruptions"])
+    p["severities"] = SEVERITIES  # part of the cache key: changing a table recomputes
+    q = {k: v for k, v in p.items() if k != "severities"}
+    return cached_probe(run_dir, "corruptions", p, lambda run: compute_corruptions(run, plots=plots, **q),
+                        force=force)

@@ -1,0 +1,241 @@
+"""Loading a finished run for probing, batched fp32 inference, decisions, and the per-run cache.
+
+Conventions shared by every probe:
+
+* Inputs are float images in [0, 1], shape (B,1,H,W); the model normalises internally.
+* Inference and attacks run in fp32 (no autocast), in eval mode, on ``train.device``.
+* The *decision* of a binary run is ``p(class 1) >= threshold`` with the run's operating
+  threshold (chosen on val, from metrics.json), so the clean accuracy of a probe equals the
+  run's test accuracy; multi-class runs use argmax.  Multi-label runs are not supported.
+* Results are cached as ``RUN/probes/<probe>.json`` (atomic writes), keyed by the probe's
+  parameters and the checkpoint's sha256: changing either recomputes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError, MedtlError
+from ..io import atomic_path, sha256_file, write_json_atomic
+
+PROBES_DIR = "probes"
+CACHE_VERSION = 1
+
+
+@dataclass
+class ProbeRun:
+    """A finished run, ready to probe."""
+
+    path: Path
+    cfg: Any
+    model: torch.nn.Module
+    classes: list[str]
+    task: str
+    threshold: float
+    images: np.ndarray        # uint8 (N,H,W) test images
+    labels: np.ndarray        # int64 (N,)
+    ids: list[str]            # non-identifying image ids
+    device: torch.device
+    metrics: dict = field(default_factory=dict)
+    checkpoint_sha256: str = ""
+
+    @property
+    def probes_dir(self) -> Path:
+        return self.path / PROBES_DIR
+
+    def x(self, idx: np.ndarray | None = None) -> torch.Tensor:
+        """Float (n,1,H,W) images in [0,1] on CPU."""
+        imgs = self.images if idx is None else self.images[idx]
+        return torch.from_numpy(np.ascontiguousarray(imgs)).unsqueeze(1).float().div_(255.0)
+
+
+def _not_a_run(path: Path, why: str) -> MedtlError:
+    return DataError(f"{path}: not a finished medtl run folder ({why})")
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> ProbeRun:
+    """Rebuild the model of a finished run and load its test split.
+
+    Raises :class:`DataError` (one line) for a folder that is not a finished run.
+    """
+    from ..config import load_config
+    from ..data import load_dataset
+    from ..models import create_model
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise DataError(f"{path}: no such folder")
+    for name in ("config.yaml", "checkpoint_best.pt", "metrics.json"):
+        if not (path / name).is_file():
+            raise _not_a_run(path, f"no {name}")
+    try:
+        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _not_a_run(path, f"metrics.json is not valid JSON: {exc}") from None
+    cfg = load_config(path / "config.yaml")
+    task = metrics.get("task")
+    if task not in ("binary", "multiclass"):
+        raise ConfigError(f"{path}: probes support binary and multi-class runs, not {task!r}")
+    try:
+        ckpt = torch.load(path / "checkpoint_best.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise _not_a_run(path, f"checkpoint_best.pt unreadable: {type(exc).__name__}") from None
+    classes = list(ckpt.get("classes") or metrics.get("classes") or [])
+    model, _ = create_model(cfg.model.backbone, len(classes), weights="none", drop_rate=cfg.model.drop_rate)
+    model.load_state_dict(ckpt["model"])
+    dev = torch.device(device or ("cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available()
+                                  else "cpu"))
+    model = model.float().to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    bundle = load_dataset(cfg.data, seed=cfg.data.split_seed)
+    test = bundle.splits["test"]
+    thr = (metrics.get("threshold") or {}).get("value")
+    thr = 0.5 if thr is None else float(thr)
+    return ProbeRun(path=path, cfg=cfg, model=model, classes=classes, task=task, threshold=thr,
+                    images=test.images, labels=np.asarray(test.labels, dtype=np.int64), ids=list(test.ids),
+                    device=dev, metrics=metrics, checkpoint_sha256=sha256_file(path / "checkpoint_best.pt"))
+
+
+# ------------------------------------------------------------------------------------ inference
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, x: torch.Tensor, device: torch.device | str = "cpu",
+                  batch_size: int = 512) -> np.ndarray:
+    """Softmax probabilities (n, C) as float64 numpy for float images x (n,1,H,W), fp32, eval."""
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(device, non_blocking=True).float()
+        with torch.autocast(device_type=torch.device(device).type, enabled=False):
+            outs.append(torch.softmax(model(xb).float(), 1).cpu())
+    if not outs:
+        return np.zeros((0, 0))
+    return torch.cat(outs).double().numpy()
+
+
+def decide(prob: np.ndarray, task: str, threshold: float) -> np.ndarray:
+    """Decisions (int) from probabilities: the run's threshold for binary, argmax otherwise."""
+    if task == "binary":
+        return (prob[..., 1] >= threshold).astype(np.int64)
+    return prob.argmax(-1).astype(np.int64)
+
+
+def auc_score(labels: np.ndarray, prob: np.ndarray) -> float:
+    """ROC AUC (binary: of p(class 1); multi-class: macro one-vs-rest). NaN if undefined."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    if prob.shape[1] == 2:
+        return float(roc_auc_score(labels, prob[:, 1]))
+    try:
+        return float(roc_auc_score(labels, prob, multi_class="ovr", average="macro"))
+    except ValueError:
+        return float("nan")
+
+
+def scores(run: ProbeRun, labels: np.ndarray, prob: np.ndarray) -> dict:
+    pred = decide(prob, run.task, run.threshold)
+    return {"auc": auc_score(labels, prob), "acc": float(np.mean(pred == labels)) if len(labels) else float("nan")}
+
+
+def sample_indices(n_total: int, n: int | None, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """A seeded, sorted sample of ``n`` indices (all when n is None or >= n_total);
+    stratified by label when labels are given, so AUC stays defined."""
+    if n is None or n <= 0 or n >= n_total:
+        return np.arange(n_total)
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        return np.sort(rng.choice(n_total, n, replace=False))
+    labels = np.asarray(labels)
+    out = []
+    classes = np.unique(labels)
+    for c in classes:
+        pool = np.flatnonzero(labels == c)
+        k = max(1, int(round(n * len(pool) / n_total)))
+        out.append(rng.choice(pool, min(k, len(pool)), replace=False))
+    return np.sort(np.concatenate(out))
+
+
+# ------------------------------------------------------------------------------------ caching
+
+def json_clean(obj: Any) -> Any:
+    """NaN/inf -> None; numpy scalars/arrays -> Python; Paths -> str."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.generic):
+        return json_clean(obj.item())
+    if isinstance(obj, np.ndarray):
+        return json_clean(obj.tolist())
+    if isinstance(obj, Mapping):
+        return {str(k): json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_clean(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def cache_key(probe: str, params: Mapping, checkpoint_sha256: str) -> str:
+    blob = json.dumps({"probe": probe, "params": json_clean(params), "ckpt": checkpoint_sha256,
+                       "v": CACHE_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_probe(run_dir: str | Path, probe: str, params: Mapping, compute: Callable[[ProbeRun], dict],
+                 *, force: bool = False, run: ProbeRun | None = None,
+                 extra_key: str = "") -> dict:
+    """Return RUN/probes/<probe>.json when its key matches ``params`` (and the checkpoint),
+    else load the run, ``compute(run)``, and write the result atomically."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise DataError(f"{path}: no such folder")
+    ckpt = path / "checkpoint_best.pt"
+    if not ckpt.is_file() or not (path / "metrics.json").is_file():
+        raise _not_a_run(path, "no checkpoint_best.pt" if not ckpt.is_file() else "no metrics.json")
+    key = cache_key(probe, params, sha256_file(ckpt) + extra_key)
+    out = path / PROBES_DIR / f"{probe}.json"
+    if out.is_file() and not force:
+        try:
+            old = json.loads(out.read_text(encoding="utf-8"))
+            if old.get("key") == key:
+                old["cached"] = True
+                return old
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+    if run is None:
+        run = load_run(path)
+    result = compute(run)
+    result = json_clean({"probe": probe, "key": key, "params": dict(params), **result})
+    write_json_atomic(out, result)
+    result["cached"] = False
+    return result
+
+
+def write_png(path: Path, fig) -> None:
+    """Save a matplotlib Figure as PNG atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def new_figure(w: float, h: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def check_positive(name: str, value, minimum=1) -> None:
+    if value is None or value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum} (got {value})")
