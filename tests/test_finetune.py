@@ -155,3 +155,54 @@ def test_csv_missing_label_column(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "labels.csv" in err and "label" in err
     assert not out.exists()
+
+
+def _nih_style_csv(tmp_path, n=48):
+    rng = np.random.default_rng(1)
+    d = tmp_path / "nih"
+    (d / "images").mkdir(parents=True)
+    rows = ["Image Index,Finding Labels,Patient ID"]
+    for i in range(n):
+        img = rng.integers(0, 255, (24, 24), dtype=np.uint8)
+        labels = [c for c, on in zip(("Effusion", "Nodule"), (i % 2 == 0, i % 3 == 0)) if on]
+        if "Effusion" in labels:
+            img[4:12, 4:12] = 255  # learnable signal
+        Image.fromarray(img).save(d / "images" / f"{i:05d}.png")
+        rows.append(f"{i:05d}.png,{'|'.join(labels) or 'No Finding'},{i // 2}")
+    (d / "labels.csv").write_text("\n".join(rows) + "\n")
+    return d / "labels.csv"
+
+
+def test_multilabel_csv_run_reports_per_class_auc(tmp_path):
+    csv_path = _nih_style_csv(tmp_path)
+    cfg = build_config({}, [f"data.path={csv_path}", "data.image_size=24", "train.epochs=1",
+                            "train.batch_size=16", "train.num_threads=1", "data.val_fraction=0.25"])
+    m = finetune(cfg, tmp_path / "run", progress=False)
+    assert m["task"] == "multilabel" and set(m["classes"]) == {"Effusion", "Nodule"}
+    assert set(m["test"]["auc_per_class"]) == {"Effusion", "Nodule"}
+    assert m["threshold"]["rule"] == "argmax"
+    pred = np.load(tmp_path / "run" / "predictions_test.npz")
+    assert pred["p"].shape == (m["test"]["n"], 2)
+
+
+def test_recipe_options_mixup_head_only_balanced(tmp_path):
+    cfg = _cfg("train.mixup_alpha=0.4", "train.trainable=head", "train.class_weighting=balanced",
+               "train.optimizer=adamw", "train.lr=0.001", "train.schedule=step", "train.epochs=2")
+    torch.manual_seed(0)
+    m = finetune(cfg, tmp_path / "run", progress=False)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "trainable: ['head']" in log
+    # head-only fine-tuning leaves the backbone exactly as initialised, BN running stats too
+    from medtl.models import create_model
+
+    torch.manual_seed(cfg.seed)
+    init, _ = create_model("resnet18", 2)
+    from medtl.models import apply_bn_gamma
+
+    apply_bn_gamma(init, cfg.train.bn_gamma)
+    best = torch.load(tmp_path / "run" / "checkpoint_best.pt", weights_only=True)["model"]
+    for k, v in init.state_dict().items():
+        if k.startswith("backbone."):
+            assert torch.equal(best[k], v), k
+    assert not torch.equal(best["head.weight"], init.state_dict()["head.weight"])
+    assert m["test"]["n"] == 48
