@@ -16,9 +16,9 @@ from medtl.probes.explain import explain_probe
 from medtl.probes.runs import load_run
 from medtl.probes.translation import shift_images, translation_probe
 
-EPS = [0.0, 2 / 255, 8 / 255, 32 / 255]
+EPS = [0.0, 4 / 255, 32 / 255]
 ADV = {"eps": EPS, "steps": 3, "n_images": 64, "attacks": ["fgsm_linf", "pgd_linf", "pgd_l2"]}
-TRANS = {"max_shift": 2, "n_images": 32, "n_pairs": 1, "scale_pct": 2}
+TRANS = {"max_shift": 2, "n_images": 16, "n_pairs": 1, "scale_pct": 2}
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +61,7 @@ def test_translation_probe(runs):
 
 def test_adversarial_sanity(runs):
     run = load_run(runs["a0"])
-    r = adversarial_probe(runs["a0"], n_images=0, eps=EPS, steps=3, attacks=["pgd_linf", "fgsm_linf", "pgd_l2"])
+    r = adversarial_probe(runs["a0"], n_images=0, eps=EPS, steps=3, attacks=["pgd_linf", "pgd_l2"])
     clean_auc = json.loads((runs["a0"] / "metrics.json").read_text())["test"]["auc"]
     assert r["n_images"] == len(run.labels)
     pgd = r["attacks"]["pgd_linf"]
@@ -74,7 +74,7 @@ def test_adversarial_sanity(runs):
     assert r["attacks"]["pgd_l2"][-1]["auc"] < clean_auc
     # black-box transfer from another run hurts less than white-box at the same ε
     t = adversarial_probe(runs["a0"], source=runs["b0"], n_images=0, eps=EPS, steps=3,
-                          attacks=["pgd_linf", "fgsm_linf", "pgd_l2"])
+                          attacks=["pgd_linf"])
     tr = t["attacks"]["transfer_pgd_linf"]
     assert tr[0]["auc"] == pytest.approx(clean_auc, abs=1e-9)
     assert tr[-1]["auc"] > aucs[-1]
@@ -117,14 +117,14 @@ def test_corruptions(runs):
     Image.fromarray(u8[0, 0].numpy()).save(buf, format="JPEG", quality=40)
     pil = np.asarray(Image.open(buf)).astype(float)
     assert np.abs(pil - jpeg(u8.float() / 255, 40)[0, 0].numpy() * 255).mean() < 1.5
-    r = corruptions_probe(runs["a1"], n_images=48)
+    r = corruptions_probe(runs["a1"], n_images=24)
     assert set(r["corruptions"]) == set(CORRUPTIONS)
     assert all(len(rows) == 5 for rows in r["corruptions"].values())
     assert np.isfinite(r["mean_auc_drop"])
 
 
 def test_explain(runs):
-    r = explain_probe(runs["a1"], n_samples=2, n_embed=48)
+    r = explain_probe(runs["a1"], n_samples=2, n_embed=24)
     assert len(r["samples"]) == 2 and all(set(s) == {"test_index", "label", "decision", "p"} for s in r["samples"])
     for k in ("panel", "embedding"):
         assert (runs["a1"] / "probes" / r["plots"][k]).stat().st_size > 1000
@@ -138,20 +138,14 @@ def test_not_a_run(tmp_path):
         assert "not a finished medtl run folder" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_cli(runs, tmp_path, capsys):
+def test_cli(runs, tmp_path):
     import typer
-
-    from medtl.cli import probe_cmd, run
-
-    main = typer.Typer()
-    from medtl.cli import app as real_app  # noqa: F401  (the lead wires probe_cmd into it)
-
-    rc = run(["--help"])
-    assert rc == 0
     from typer.testing import CliRunner
 
+    from medtl.cli import probe_cmd
+
     app = typer.Typer()
-    app.add_typer(probe_cmd.app, name="probe")
+    app.add_typer(probe_cmd.app, name="probe")  # as the lead wires it into medtl's CLI
     probe_cmd.register(app)
     res = CliRunner().invoke(app, ["probe", "translation", str(runs["b0"]), "-k", "1", "--n-images", "16",
                                    "--n-pairs", "1", "--scale-pct", "1"])
@@ -159,4 +153,4 @@ def test_cli(runs, tmp_path, capsys):
     assert "P(change,1px)" in res.output
     res = CliRunner().invoke(app, ["probe", "corruptions", str(tmp_path)])
     assert res.exit_code != 0 and isinstance(res.exception, MedtlError)
-    del main
+    assert "not a finished medtl run folder" in str(res.exception)

@@ -59,7 +59,7 @@ def _make_run(out: Path, npz: Path, seed: int, lr: float, steps: int) -> Path:
     g = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
-        idx = torch.randint(0, len(x), (64,), generator=g)
+        idx = torch.randint(0, len(x), (32,), generator=g)
         loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
@@ -93,7 +93,7 @@ def tiny_runs() -> dict[str, Path]:
         _write_npz(npz)
         torch.set_num_threads(min(2, torch.get_num_threads()))
         _CACHE["root"] = root / "runs"
-        _CACHE["a0"] = _make_run(root / "runs" / "armA" / "seed-0", npz, 0, 3e-3, 30)
-        _CACHE["a1"] = _make_run(root / "runs" / "armA" / "seed-1", npz, 1, 3e-3, 30)
-        _CACHE["b0"] = _make_run(root / "runs" / "armB" / "seed-0", npz, 0, 1e-3, 30)
+        _CACHE["a0"] = _make_run(root / "runs" / "armA" / "seed-0", npz, 0, 3e-3, 25)
+        _CACHE["a1"] = _make_run(root / "runs" / "armA" / "seed-1", npz, 1, 3e-3, 25)
+        _CACHE["b0"] = _make_run(root / "runs" / "armB" / "seed-0", npz, 0, 1e-3, 25)
     return dict(_CACHE)

@@ -14,10 +14,10 @@ from test_probes_helpers import tiny_runs
 from medtl.reports.robustness_report import run_report
 
 PARAMS = {
-    "translation": {"max_shift": 2, "n_images": 24, "n_pairs": 1, "scale_pct": 2},
-    "adversarial": {"steps": 2, "n_images": 32, "eps": [0.0, 2 / 255, 8 / 255], "attacks": ["fgsm_linf", "pgd_linf"]},
-    "corruptions": {"n_images": 32, "corruptions": ["gaussian_noise", "blur", "jpeg"]},
-    "explain": {"n_samples": 2, "n_embed": 32},
+    "translation": {"max_shift": 1, "n_images": 12, "n_pairs": 1, "scale_pct": 1},
+    "adversarial": {"steps": 1, "n_images": 16, "eps": [0.0, 8 / 255], "attacks": ["pgd_linf"]},
+    "corruptions": {"n_images": 16, "corruptions": ["gaussian_noise", "jpeg"]},
+    "explain": {"n_samples": 1, "n_embed": 16},
 }
 
 

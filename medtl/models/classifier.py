@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import ConfigError, WeightsError
 from ..io import sha256_file
 from .archs import build_architecture, get_architecture
+from .fastconv import trim_dead_taps
 from .weights import (IMAGENET_MEAN, IMAGENET_STD, get_weights, list_weights,
                       load_state_dict_file, matching_source, record_pin, resolve_weights_file)
 
@@ -150,7 +151,7 @@ def _looks_like_path(text: str) -> bool:
 
 
 def create_model(backbone: str, num_classes: int, weights: str = "none", drop_rate: float = 0.0,
-                 allow_download: bool = True) -> tuple[ImageClassifier, LoadReport | None]:
+                 allow_download: bool = True, trim_convs: bool = True) -> tuple[ImageClassifier, LoadReport | None]:
     """Build ``backbone`` with a new ``num_classes`` head and load ``weights``.
 
     ``weights``: 'none' (random init, deterministic under ``torch.manual_seed``), a
@@ -161,6 +162,8 @@ def create_model(backbone: str, num_classes: int, weights: str = "none", drop_ra
     net = build_architecture(backbone)
     num_features = _num_features(net)
     net.fc = nn.Identity()
+    if trim_convs:
+        trim_dead_taps(net)  # exact: skips taps that only see padding on tiny maps (fastconv.py)
     info: dict[str, Any] = {"arch": backbone, "library": spec.library, "weights": "none",
                             "weights_file": None, "weights_sha256": None, "family": None,
                             "format": None, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
