@@ -22,13 +22,15 @@ app = typer.Typer(
 
 def _register() -> None:
     # imported here so that `import medtl.cli` stays light and sub-apps stay in their files
-    from . import compare_cmd, data_cmd, finetune_cmd, sweep_cmd, weights_cmd  # noqa: F401
+    from . import compare_cmd, data_cmd, finetune_cmd, probe_cmd, sweep_cmd, weights_cmd  # noqa: F401
 
     app.add_typer(data_cmd.app, name="data", help="Inspect datasets: check, preview.")
     app.add_typer(weights_cmd.app, name="weights", help="List and fetch pretrained weights.")
+    app.add_typer(probe_cmd.app, name="probe", help="Robustness probes of a finished run.")
     finetune_cmd.register(app)
     sweep_cmd.register(app)
     compare_cmd.register(app)
+    probe_cmd.register(app)
 
 
 _register()

@@ -3,7 +3,11 @@
 Each ``*_probe(run_dir, **params)`` returns a JSON-able dict and caches it in
 ``RUN/probes/<probe>.json`` keyed by its parameters and the checkpoint's hash.
 """
+from .adversarial import adversarial_probe, craft
+from .corruptions import CORRUPTIONS, corrupt, corruptions_probe
+from .explain import explain_probe
 from .runs import ProbeRun, load_run, predict_proba
-from .translation import translation_probe
+from .translation import shift_images, translation_probe
 
-__all__ = ["ProbeRun", "load_run", "predict_proba", "translation_probe"]
+__all__ = ["CORRUPTIONS", "ProbeRun", "adversarial_probe", "corrupt", "corruptions_probe", "craft", "explain_probe",
+           "load_run", "predict_proba", "shift_images", "translation_probe"]
