@@ -459,7 +459,7 @@ def plot_metric(result: Mapping, metric: str) -> bytes:
     ax.set_xticklabels(names, rotation=20 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
     ax.set_xlim(0.4, len(names) + 0.6)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric}: one point per seed (diamond = mean)")
+    ax.set_title(f"{metric}\none point per seed, diamond = mean", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
