@@ -77,7 +77,10 @@ def test_adversarial_sanity(runs):
                           attacks=["pgd_linf"])
     tr = t["attacks"]["transfer_pgd_linf"]
     assert tr[0]["auc"] == pytest.approx(clean_auc, abs=1e-9)
-    assert tr[-1]["auc"] > aucs[-1]
+    # compared over the sweep: at the largest ε both can reach AUC ~0 on these tiny toy models
+    tr_aucs = [row["auc"] for row in tr]
+    assert all(t_ >= w - 0.02 for t_, w in zip(tr_aucs[1:], aucs[1:]))
+    assert sum(tr_aucs[1:]) > sum(aucs[1:])
     assert (runs["a0"] / "probes" / "adversarial_transfer.json").is_file()
 
 
