@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..io import sha256_file
 from .runs import (ProbeRun, cached_probe, check_positive, load_run, new_figure, predict_proba,
                    sample_indices, scores, write_png)
 

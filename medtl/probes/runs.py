@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, MedtlError
-from ..io import atomic_path, sha256_file, write_json_atomic
+from ..io import atomic_path, json_safe, sha256_file, write_json_atomic
 
 PROBES_DIR = "probes"
 CACHE_VERSION = 1
@@ -168,21 +167,7 @@ def sample_indices(n_total: int, n: int | None, seed: int, labels: np.ndarray | 
 
 # ------------------------------------------------------------------------------------ caching
 
-def json_clean(obj: Any) -> Any:
-    """NaN/inf -> None; numpy scalars/arrays -> Python; Paths -> str."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, np.generic):
-        return json_clean(obj.item())
-    if isinstance(obj, np.ndarray):
-        return json_clean(obj.tolist())
-    if isinstance(obj, Mapping):
-        return {str(k): json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_clean(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+json_clean = json_safe
 
 
 def cache_key(probe: str, params: Mapping, checkpoint_sha256: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..io import atomic_path, write_json_atomic, write_text_atomic
+from ..io import atomic_path, json_safe, write_json_atomic, write_text_atomic
 from ..stats.compare import TEST_LABELS, compare_arms, format_p
 from ..stats.delong import delong_test
 
@@ -546,19 +546,7 @@ def render_html(result: Mapping, pngs: Mapping[str, bytes] | None = None) -> str
     return "\n".join(parts) + "\n"
 
 
-def _json_clean(obj: Any) -> Any:
-    """JSON has no NaN/inf: write null.  Also converts numpy scalars and Paths."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, np.generic):
-        return _json_clean(obj.item())
-    if isinstance(obj, Mapping):
-        return {str(k): _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+_json_clean = json_safe
 
 
 def write_report(result: Mapping, out: str | Path, *, plots: bool = True) -> dict[str, Path]:

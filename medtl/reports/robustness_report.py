@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence

@@ -10,6 +10,8 @@ import math
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from ..io import json_safe
+
 
 def _safe_auc(y: np.ndarray, score: np.ndarray) -> float:
     if len(np.unique(y)) < 2:
@@ -80,14 +82,5 @@ def multilabel_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str]) -> d
     return {"auc": macro, "auc_macro": macro, "auc_per_class": per, "n": int(len(y))}
 
 
-def nan_to_none(obj):
-    """JSON has no NaN: replace NaN/inf floats by None, recursively."""
-    if isinstance(obj, float):
-        return None if (math.isnan(obj) or math.isinf(obj)) else obj
-    if isinstance(obj, dict):
-        return {k: nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [nan_to_none(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return nan_to_none(obj.item())
-    return obj
+# JSON has no NaN: the one implementation lives in medtl.io
+nan_to_none = json_safe

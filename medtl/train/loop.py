@@ -18,7 +18,6 @@ import csv
 import io
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
