@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -51,15 +52,9 @@ def main() -> None:
     labels = rng.integers(0, 2, n)
     targets = torch.as_tensor(labels, dtype=torch.long)
 
-    class _Bundle:
-        classes = ["a", "b"]
-        multilabel = False
-
-        class splits:  # noqa: N801 - mimics DatasetBundle.splits["train"].labels
-            pass
-
-    bundle = _Bundle()
-    bundle.splits = {"train": type("S", (), {"labels": labels})()}
+    # Task needs only the classes and the train labels of a DatasetBundle
+    bundle = SimpleNamespace(classes=["a", "b"], multilabel=False,
+                             splits={"train": SimpleNamespace(labels=labels)})
     task = Task(bundle, 0.0, "none", rt.device)
 
     def fresh_model():

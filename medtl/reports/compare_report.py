@@ -114,6 +114,15 @@ def _arm_folder(folder: Path, name: str | None) -> Arm:
     return arm
 
 
+def _as_arm(d: Path, name: str | None) -> "Arm | None":
+    """A single run folder or a folder of seed-* runs as an arm; None if it is neither."""
+    if _is_run(d):
+        return _lone_run(d, name)
+    if _seed_children(d):
+        return _arm_folder(d, name)
+    return None
+
+
 def discover_arms(dirs: Sequence[str | Path] = (), named: Sequence[tuple[str, str | Path]] = ()) -> dict[str, Arm]:
     """Arms found in ``dirs`` (sweep, arm or run folders) plus ``named`` ``(NAME, DIR)`` arms.
 
@@ -125,10 +134,9 @@ def discover_arms(dirs: Sequence[str | Path] = (), named: Sequence[tuple[str, st
         d = Path(d)
         if not d.is_dir():
             raise DataError(f"{d}: no such folder")
-        if _is_run(d):
-            found.append(_lone_run(d, None))
-        elif _seed_children(d):
-            found.append(_arm_folder(d, None))
+        arm = _as_arm(d, None)
+        if arm is not None:
+            found.append(arm)
         else:
             subs = [c for c in sorted(d.iterdir()) if c.is_dir() and _seed_children(c)]
             if not subs:
@@ -141,10 +149,9 @@ def discover_arms(dirs: Sequence[str | Path] = (), named: Sequence[tuple[str, st
             raise ConfigError(f"--arm needs NAME=DIR, got '={d}'")
         if not d.is_dir():
             raise DataError(f"{d}: no such folder (--arm {name}={d})")
-        if _is_run(d):
-            found.append(_lone_run(d, name))
-        elif _seed_children(d):
-            found.append(_arm_folder(d, name))
+        arm = _as_arm(d, name)
+        if arm is not None:
+            found.append(arm)
         else:
             raise DataError(f"{d}: no runs found for --arm {name} (expected metrics.json or seed-*/metrics.json)")
     arms: dict[str, Arm] = {}

@@ -82,7 +82,7 @@ def execute_run(spec: RunSpec | dict) -> dict:
         cfg = RunConfig.model_validate(spec.config)
         m = finetune(cfg, out, progress=False)
         return asdict(RunResult(spec.arm, spec.seed, "done", time.time() - t0, m["test"].get("auc")))
-    except (MedtlError, Exception) as exc:  # noqa: BLE001 - record every failure, keep sweeping
+    except Exception as exc:  # noqa: BLE001 - record every failure, keep sweeping
         user = isinstance(exc, MedtlError)
         msg = " ".join(str(exc).split()) or type(exc).__name__
         rec = {"arm": spec.arm, "seed": spec.seed, "error_type": type(exc).__name__, "error": msg,
