@@ -50,3 +50,53 @@ def test_resnet_at_28px_matches_untrimmed(tmp_path):
     a.eval(), b.eval()
     torch.testing.assert_close(b(x), a(x), rtol=1e-10, atol=1e-10)
     assert sorted(a.state_dict()) == sorted(b.state_dict())
+
+
+@pytest.mark.parametrize("h,w,k,stride,pad,channels_last", [
+    (2, 2, 3, 1, 1, True), (2, 2, 3, 1, 1, False), (1, 1, 3, 1, 1, True), (2, 2, 3, 2, 1, True),
+    (1, 2, 3, 1, 1, False), (2, 1, 5, 1, 2, True),
+])
+def test_dense_path_on_tiny_maps_is_exact(h, w, k, stride, pad, channels_last, monkeypatch):
+    """Maps where every output sees every input go through one GEMM; same numbers."""
+    import medtl.models.fastconv as fc
+
+    calls = []
+    real = fc._dense_conv
+    monkeypatch.setattr(fc, "_dense_conv", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(1)
+    ref = nn.Conv2d(6, 5, k, stride=stride, padding=pad, bias=True).double()
+    fast = copy.deepcopy(ref)
+    fast.__class__ = TrimmedConv2d
+    x = torch.randn(3, 6, h, w, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y_ref, y_fast = ref(x1), fast(x2)
+    assert calls, "dense path not taken"
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y_ref)
+    y_ref.backward(g)
+    y_fast.backward(g)
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast.bias.grad, ref.bias.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_dense_path_skipped_where_it_would_hold_zero_blocks():
+    from medtl.models.fastconv import _dense_taps
+
+    assert _dense_taps(2, 2, 3, 3, 1, 1, 1, 1) is not None  # 2x2 map, 3x3 kernel: all connected
+    assert _dense_taps(4, 4, 3, 3, 2, 2, 1, 1) is None  # 16 positions: the conv is cheaper
+    assert _dense_taps(3, 1, 3, 3, 1, 1, 1, 1) is None  # row 0 and row 2 never meet
+
+
+def test_dense_path_under_bf16_autocast_close_to_conv():
+    torch.manual_seed(2)
+    ref = nn.Conv2d(32, 16, 3, padding=1, bias=False)
+    fast = copy.deepcopy(ref)
+    fast.__class__ = TrimmedConv2d
+    x = torch.randn(8, 32, 2, 2).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = ref(x), fast(x)
+    assert b.dtype == a.dtype == torch.bfloat16
+    torch.testing.assert_close(b.float(), a.float(), rtol=0.02, atol=0.05)
