@@ -3,7 +3,7 @@
 #   torch is installed first, on its own (TORCH_SPEC, default torch==2.13.0: a CPU wheel on
 #   these machines); everything else is installed with a constraints file that pins torch to
 #   the installed version, so no dependency can replace it.
-# Usage: bash scripts/setup.sh   (VENV=.venv TORCH_SPEC=torch==2.13.0 EXTRAS=test,ray by default)
+# Usage: bash scripts/setup.sh   (VENV=.venv TORCH_SPEC=torch==2.13.0 EXTRAS=test,ray,track by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -20,7 +20,7 @@ tv=$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])
 cons=$(mktemp)
 trap 'rm -f "$cons"' EXIT
 { echo "torch==$tv"; grep -v '^torch==' scripts/constraints-cpu.txt; } > "$cons"
-"$VENV/bin/python" -m pip install -q -c "$cons" -e ".[${EXTRAS:-test,ray}]"
+"$VENV/bin/python" -m pip install -q -c "$cons" -e ".[${EXTRAS:-test,ray,track}]"
 "$VENV/bin/python" - <<'PY'
 import torch, medtl
 from medtl._compat import import_torchvision

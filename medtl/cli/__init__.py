@@ -22,7 +22,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # imported here so that `import medtl.cli` stays light and sub-apps stay in their files
-    from . import compare_cmd, data_cmd, finetune_cmd, probe_cmd, sweep_cmd, weights_cmd  # noqa: F401
+    from . import compare_cmd, data_cmd, finetune_cmd, probe_cmd, sweep_cmd, track_cmd, weights_cmd  # noqa: F401
 
     app.add_typer(data_cmd.app, name="data", help="Inspect datasets: check, preview.")
     app.add_typer(weights_cmd.app, name="weights", help="List and fetch pretrained weights.")
@@ -31,6 +31,7 @@ def _register() -> None:
     sweep_cmd.register(app)
     compare_cmd.register(app)
     probe_cmd.register(app)
+    track_cmd.register(app)
 
 
 _register()

@@ -39,6 +39,10 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data order and augmentation."),
         restart: bool = typer.Option(False, "--restart", help="Discard an existing run in --out first."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, warnings only."),
+        mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI",
+                                             help="After the run, log it to MLflow: 'default' "
+                                                  "($MLFLOW_TRACKING_URI, else ./mlruns), a local path "
+                                                  "such as ./mlruns, or any tracking URI."),
     ) -> None:
         """Fine-tune a backbone on X-ray data; writes config.yaml, metrics.json, log.csv and
         checkpoint_best.pt into the run folder.  Re-running the same command resumes."""
@@ -58,3 +62,7 @@ def register(app: typer.Typer) -> None:
         tag = " [SYNTHETIC data]" if metrics["run"].get("synthetic") else ""
         typer.echo(f"test{tag}: " + json.dumps(summary))
         typer.echo(f"run folder: {out_dir}")
+        if mlflow is not None:
+            from .track_cmd import log_finished
+
+            log_finished(out_dir, mlflow)

@@ -19,6 +19,10 @@ def register(app: typer.Typer) -> None:
         seeds: Optional[int] = typer.Option(None, "--seeds", help="Override the number of seeds (0..N-1)."),
         address: Optional[str] = typer.Option(None, "--address", help="Ray address: auto or HOST:PORT."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI",
+                                             help="After the sweep, log its finished runs to MLflow: "
+                                                  "'default' ($MLFLOW_TRACKING_URI, else ./mlruns), a "
+                                                  "local path such as ./mlruns, or any tracking URI."),
     ) -> None:
         """Run every (arm, seed) of a sweep; re-running skips finished runs and resumes
         interrupted ones.  Failed runs are recorded in failed.json and do not stop the sweep."""
@@ -35,3 +39,7 @@ def register(app: typer.Typer) -> None:
             if r["status"] == "failed":
                 typer.echo(f"  failed: {r['arm']}/seed-{r['seed']}: {r['error']}", err=True)
         typer.echo(f"compare with: medtl compare {out} --metric test.auc --out {out}/compare")
+        if mlflow is not None:
+            from .track_cmd import log_finished
+
+            log_finished(out, mlflow)

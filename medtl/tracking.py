@@ -1,0 +1,231 @@
+"""Optional MLflow tracking: log finished run folders to an MLflow store.
+
+Design: logging is *post hoc*, from the run folder.  Training never talks to MLflow; a run
+folder (``config.yaml``, ``metrics.json``, ``log.csv``, ...) already holds everything worth
+tracking, so this module only reads it.  That keeps the training loop free of tracking code,
+keeps runs resumable and bit-identical with or without MLflow, lets a sweep's worker
+processes (or Ray tasks) run without any tracking set-up, and lets old runs be logged later
+(``medtl track runs/``).
+
+- Store: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else a local file store
+  ``./mlruns`` under the current directory; no server is needed.  A plain path works as URI.
+- One MLflow run per run folder.  Params: the resolved config as dotted keys
+  (``train.lr``; list and dict values as JSON).  Metrics: every number in ``metrics.json``'s
+  ``val`` and ``test`` sections (``test.auc``, ``test.auc_per_class.<class>``), the epoch
+  history as step metrics (step = epoch) and ``run.wall_time_s``.  Artifacts: the run
+  folder's files, the checkpoint only on request.
+- Idempotent: a run folder whose ``metrics.json`` (by sha256) is already logged in the
+  experiment is not logged again.  Unfinished folders (no ``metrics.json``) are skipped.
+- mlflow is imported lazily: ``medtl`` works without it (``pip install 'medtl[track]'``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from .errors import ConfigError
+from .io import sha256_file
+
+ARTIFACTS = ("config.yaml", "metrics.json", "log.csv", "train.log", "predictions_test.npz")
+CHECKPOINT = "checkpoint_best.pt"
+HISTORY_KEYS = ("train_loss", "val_loss", "val_auc", "val_acc", "lr")
+MAX_PARAM_LEN = 6000  # MLflow's param value limit (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH)
+_BAD_NAME = re.compile(r"[^/\w.\- ]")  # characters MLflow refuses in param and metric names
+
+
+def _mlflow():
+    try:
+        with warnings.catch_warnings():  # mlflow 2.x imports the deprecated pkg_resources
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import mlflow
+    except ImportError as exc:
+        raise ConfigError("MLflow tracking needs mlflow: pip install 'medtl[track]'") from exc
+    return mlflow
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """The tracking URI: ``uri``, else ``$MLFLOW_TRACKING_URI``, else ``./mlruns``.
+
+    A plain path (``./mlruns``, ``/data/mlruns``) becomes a ``file:`` URI.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
+    if uri == "databricks" or len(urlparse(uri).scheme) > 1:  # a URI; a one-letter scheme is a drive
+        return uri
+    return Path(uri).expanduser().resolve().as_uri()
+
+
+def _client(uri: str | None):
+    return _mlflow().MlflowClient(tracking_uri=resolve_uri(uri))
+
+
+# ---------------------------------------------------------------- reading a run folder
+
+def _config_sections() -> set[str]:
+    from .config import valid_keys
+
+    return {k.rsplit(".", n)[0] for k in valid_keys() for n in range(1, k.count(".") + 1)}
+
+
+def config_params(config: dict) -> dict[str, str]:
+    """The config as flat ``{dotted.key: str}``; only config sections are flattened, so a
+    dict-valued key such as ``train.bn_gamma`` stays one param (as JSON)."""
+    sections, out = _config_sections(), {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            key = prefix + str(k)
+            if isinstance(v, dict) and key in sections:
+                walk(v, key + ".")
+            else:
+                out[key] = (v if isinstance(v, str) else json.dumps(v, sort_keys=True))[:MAX_PARAM_LEN]
+
+    walk(config, "")
+    return out
+
+
+def _numbers(d: Any, prefix: str) -> dict[str, float]:
+    """Every numeric scalar under ``d`` as ``{prefix.key[.sub]: value}`` (None, bools, lists skipped)."""
+    out: dict[str, float] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_numbers(v, f"{prefix}.{_BAD_NAME.sub('_', str(k))}"))
+    elif isinstance(d, (int, float)) and not isinstance(d, bool):
+        out[prefix] = float(d)
+    return out
+
+
+def _sweep_arm(run_dir: Path) -> str | None:
+    """The arm name of a run folder ``OUT/<arm>/seed-<k>/`` inside a sweep folder."""
+    sweep = run_dir.parent.parent
+    in_sweep = (sweep / "sweep.json").is_file() or (sweep / "sweep_config.yaml").is_file()
+    return run_dir.parent.name if in_sweep else None
+
+
+# ---------------------------------------------------------------- logging
+
+def _find_logged(client, experiment_id: str, run_dir: str, sha: str) -> str | None:
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`medtl.metrics_sha256` = '{sha}'")
+    for r in runs:
+        if r.data.tags.get("medtl.run_dir") == run_dir and r.info.status == "FINISHED":
+            return r.info.run_id
+    return None
+
+
+def _log_run(run_dir, uri, experiment, checkpoints) -> tuple[str | None, bool]:
+    """Log one run folder; returns (run id or None if unfinished, whether it was new)."""
+    _mlflow()  # fail early, with the install hint, where mlflow is missing
+    from mlflow.entities import Metric, Param
+
+    run_dir = Path(run_dir).resolve()
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        return None, False
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir}: has metrics.json but no config.yaml; not a medtl run folder")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    metrics = json.loads(metrics_file.read_text())
+    run_info = metrics.get("run") or {}
+    sha = sha256_file(metrics_file)
+
+    client = _client(uri)
+    name = experiment or config.get("name") or run_info.get("name") or "medtl"
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(name)
+    found = _find_logged(client, exp_id, str(run_dir), sha)
+    if found:
+        return found, False
+
+    tags = {"medtl.run_dir": str(run_dir), "medtl.metrics_sha256": sha,
+            "medtl.seed": str(config.get("seed", run_info.get("seed"))),
+            "medtl.dataset": str(run_info.get("dataset")),
+            "medtl.synthetic": str(bool(run_info.get("synthetic")))}
+    arm = _sweep_arm(run_dir)
+    if arm:
+        tags["medtl.arm"] = arm
+    run = client.create_run(exp_id, tags=tags, run_name=f"{run_dir.parent.name}/{run_dir.name}")
+    rid = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        params = [Param(k, v) for k, v in config_params(config).items()]
+        values = _numbers(metrics.get("val"), "val") | _numbers(metrics.get("test"), "test")
+        if isinstance(run_info.get("wall_time_s"), (int, float)):
+            values["run.wall_time_s"] = float(run_info["wall_time_s"])
+        points = [Metric(k, v, now, 0) for k, v in values.items()]
+        for i, row in enumerate(metrics.get("history") or [], start=1):
+            for k in HISTORY_KEYS:
+                v = row.get(k)
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    points.append(Metric(k, float(v), now, int(row.get("epoch", i))))
+        for i in range(0, len(params), 100):  # MLflow's batch limits: 100 params, 1000 metrics
+            client.log_batch(rid, params=params[i:i + 100])
+        for i in range(0, len(points), 1000):
+            client.log_batch(rid, metrics=points[i:i + 1000])
+        files = ARTIFACTS + ((CHECKPOINT,) if checkpoints else ())
+        for f in files:
+            if (run_dir / f).is_file():
+                client.log_artifact(rid, str(run_dir / f))
+    except BaseException:
+        client.set_terminated(rid, "FAILED")  # a failed run is not "logged": the next call retries
+        raise
+    client.set_terminated(rid, "FINISHED")
+    return rid, True
+
+
+def log_run(run_dir: str | Path, uri: str | None = None, experiment: str | None = None,
+            checkpoints: bool = False) -> str | None:
+    """Log one finished run folder to MLflow; returns the MLflow run id.
+
+    Returns None (and logs nothing) for an unfinished folder.  Logging a folder already
+    logged with the same ``metrics.json`` returns the existing run's id.
+    ``experiment`` defaults to the config's ``name``.
+    """
+    return _log_run(run_dir, uri, experiment, checkpoints)[0]
+
+
+def find_run_folders(path: str | Path) -> list[Path]:
+    """Run folders (finished or not) at or under ``path``: folders holding config.yaml.
+
+    MLflow file stores (folders with ``meta.yaml``, or named ``mlruns``) are not searched:
+    their artifact copies of config.yaml are not run folders.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no such run or sweep folder")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        if "config.yaml" in filenames:
+            found.append(Path(dirpath))
+        if "config.yaml" in filenames or "meta.yaml" in filenames:
+            dirnames.clear()  # a run folder holds no other run; an MLflow store holds none
+        dirnames[:] = [d for d in dirnames if d != "mlruns" and not d.startswith(".")]
+    return sorted(found)
+
+
+def log_tree(path: str | Path, uri: str | None = None, experiment: str | None = None,
+             checkpoints: bool = False, counts: dict[str, int] | None = None) -> list[str]:
+    """Log every finished run folder at or under ``path`` (a run folder or a sweep folder).
+
+    Returns the MLflow run ids (new and already logged).  If ``counts`` is given it is
+    filled with ``logged`` (new), ``existing`` (already logged) and ``unfinished``.
+    """
+    ids: list[str] = []
+    c = {"logged": 0, "existing": 0, "unfinished": 0}
+    for run_dir in find_run_folders(path):
+        rid, new = _log_run(run_dir, uri, experiment, checkpoints)
+        if rid is None:
+            c["unfinished"] += 1
+            continue
+        ids.append(rid)
+        c["logged" if new else "existing"] += 1
+    if counts is not None:
+        counts.update(c)
+    return ids
