@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -36,6 +36,37 @@ class AugmentConfig(_Strict):
     contrast: float = Field(0.1, ge=0, le=1, description="max relative contrast change")
 
 
+class SRConfig(_Strict):
+    """Upscaling applied after decoding at ``data.image_size`` (the native, low resolution).
+
+    ``none``: the images go to the network at ``image_size``.  ``resize``: a Pillow resize
+    (bicubic, bilinear or lanczos) by ``scale`` or to ``size``.  ``learned``: a super-resolution
+    model file written by ``medtl sr train`` (its own scale).  The upscaled images are fed at
+    their full size (ResNets end in global average pooling); they are never shrunk back unless
+    ``size`` asks for a smaller side.  Upscaled datasets are computed once and cached.
+    """
+
+    method: Literal["none", "resize", "learned"] = "none"
+    scale: float | None = Field(None, gt=1, le=16, description="upscale factor (resize; learned: must match the model)")
+    size: int | None = Field(None, ge=8, le=4096, description="output side in px instead of scale")
+    interpolation: Literal["bicubic", "bilinear", "lanczos"] = "bicubic"
+    model: str | None = Field(None, description="learned: path of the SR model file")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.method == "none" and (self.scale is not None or self.size is not None or self.model):
+            raise ValueError("scale/size/model are set but method is 'none' (use method: resize or learned)")
+        if self.method == "resize" and self.scale is None and self.size is None:
+            raise ValueError("method 'resize' needs scale or size")
+        if self.method == "resize" and self.model:
+            raise ValueError("model is only used with method 'learned'")
+        if self.method == "learned" and not self.model:
+            raise ValueError("method 'learned' needs model: the file written by `medtl sr train`")
+        if self.scale is not None and self.size is not None:
+            raise ValueError("give scale or size, not both")
+        return self
+
+
 class DataConfig(_Strict):
     path: str = SYNTHETIC
     format: Literal["auto", "folder", "csv", "dicom", "npz", "synthetic"] = "auto"
@@ -56,6 +87,7 @@ class DataConfig(_Strict):
     synthetic_n: dict[str, int] = Field(default_factory=lambda: {"train": 1200, "val": 300, "test": 500})
     cache: bool = True
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    sr: SRConfig = Field(default_factory=SRConfig)
 
 
 class ModelConfig(_Strict):

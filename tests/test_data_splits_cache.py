@@ -96,3 +96,13 @@ def test_duplicates_are_kept_with_a_note(tmp_path, data_cache):
     b = load_dataset(DataConfig(path=str(root), image_size=8), cache_dir=data_cache)
     assert sum(len(s) for s in b.splits.values()) == 17
     assert any("1 groups of byte-identical images" in n for n in b.notes)
+
+
+def test_atomic_writes_get_the_usual_file_permissions(tmp_path):
+    import stat
+
+    from medtl.io import _UMASK, write_text_atomic
+
+    write_text_atomic(tmp_path / "a.txt", "x")
+    mode = stat.S_IMODE((tmp_path / "a.txt").stat().st_mode)
+    assert mode == 0o666 & ~_UMASK  # not mkstemp's private 0600 (under the usual umask 022)

@@ -22,11 +22,13 @@ app = typer.Typer(
 
 def _register() -> None:
     # imported here so that `import medtl.cli` stays light and sub-apps stay in their files
-    from . import compare_cmd, data_cmd, finetune_cmd, probe_cmd, sweep_cmd, track_cmd, weights_cmd  # noqa: F401
+    from . import (compare_cmd, data_cmd, finetune_cmd, probe_cmd, sr_cmd, sweep_cmd,  # noqa: F401
+                   track_cmd, weights_cmd)
 
     app.add_typer(data_cmd.app, name="data", help="Inspect datasets: check, preview.")
     app.add_typer(weights_cmd.app, name="weights", help="List and fetch pretrained weights.")
     app.add_typer(probe_cmd.app, name="probe", help="Robustness probes of a finished run.")
+    app.add_typer(sr_cmd.app, name="sr", help="Learned super-resolution: train and evaluate SR models.")
     finetune_cmd.register(app)
     sweep_cmd.register(app)
     compare_cmd.register(app)

@@ -265,7 +265,8 @@ def _load_synthetic(cfg: DataConfig, cache_dir: Path | None) -> DatasetBundle:
 
 
 def load_dataset(cfg: DataConfig, seed: int = 0, cache_dir: Path | None = None) -> DatasetBundle:
-    """Load a dataset as uint8 arrays at cfg.image_size with train/val/test splits.
+    """Load a dataset as uint8 arrays at cfg.image_size with train/val/test splits (then
+    upscaled per ``cfg.sr`` when that is not 'none').
 
     Splits the data lacks are made patient-level with ``cfg.split_seed`` (not ``seed``: every
     training seed must see the same split).  ``seed`` is accepted for API symmetry.
@@ -273,9 +274,13 @@ def load_dataset(cfg: DataConfig, seed: int = 0, cache_dir: Path | None = None) 
     ``cfg.cache`` is false.
     """
     del seed
+    from .upscale import apply_sr
+
     fmt = resolve_format(cfg)
     if fmt == "synthetic":
-        return _load_synthetic(cfg, cache_dir)
-    if fmt == "npz":
-        return _load_npz(cfg, cache_dir)
-    return _load_files(cfg, fmt, cache_dir)
+        bundle = _load_synthetic(cfg, cache_dir)
+    elif fmt == "npz":
+        bundle = _load_npz(cfg, cache_dir)
+    else:
+        bundle = _load_files(cfg, fmt, cache_dir)
+    return apply_sr(bundle, cfg, cache_dir)  # data.sr: upscaled after decoding, cached

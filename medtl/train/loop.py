@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from pydantic import ValidationError
 
 from .. import __version__
 from ..config import RunConfig, config_to_yaml
@@ -228,6 +229,10 @@ def check_existing(folder: RunFolder, cfg: RunConfig) -> str:
         old = yaml.safe_load(cfg_path.read_text())
     except yaml.YAMLError:
         raise ConfigError(f"{cfg_path}: unreadable config in existing run folder; use --restart") from None
+    try:  # fill in keys added to the schema since that run was written, with their defaults
+        old = RunConfig.model_validate(old or {}).model_dump(mode="json")
+    except ValidationError:
+        pass  # keys since removed: compare as written, which reports them
     diff = [d for d in _config_diff(old or {}, cfg.model_dump(mode="json")) if d not in _RESUME_SAFE]
     if diff:
         raise ConfigError(f"{folder.out}: holds a run with a different config (differs in: {', '.join(diff)}); "
@@ -416,7 +421,9 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
             "run": {
                 "name": cfg.name, "seed": cfg.seed, "dataset": bundle.name, "synthetic": bool(bundle.synthetic),
                 "data_format": bundle.format, "backbone": cfg.model.backbone, "weights": cfg.model.weights,
-                "image_size": cfg.data.image_size, "epochs": cfg.train.epochs, "best_epoch": best_epoch,
+                "image_size": cfg.data.image_size,
+                "input_size": int(train.images.shape[-1]), "sr": cfg.data.sr.method,
+                "epochs": cfg.train.epochs, "best_epoch": best_epoch,
                 "device": str(rt.device), "precision": rt.precision, "medtl_version": __version__,
                 "torch_version": torch.__version__,
                 "wall_time_s": round(time.time() - t0, 2),
