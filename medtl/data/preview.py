@@ -71,7 +71,9 @@ def preview_images(path_or_cfg, n: int = 16, split: str = "train", augment: bool
         idx = np.sort(rng.choice(len(sp), size=min(n, len(sp)), replace=False))
         imgs = sp.images[idx]
         captions = [_caption(sp.labels[i], bundle.classes, bundle.multilabel) for i in idx]
-        title = f"{bundle.name} | {split} | {len(idx)} of {len(sp)} | {cfg.image_size}px"
+        side = imgs.shape[-1]
+        size_txt = f"{side}px" if cfg.sr.method == "none" else f"{cfg.image_size}px -> {side}px ({cfg.sr.method} SR)"
+        title = f"{bundle.name} | {split} | {len(idx)} of {len(sp)} | {size_txt}"
         if bundle.synthetic and "SYNTHETIC" not in title:
             title += " | SYNTHETIC"
     if augment:
