@@ -67,3 +67,17 @@ def test_multilabel_and_nan_handling():
     assert math.isnan(m["auc_per_class"]["b"])  # one class only: AUC undefined, left out
     assert m["auc_macro"] == 1.0
     assert nan_to_none({"x": [float("nan"), 1.0]}) == {"x": [None, 1.0]}
+
+
+def test_keep_freed_memory_is_idempotent_and_reports_support():
+    import sys
+
+    from medtl._malloc import keep_freed_memory
+
+    first = keep_freed_memory()
+    assert keep_freed_memory() == first
+    if sys.platform.startswith("linux"):
+        import platform
+
+        if platform.libc_ver()[0] == "glibc":
+            assert first is True  # mallopt accepted both settings

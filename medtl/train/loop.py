@@ -30,6 +30,7 @@ import yaml
 from pydantic import ValidationError
 
 from .. import __version__
+from .._malloc import keep_freed_memory
 from ..config import RunConfig, config_to_yaml
 from ..errors import ConfigError, TrainingError
 from ..io import atomic_path, write_json_atomic, write_text_atomic
@@ -302,6 +303,7 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     rt = resolve_runtime(cfg.train)
+    keep_freed_memory()  # per-step buffers come back from the heap, not fresh pages (_malloc.py)
     t0 = time.time()
 
     # Everything that can fail on bad input happens before the run folder is touched.
