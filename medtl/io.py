@@ -51,7 +51,7 @@ def json_safe(obj: Any) -> Any:
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
-    if isinstance(obj, Path):
+    if isinstance(obj, (str, Path)):  # Path, and str subclasses such as torch.__version__
         return str(obj)
     return obj
 
@@ -63,6 +63,17 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def array_digest(arr) -> str:
+    """sha256 of an array's dtype, shape and bytes (a cache key / data fingerprint)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256(f"{arr.dtype}:{arr.shape}\n".encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import typer
 
+from .track_cmd import MLFLOW_HELP
+
 
 def _setup_logging(quiet: bool) -> None:
     log = logging.getLogger("medtl")
@@ -40,9 +42,7 @@ def register(app: typer.Typer) -> None:
         restart: bool = typer.Option(False, "--restart", help="Discard an existing run in --out first."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, warnings only."),
         mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI",
-                                             help="After the run, log it to MLflow: 'default' "
-                                                  "($MLFLOW_TRACKING_URI, else ./mlruns), a local path "
-                                                  "such as ./mlruns, or any tracking URI."),
+                                             help=MLFLOW_HELP.format(what="the run", runs="it")),
     ) -> None:
         """Fine-tune a backbone on X-ray data; writes config.yaml, metrics.json, log.csv and
         checkpoint_best.pt into the run folder.  Re-running the same command resumes."""

@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from .track_cmd import MLFLOW_HELP
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -20,9 +22,7 @@ def register(app: typer.Typer) -> None:
         address: Optional[str] = typer.Option(None, "--address", help="Ray address: auto or HOST:PORT."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
         mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI",
-                                             help="After the sweep, log its finished runs to MLflow: "
-                                                  "'default' ($MLFLOW_TRACKING_URI, else ./mlruns), a "
-                                                  "local path such as ./mlruns, or any tracking URI."),
+                                             help=MLFLOW_HELP.format(what="the sweep", runs="its finished runs")),
     ) -> None:
         """Run every (arm, seed) of a sweep; re-running skips finished runs and resumes
         interrupted ones.  Failed runs are recorded in failed.json and do not stop the sweep."""

@@ -15,12 +15,29 @@ def mlflow_uri(value: str | None) -> str | None:
     return None if value in (None, "", "default") else value
 
 
+MLFLOW_HELP = ("After {what}, log {runs} to MLflow: 'default' ($MLFLOW_TRACKING_URI, else ./mlruns), "
+               "a local path such as ./mlruns, or any tracking URI.")
+
+
+def _log_paths(paths: list[Path], uri: str | None, experiment: str | None = None,
+               checkpoints: bool = False) -> dict[str, int]:
+    """Log every finished run under ``paths``; returns summed counts (logged/existing/unfinished)."""
+    from ..tracking import log_tree
+
+    total = {"logged": 0, "existing": 0, "unfinished": 0}
+    for p in paths:
+        counts: dict[str, int] = {}
+        log_tree(p, uri=mlflow_uri(uri), experiment=experiment, checkpoints=checkpoints, counts=counts)
+        for k in total:
+            total[k] += counts[k]
+    return total
+
+
 def log_finished(path: Path, uri: str | None) -> None:
     """Used by `finetune --mlflow` and `sweep --mlflow`: log what finished, say where."""
-    from ..tracking import log_tree, resolve_uri
+    from ..tracking import resolve_uri
 
-    counts: dict[str, int] = {}
-    log_tree(path, uri=mlflow_uri(uri), counts=counts)
+    counts = _log_paths([path], uri)
     typer.echo(f"mlflow: {counts['logged']} run(s) logged, {counts['existing']} already logged "
                f"in {resolve_uri(mlflow_uri(uri))}")
 
@@ -36,13 +53,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Log finished runs to MLflow: config as params, val/test metrics, epoch history,
         run files as artifacts.  Already-logged runs are skipped; unfinished ones too."""
-        from ..tracking import log_tree, resolve_uri
+        from ..tracking import resolve_uri
 
-        total = {"logged": 0, "existing": 0, "unfinished": 0}
-        for p in paths:
-            counts: dict[str, int] = {}
-            log_tree(p, uri=mlflow_uri(uri), experiment=experiment, checkpoints=checkpoints, counts=counts)
-            for k in total:
-                total[k] += counts[k]
+        total = _log_paths(list(paths), uri, experiment, checkpoints)
         typer.echo(f"{total['logged']} run(s) logged, {total['existing']} already logged, "
                    f"{total['unfinished']} unfinished skipped; tracking URI {resolve_uri(mlflow_uri(uri))}")

@@ -11,10 +11,9 @@ import hashlib
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from ..config import DataConfig
 from ..errors import ConfigError
+from ..io import array_digest
 from . import cache as _cache
 from .types import SPLITS, DatasetBundle
 
@@ -22,12 +21,8 @@ UPSCALE_VERSION = 1  # bump when the upscaling code changes, so cached results a
 
 
 def _pixels_digest(bundle: DatasetBundle) -> str:
-    h = hashlib.sha256()
-    for s in SPLITS:
-        imgs = np.ascontiguousarray(bundle.splits[s].images)
-        h.update(f"{s}:{imgs.shape}\n".encode())
-        h.update(imgs.tobytes())
-    return h.hexdigest()
+    parts = "".join(f"{s}:{array_digest(bundle.splits[s].images)}\n" for s in SPLITS)
+    return hashlib.sha256(parts.encode()).hexdigest()
 
 
 def output_side(cfg: DataConfig, model_scale: int | None = None) -> int:

@@ -52,41 +52,39 @@ def _plan(size: int, k: int, stride: int, pad: int):
 
 @lru_cache(maxsize=1024)
 def _dense_taps(h: int, w: int, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int):
-    """For each output position, the kernel tap seen by each input position (row-major), or
-    None when some output/input pair is unconnected (then the dense map holds zero blocks and
-    the convolution is the better kernel)."""
+    """``(ho, wo, taps)``: for each (output, input) position pair in row-major order, the flat
+    kernel tap (``ti * kw + tj``) that joins them; None when some pair is unconnected (then the
+    dense map holds zero blocks and the convolution is the better kernel)."""
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     if ho < 1 or wo < 1 or h * w > _DENSE_MAX_POSITIONS or ho * wo > _DENSE_MAX_POSITIONS:
         return None
-    rows = []
+    taps = []
     for oi in range(ho):
         for oj in range(wo):
-            row = []
             for ii in range(h):
                 for ij in range(w):
                     ti, tj = ii - oi * sh + ph, ij - oj * sw + pw
                     if not (0 <= ti < kh and 0 <= tj < kw):
                         return None
-                    row.append((ti, tj))
-            rows.append(tuple(row))
-    return ho, wo, tuple(rows)
+                    taps.append(ti * kw + tj)
+    return ho, wo, tuple(taps)
 
 
 def _dense_conv(x: torch.Tensor, weight: torch.Tensor, bias, plan) -> torch.Tensor:
-    ho, wo, rows = plan
+    ho, wo, flat = plan
     n, cin, h, w = x.shape
     cout, _, kh, kw = weight.shape
     po, pi = ho * wo, h * w
     dev = x.device.type
     if po * pi == 1:  # one tap: slice it (casting the whole kernel first would copy 9x the data)
-        m = weight[:, :, rows[0][0][0], rows[0][0][1]]
+        m = weight[:, :, flat[0] // kw, flat[0] % kw]
     else:
         if torch.is_autocast_enabled(dev):  # cast the kernel once, before it is copied into blocks
             weight = weight.to(torch.get_autocast_dtype(dev))
         # one gather (backward: one index_add), not one slice per block: autograd would
         # otherwise materialise a full-size kernel gradient for every block and sum them
         taps = weight.permute(2, 3, 0, 1).reshape(kh * kw, cout, cin)
-        idx = torch.tensor([ti * kw + tj for row in rows for ti, tj in row], device=weight.device)
+        idx = torch.tensor(flat, device=weight.device)
         m = taps.index_select(0, idx).view(po, pi, cout, cin).permute(0, 2, 1, 3).reshape(po * cout, pi * cin)
     b = bias.repeat(po) if bias is not None else None
     y = F.linear(x.permute(0, 2, 3, 1).reshape(n, pi * cin), m, b)

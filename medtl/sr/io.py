@@ -7,6 +7,7 @@ dicts), loadable with ``torch.load(..., weights_only=True)``::
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -15,38 +16,10 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError
-from ..io import atomic_path, sha256_file
+from ..io import atomic_path, json_safe, sha256_file
 from .model import SRNet, build_sr_model
 
 FORMAT = "medtl-sr-v1"
-
-
-def _plain(obj, where: str = "info"):
-    """Only None/bool/int/float/str/list/dict (str subclasses such as torch.__version__ become
-    str, numpy scalars and arrays become numbers and lists), so weights_only loading works."""
-    import numpy as np
-
-    if obj is None or type(obj) in (bool, int, float, str):
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, str):
-        return str(obj)
-    if isinstance(obj, bool):
-        return bool(obj)
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return float(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    raise TypeError(f"{where}: {type(obj).__name__} cannot be stored in an SR model file (plain data only)")
 
 
 def save_sr_model(path: str | os.PathLike, model: SRNet, arch: dict, info: dict | None = None) -> Path:
@@ -61,9 +34,13 @@ def save_sr_model(path: str | os.PathLike, model: SRNet, arch: dict, info: dict 
         "format": FORMAT,
         "arch": dict(arch),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "train": _plain(dict(info or {}), "info"),
+        "train": json_safe(dict(info or {})),
         "medtl_version": __version__,
     }
+    try:  # plain data only, so that weights_only loading accepts the file
+        json.dumps(payload["train"], allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"info: cannot be stored in an SR model file (plain data only): {exc}") from None
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path

@@ -17,7 +17,6 @@ with the same settings returns the stored info without training.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..errors import ConfigError, TrainingError
-from ..io import atomic_path, json_safe
+from ..io import array_digest, atomic_path, json_safe
 from .apply import add_noise, crop_to_multiple, degrade, upscale_learned, upscale_resize
 from .io import FORMAT, read_sr_file, save_sr_model
 from .model import build_sr_model, resolve_arch
@@ -59,12 +58,6 @@ def state_path(out: str | Path) -> Path:
     return out.with_suffix(".state.pt") if out.suffix else out.with_name(out.name + ".state.pt")
 
 
-def images_digest(images: np.ndarray) -> str:
-    h = hashlib.sha256(f"{images.dtype}:{images.shape}\n".encode())
-    h.update(np.ascontiguousarray(images).tobytes())
-    return h.hexdigest()
-
-
 def lr_at(step: int, steps: int, base_lr: float, min_factor: float = MIN_LR_FACTOR) -> float:
     """Cosine decay from ``base_lr`` (step 0) to ``min_factor * base_lr`` (last step)."""
     t = step / max(steps - 1, 1)
@@ -79,7 +72,7 @@ def _settings(hr: np.ndarray, scale: int, arch: dict, seed: int, steps: int, bat
         "noise_std": float(noise_std), "loss": loss, "optimizer": "adam", "schedule": "cosine",
         "min_lr_factor": MIN_LR_FACTOR, "augment": "hflip+vflip",
         "degradation": "pillow-bicubic-down" + ("+gaussian" if noise_std else ""),
-        "data_sha256": images_digest(hr), "n_images": int(len(hr)), "hr_shape": [int(hr.shape[1]), int(hr.shape[2])],
+        "data_sha256": array_digest(hr), "n_images": int(len(hr)), "hr_shape": [int(hr.shape[1]), int(hr.shape[2])],
     }
 
 
