@@ -126,8 +126,12 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0)
     select_metric: Literal["auc", "loss", "acc"] = "auc"
     threshold_rule: Literal["youden", "0.5", "balanced_acc"] = "youden"
-    num_threads: int | None = Field(None, ge=1)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # torch threads of the training process: applied by the entry points (CLI, sweep workers),
+    # since a thread count is process-wide state that library code does not change
+    num_threads: int | None = Field(None, ge=1, le=1024)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto | cpu | cuda | cuda:N")
+    # exact fast paths for convolutions on tiny maps (medtl/models/fastconv.py); off: plain Conv2d
+    fast_conv: bool = True
 
     @field_validator("trainable")
     @classmethod
@@ -211,7 +215,7 @@ def apply_override(raw: dict, dotted: str, value: Any) -> None:
         if nxt is None:
             nxt = cur[p] = {}
         if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {dotted}: '{p}' is not a section")
+            raise ConfigError(f"override {dotted}: '{p}' is not a section")
         cur = nxt
     cur[parts[-1]] = value
 
@@ -221,11 +225,11 @@ def build_config(raw: dict | None = None, overrides: list[str] | None = None,
     raw = dict(raw or {})
     for item in overrides or []:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
+            raise ConfigError(f"override {item!r}: expected key=value")
         key, val = item.split("=", 1)
         key = key.strip()
         if not key:
-            raise ConfigError(f"--set {item!r}: empty key")
+            raise ConfigError(f"override {item!r}: empty key")
         apply_override(raw, key, parse_value(val))
     try:
         return RunConfig.model_validate(raw)

@@ -76,14 +76,22 @@ def array_digest(arr) -> str:
     return h.hexdigest()
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def file_digests(path: str | os.PathLike, algorithms: tuple[str, ...] = ("sha256",),
+                 chunk: int = 1 << 20) -> dict[str, str]:
+    """``{algorithm: hex digest}`` of a file, every algorithm in one pass over the bytes
+    (md5 only as a published checksum, never for security)."""
     import hashlib
 
-    h = hashlib.sha256()
+    hs = {a: hashlib.new(a, usedforsecurity=False) if a == "md5" else hashlib.new(a) for a in algorithms}
     with open(path, "rb") as f:
         while True:
             b = f.read(chunk)
             if not b:
                 break
-            h.update(b)
-    return h.hexdigest()
+            for h in hs.values():
+                h.update(b)
+    return {a: h.hexdigest() for a, h in hs.items()}
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    return file_digests(path, ("sha256",), chunk)["sha256"]

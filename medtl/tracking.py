@@ -7,8 +7,14 @@ keeps runs resumable and bit-identical with or without MLflow, lets a sweep's wo
 processes (or Ray tasks) run without any tracking set-up, and lets old runs be logged later
 (``medtl track runs/``).
 
-- Store: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else a local file store
-  ``./mlruns`` under the current directory; no server is needed.  A plain path works as URI.
+- Store: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else ``./mlruns`` under the current
+  directory; no server is needed.  A plain path is a local SQLite store: a folder (``./mlruns``)
+  holds ``mlflow.db`` and, for the experiments medtl creates, ``mlflow-artifacts/``; a path
+  ending in ``.db``/``.sqlite`` is the database itself (artifacts in ``<name>-artifacts/``
+  beside it).  MLflow 3 refuses its old file store (``file:`` URIs, a ``./mlruns`` written by
+  medtl before MLflow 3): such a folder is reported with the ``mlflow migrate-filestore``
+  command that converts it.  ``mlflow ui --backend-store-uri sqlite:///<folder>/mlflow.db``
+  shows the store.
 - One MLflow run per run folder.  Params: the resolved config as dotted keys
   (``train.lr``; list and dict values as JSON).  Metrics: every number in ``metrics.json``'s
   ``val`` and ``test`` sections (``test.auc``, ``test.auc_per_class.<class>``), the epoch
@@ -29,13 +35,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import yaml
-
 from .errors import ConfigError
 from .io import sha256_file
+from .runs import ARTIFACTS, CHECKPOINT, CONFIG, METRICS, Run, find_run_folders, sweep_arm
 
-ARTIFACTS = ("config.yaml", "metrics.json", "log.csv", "train.log", "predictions_test.npz")
-CHECKPOINT = "checkpoint_best.pt"
 HISTORY_KEYS = ("train_loss", "val_loss", "val_auc", "val_acc", "lr")
 MAX_PARAM_LEN = 6000  # MLflow's param value limit (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH)
 _BAD_NAME = re.compile(r"[^/\w.\- ]")  # characters MLflow refuses in param and metric names
@@ -43,7 +46,7 @@ _BAD_NAME = re.compile(r"[^/\w.\- ]")  # characters MLflow refuses in param and 
 
 def _mlflow():
     try:
-        with warnings.catch_warnings():  # mlflow 2.x imports the deprecated pkg_resources
+        with warnings.catch_warnings():  # keep import-time deprecation noise out of medtl's output
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             import mlflow
@@ -52,19 +55,77 @@ def _mlflow():
     return mlflow
 
 
+DB_NAME = "mlflow.db"  # the SQLite database inside a store folder
+_DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def _is_file_store(folder: Path) -> bool:
+    """An MLflow file store (pre-MLflow-3 layout): experiment folders holding meta.yaml."""
+    return (folder / "0" / "meta.yaml").is_file() or any(
+        d.name.isdigit() and (d / "meta.yaml").is_file() for d in folder.iterdir() if d.is_dir())
+
+
 def resolve_uri(uri: str | None = None) -> str:
     """The tracking URI: ``uri``, else ``$MLFLOW_TRACKING_URI``, else ``./mlruns``.
 
-    A plain path (``./mlruns``, ``/data/mlruns``) becomes a ``file:`` URI.
+    A plain path is a local SQLite store: a folder (``./mlruns``, ``/data/mlruns``) becomes
+    ``sqlite:///<folder>/mlflow.db``; a path ending in .db/.sqlite/.sqlite3 is the database.
+    A folder that is an old MLflow file store (and holds no mlflow.db) raises ConfigError with
+    the command that migrates it.
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
     if uri == "databricks" or len(urlparse(uri).scheme) > 1:  # a URI; a one-letter scheme is a drive
         return uri
-    return Path(uri).expanduser().resolve().as_uri()
+    path = Path(uri).expanduser().resolve()
+    if path.suffix.lower() in _DB_SUFFIXES:
+        return "sqlite:///" + path.as_posix()  # an absolute path: sqlite:////abs/x.db
+    db = path / DB_NAME
+    if path.is_dir() and not db.exists() and _is_file_store(path):
+        raise ConfigError(f"uri: {path} is an MLflow file store, which MLflow 3 no longer opens; convert it with "
+                          f"mlflow migrate-filestore --source {path} --target sqlite:///{db.as_posix()}")
+    return "sqlite:///" + db.as_posix()
+
+
+def _local_db(uri: str) -> Path | None:
+    """The database file of a local ``sqlite:///`` URI, else None."""
+    rest = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not uri.startswith("sqlite:///") or rest in ("", ":memory:"):
+        return None
+    return Path(rest).resolve()  # sqlite:////abs/x.db is absolute, sqlite:///x.db relative
 
 
 def _client(uri: str | None):
-    return _mlflow().MlflowClient(tracking_uri=resolve_uri(uri))
+    resolved = resolve_uri(uri)
+    db = _local_db(resolved)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    mlflow = _mlflow()
+    try:
+        client = mlflow.MlflowClient(tracking_uri=resolved)
+        client.search_experiments(max_results=1)  # opens (or creates) the store now, not mid-run
+    except mlflow.exceptions.MlflowException as exc:
+        if "filesystem tracking backend" not in str(exc):
+            raise
+        src = Path(urlparse(resolved).path) if resolved.startswith("file:") else Path("DIR")
+        raise ConfigError(f"uri: {resolved} is an MLflow file store, which MLflow 3 no longer opens; convert it "
+                          f"with mlflow migrate-filestore --source {src} --target sqlite:///{(src / DB_NAME).as_posix()} "
+                          "(or set MLFLOW_ALLOW_FILE_STORE=true)") from None
+    return client
+
+
+def _artifact_location(uri: str, name: str) -> str | None:
+    """Where a new experiment's artifacts go: for a local SQLite store, a folder beside the
+    database (MLflow's own default, ./mlruns, depends on the current directory); else MLflow's."""
+    db = _local_db(uri)
+    if db is None:
+        return None
+    root = db.parent / ("mlflow-artifacts" if db.name == DB_NAME else f"{db.stem}-artifacts")
+    base = re.sub(r"[^\w.\-]+", "_", name).strip("._") or "experiment"
+    folder, k = root / base, 1
+    while folder.exists():
+        k += 1
+        folder = root / f"{base}-{k}"
+    return folder.as_uri()
 
 
 # ---------------------------------------------------------------- reading a run folder
@@ -103,13 +164,6 @@ def _numbers(d: Any, prefix: str) -> dict[str, float]:
     return out
 
 
-def _sweep_arm(run_dir: Path) -> str | None:
-    """The arm name of a run folder ``OUT/<arm>/seed-<k>/`` inside a sweep folder."""
-    sweep = run_dir.parent.parent
-    in_sweep = (sweep / "sweep.json").is_file() or (sweep / "sweep_config.yaml").is_file()
-    return run_dir.parent.name if in_sweep else None
-
-
 # ---------------------------------------------------------------- logging
 
 def _find_logged(client, experiment_id: str, run_dir: str, sha: str) -> str | None:
@@ -125,21 +179,22 @@ def _log_run(run_dir, uri, experiment, checkpoints) -> tuple[str | None, bool]:
     _mlflow()  # fail early, with the install hint, where mlflow is missing
     from mlflow.entities import Metric, Param
 
-    run_dir = Path(run_dir).resolve()
-    metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
+    run = Run(Path(run_dir).resolve())
+    run_dir, metrics_file = run.path, run.metrics_path
+    if not run.finished():
         return None, False
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir}: has metrics.json but no config.yaml; not a medtl run folder")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    metrics = json.loads(metrics_file.read_text())
+    if not run.is_run():
+        raise ConfigError(f"{run_dir}: has {METRICS} but no {CONFIG}; not a medtl run folder")
+    config = run.raw_config()
+    metrics = run.metrics
     run_info = metrics.get("run") or {}
     sha = sha256_file(metrics_file)
 
     client = _client(uri)
     name = experiment or config.get("name") or run_info.get("name") or "medtl"
     exp = client.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(name)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(
+        name, artifact_location=_artifact_location(resolve_uri(uri), name))
     found = _find_logged(client, exp_id, str(run_dir), sha)
     if found:
         return found, False
@@ -148,7 +203,7 @@ def _log_run(run_dir, uri, experiment, checkpoints) -> tuple[str | None, bool]:
             "medtl.seed": str(config.get("seed", run_info.get("seed"))),
             "medtl.dataset": str(run_info.get("dataset")),
             "medtl.synthetic": str(bool(run_info.get("synthetic")))}
-    arm = _sweep_arm(run_dir)
+    arm = sweep_arm(run_dir)
     if arm:
         tags["medtl.arm"] = arm
     run = client.create_run(exp_id, tags=tags, run_name=f"{run_dir.parent.name}/{run_dir.name}")
@@ -189,25 +244,6 @@ def log_run(run_dir: str | Path, uri: str | None = None, experiment: str | None 
     ``experiment`` defaults to the config's ``name``.
     """
     return _log_run(run_dir, uri, experiment, checkpoints)[0]
-
-
-def find_run_folders(path: str | Path) -> list[Path]:
-    """Run folders (finished or not) at or under ``path``: folders holding config.yaml.
-
-    MLflow file stores (folders with ``meta.yaml``, or named ``mlruns``) are not searched:
-    their artifact copies of config.yaml are not run folders.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise ConfigError(f"{path}: no such run or sweep folder")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(path):
-        if "config.yaml" in filenames:
-            found.append(Path(dirpath))
-        if "config.yaml" in filenames or "meta.yaml" in filenames:
-            dirnames.clear()  # a run folder holds no other run; an MLflow store holds none
-        dirnames[:] = [d for d in dirnames if d != "mlruns" and not d.startswith(".")]
-    return sorted(found)
 
 
 def log_tree(path: str | Path, uri: str | None = None, experiment: str | None = None,

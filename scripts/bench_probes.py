@@ -39,7 +39,8 @@ def main() -> None:
     from medtl.probes.adversarial import craft
     from medtl.probes.corruptions import corrupt
     from medtl.probes.explain import attributions
-    from medtl.probes.runs import ProbeRun, load_run, predict_proba
+    from medtl.models.inference import predict_proba
+    from medtl.probes.runs import ProbeRun, load_run
     from medtl.probes.translation import _forward_shifted, path_shifts
 
     if a.run:

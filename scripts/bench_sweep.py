@@ -99,7 +99,7 @@ def main() -> None:
     from medtl.config import build_config
     from medtl.data import load_dataset
     from medtl.sweep import run_sweep
-    from medtl.sweep.runner import available_cores
+    from medtl.sweep.worker import available_cores
 
     tmp = Path(tempfile.mkdtemp(prefix="medtl-bench-sweep-"))
     import os
@@ -113,7 +113,7 @@ def main() -> None:
                   "label_smoothing": 0.0},
     }
     cfg = build_config(base)
-    bundle = load_dataset(cfg.data, seed=cfg.data.split_seed)  # decode once (cached for both)
+    bundle = load_dataset(cfg.data)  # decode once (cached for both)
 
     def t(split):
         s = bundle.splits[split]

@@ -38,7 +38,8 @@ def main() -> None:
 
     from medtl.config import build_config
     from medtl.models import create_model, param_groups
-    from medtl.train.loop import Task, _autocast, _train_epoch, resolve_runtime
+    from medtl.train.loop import Task, _train_epoch
+    from medtl.train.runtime import resolve_runtime
 
     cfg = build_config({}, [
         f"model.backbone={args.arch}", f"data.image_size={args.size}", f"train.batch_size={args.batch}",
@@ -76,7 +77,7 @@ def main() -> None:
             if rt.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = targets[idx].to(rt.device)
-            with _autocast(rt):
+            with rt.autocast():
                 out = model(x)
             loss = F.cross_entropy(out.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -88,8 +89,10 @@ def main() -> None:
 
     def medtl_round(model, opt) -> float:
         t0 = time.perf_counter()
-        _train_epoch(model, opt, None, task, rt, cfg, 0, images, targets, args.batch, args.steps,
-                     args.steps, 0, [], 0.01, progress=False)
+        setup = SimpleNamespace(model=model, opt=opt, scaler=None, task=task, rt=rt, bs=args.batch,
+                                steps_per_epoch=args.steps, total_steps=args.steps, warmup_steps=0, milestones=[],
+                                base_lr=0.01)
+        _train_epoch(setup, cfg, 0, images, targets, progress=False)
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
         return n / (time.perf_counter() - t0)

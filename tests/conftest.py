@@ -9,6 +9,29 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 
 
+#: dataset names of the shipped configs -> their copies in ../shared (both unofficial copies:
+#: a reconstructed PneumoniaMNIST .npz and a 224 px re-encode of Kermany et al.)
+SHARED_DATASETS = {
+    "medmnist:pneumoniamnist": "data/pneumoniamnist/pneumoniamnist_reconstructed.npz",
+    "kermany:chest_xray": "data/kermany_cxr224",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_dataset_names():
+    """Resolve the configs' dataset names to ../shared for the whole session through medtl's
+    environment override (MEDTL_DATASET_<NAME>): nothing is downloaded or copied.  Where
+    ../shared is absent the names stay unresolved and tests that need them skip."""
+    from medtl.data.registry import env_var
+
+    mp = pytest.MonkeyPatch()
+    for name, rel in SHARED_DATASETS.items():
+        if (SHARED / rel).exists():
+            mp.setenv(env_var(name), str(SHARED / rel))
+    yield {name: SHARED / rel for name, rel in SHARED_DATASETS.items() if (SHARED / rel).exists()}
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """../shared (real data for integration tests); skips when absent (a fresh clone)."""

@@ -1,4 +1,4 @@
-"""End-to-end `medtl compare` on fake sweep folders (CliRunner on a private Typer app)."""
+"""End-to-end `medtl compare` on fake sweep folders (CliRunner on medtl's Typer app)."""
 from __future__ import annotations
 
 import json
@@ -15,35 +15,11 @@ from medtl.errors import ConfigError, DataError, MedtlError
 from medtl.stats.delong import delong_test
 
 
-def _load_register():
-    try:
-        from medtl.cli.compare_cmd import register
-    except ImportError:
-        # medtl/cli/__init__.py wires every sub-command; while one of them is missing (the CLI is
-        # assembled by several people) load compare_cmd on its own so these tests still run.
-        import importlib.util
-
-        import medtl
-
-        path = Path(medtl.__file__).parent / "cli" / "compare_cmd.py"
-        spec = importlib.util.spec_from_file_location("medtl.cli.compare_cmd", path)
-        mod = importlib.util.module_from_spec(spec)
-        mod.__package__ = "medtl.cli"
-        spec.loader.exec_module(mod)
-        register = mod.register
-    return register
-
-
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    a = typer.Typer()
+    from medtl.cli import app as medtl_app
 
-    @a.callback()
-    def _root() -> None:  # keeps `compare` a named sub-command, as in the real app
-        pass
-
-    _load_register()(a)
-    return a
+    return medtl_app
 
 
 def _strict_json(path: Path):
@@ -215,3 +191,14 @@ def test_failed_only_arm_reported(app, tmp_path):
     assert res["arms"]["broken"]["mean"] is None and res["n_failed"] == 3
     assert any("3 failed run(s)" in n for n in res["notes"])
     assert math.isclose(res["arms"]["ok"]["mean"], 0.81)
+
+
+def test_compare_page_renders_in_chromium(app, sweep, tmp_path):
+    from _browser import render_page
+
+    root, *_ = sweep
+    out = tmp_path / "out"
+    r = _invoke(app, [root, "--metric", "test.auc", "--metric", "test.acc", "--out", out, "--bootstrap", 500])
+    assert r.exit_code == 0, r.output
+    dom = render_page(out / "compare.html", tmp_path, min_images=2)  # one plot per metric
+    assert "Pairwise comparisons" in dom and "resnet50.sin_in" in dom and "Holm" in dom

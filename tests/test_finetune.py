@@ -74,7 +74,7 @@ def test_resume_after_interrupt_gives_identical_metrics(tmp_path, monkeypatch):
     real = loop_mod._train_epoch
 
     def interrupted(*args, **kw):
-        if args[6] == 2:  # epoch index 2: the third epoch is killed part-way
+        if args[2] == 2:  # epoch index 2: the third epoch is killed part-way
             raise KeyboardInterrupt
         return real(*args, **kw)
 
@@ -206,3 +206,44 @@ def test_recipe_options_mixup_head_only_balanced(tmp_path):
             assert torch.equal(best[k], v), k
     assert not torch.equal(best["head.weight"], init.state_dict()["head.weight"])
     assert m["test"]["n"] == 48
+
+
+def test_fast_conv_on_and_off_give_the_same_metrics(tmp_path):
+    """train.fast_conv switches the exact tiny-map convolution paths; off is plain Conv2d.
+    On a short fp32 run at 28 px (layer4 maps are 1x1, layer3 2x2: both fast paths engage) the
+    two agree to float tolerance, and metrics.json records which one ran."""
+    from medtl.models import create_model
+    from medtl.models.fastconv import TrimmedConv2d
+
+    on, off = create_model("resnet18", 2)[0], create_model("resnet18", 2, trim_convs=False)[0]
+    assert any(isinstance(m, TrimmedConv2d) for m in on.modules())
+    assert not any(isinstance(m, TrimmedConv2d) for m in off.modules())
+    extra = ["data.image_size=28", "train.epochs=1", "train.precision=fp32", "train.bn_gamma={}", "train.lr=0.001"]
+    a = finetune(_cfg(*extra, "train.fast_conv=true"), tmp_path / "on", progress=False)
+    b = finetune(_cfg(*extra, "train.fast_conv=false"), tmp_path / "off", progress=False)
+    assert a["run"]["fast_conv"] is True and b["run"]["fast_conv"] is False
+    assert a["history"][0]["train_loss"] == pytest.approx(b["history"][0]["train_loss"], rel=1e-4)
+    for split in ("val", "test"):
+        assert a[split]["auc"] == pytest.approx(b[split]["auc"], abs=2e-3)
+        assert a[split]["loss"] == pytest.approx(b[split]["loss"], rel=1e-3)
+
+
+def test_truncated_resume_state_is_refused_cleanly_then_restart_works(tmp_path, monkeypatch):
+    real = loop_mod._train_epoch
+
+    def interrupted(*args, **kw):
+        if args[2] == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(_cfg(), out, progress=False)
+    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    state = out / "state" / "last.pt"
+    state.write_bytes(state.read_bytes()[:300])  # a copy cut short by a full disk or a flaky share
+    with pytest.raises(ConfigError, match=r"last.pt: unreadable training state .*restart to discard it"):
+        finetune(_cfg(), out, progress=False)
+    m = finetune(_cfg(), out, progress=False, restart=True)
+    assert m["test"]["n"] == 48 and not state.exists()

@@ -1,14 +1,11 @@
 """Architecture and weight registries, and `medtl weights list`."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-import medtl
 from medtl.errors import ConfigError, MedtlError
 from medtl.models import (FAMILIES, WeightSource, build_architecture, get_weights,
                           list_architectures, list_weights)
@@ -41,17 +38,9 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 
 def load_weights_cmd():
-    """medtl.cli.weights_cmd, even while sibling CLI modules are not importable."""
-    try:
-        from medtl.cli import weights_cmd
+    from medtl.cli import weights_cmd
 
-        return weights_cmd
-    except ImportError:
-        path = Path(medtl.__file__).parent / "cli" / "weights_cmd.py"
-        spec = importlib.util.spec_from_file_location("_medtl_weights_cmd", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
+    return weights_cmd
 
 
 def test_architectures():

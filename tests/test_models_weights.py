@@ -6,7 +6,6 @@ torchvision/timm plain state_dicts, Geirhos et al. DataParallel dicts with an op
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import json
 import logging
 import os
@@ -19,9 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import medtl
 from medtl.errors import ConfigError, WeightsError
-from medtl.io import sha256_file
+from medtl.io import sha256_file, write_json_atomic
 from medtl.models import (build_architecture, create_model, fetch_weights, get_weights,
                           list_weights, load_state_dict_file, resolve_weights_file)
 from medtl.models import weights as W
@@ -38,16 +36,9 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 
 def load_weights_cmd():
-    try:
-        from medtl.cli import weights_cmd
+    from medtl.cli import weights_cmd
 
-        return weights_cmd
-    except ImportError:  # sibling CLI modules not importable yet
-        path = Path(medtl.__file__).parent / "cli" / "weights_cmd.py"
-        spec = importlib.util.spec_from_file_location("_medtl_weights_cmd", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
+    return weights_cmd
 
 
 def cli_fetch(*args):
@@ -269,7 +260,7 @@ def test_fetch_wrong_bytes_refused(name, tmp_path):
     src = get_weights(name)
     if src.format == "geirhos":  # these are checked against the pin of an earlier fetch
         pin = "ab" * 32
-        W.write_json_atomic(W.pins_path(), {name: {"sha256": pin, "url": src.url}})
+        write_json_atomic(W.pins_path(), {name: {"sha256": pin, "url": src.url}})
     res = cli_fetch(name, "--from", str(bad))
     assert isinstance(res.exception, WeightsError), res.output
     msg = str(res.exception)

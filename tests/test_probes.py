@@ -142,14 +142,9 @@ def test_not_a_run(tmp_path):
 
 
 def test_cli(runs, tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from medtl.cli import probe_cmd
-
-    app = typer.Typer()
-    app.add_typer(probe_cmd.app, name="probe")  # as the lead wires it into medtl's CLI
-    probe_cmd.register(app)
+    from medtl.cli import app
     res = CliRunner().invoke(app, ["probe", "translation", str(runs["b0"]), "-k", "1", "--n-images", "16",
                                    "--n-pairs", "1", "--scale-pct", "1"])
     assert res.exit_code == 0, res.output

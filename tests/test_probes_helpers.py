@@ -45,11 +45,12 @@ def _make_run(out: Path, npz: Path, seed: int, lr: float, steps: int) -> Path:
     from medtl.config import config_to_yaml, load_config
     from medtl.data import load_dataset
     from medtl.models import create_model
-    from medtl.probes.runs import auc_score, predict_proba
+    from medtl.models.inference import predict_proba
+    from medtl.stats import auc as auc_score
 
     cfg = load_config(None, [f"data.path={npz}", f"data.image_size={SIZE}", f"seed={seed}", "train.precision=fp32",
                              f"train.lr={lr}", "train.device=cpu"])
-    bundle = load_dataset(cfg.data, seed=cfg.data.split_seed)
+    bundle = load_dataset(cfg.data)
     torch.manual_seed(seed)
     model, _ = create_model("resnet18", 2, weights="none")
     tr = bundle.splits["train"]

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medtl.stats import binary_metrics, choose_threshold, multilabel_metrics, nan_to_none
+from medtl.io import json_safe
+from medtl.stats import binary_metrics, choose_threshold, multilabel_metrics
 from medtl.train.schedule import lr_factor, scaled_lr
 
 
@@ -66,7 +67,7 @@ def test_multilabel_and_nan_handling():
     assert m["auc_per_class"]["a"] == 1.0
     assert math.isnan(m["auc_per_class"]["b"])  # one class only: AUC undefined, left out
     assert m["auc_macro"] == 1.0
-    assert nan_to_none({"x": [float("nan"), 1.0]}) == {"x": [None, 1.0]}
+    assert json_safe({"x": [float("nan"), 1.0]}) == {"x": [None, 1.0]}
 
 
 def test_keep_freed_memory_is_idempotent_and_reports_support():

@@ -8,7 +8,7 @@ import yaml
 from medtl.cli import run as cli
 from medtl.errors import ConfigError
 from medtl.sweep import load_sweep, run_sweep
-from medtl.sweep import runner as runner_mod
+from medtl.sweep import execute_run, plan_runs
 
 TINY_SET = {
     "data.image_size": 32,
@@ -77,7 +77,7 @@ def test_interrupted_sweep_resumes_with_same_numbers(tmp_path, monkeypatch):
     ref = _metrics(ref_out)
 
     out = tmp_path / "sw"
-    real = runner_mod.execute_run
+    real = execute_run
     calls = {"n": 0}
 
     def flaky(spec):
@@ -110,8 +110,8 @@ def test_process_pool_gives_the_same_numbers(tmp_path):
     before = torch.get_num_threads()
     try:
         _, arms, seeds = load_sweep(_sweep(tmp_path))
-        for r in runner_mod.plan_runs(arms, seeds, one, threads=1):
-            runner_mod.execute_run(r)  # in this process, 1 thread, sequentially
+        for r in plan_runs(arms, seeds, one, threads=1):
+            execute_run(r)  # in this process, 1 thread, sequentially
     finally:
         torch.set_num_threads(before)
     assert _metrics(one) == _metrics(two)

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 import yaml
 
-from medtl.errors import ConfigError
+from medtl.errors import ConfigError, DataError
 
 mlflow = pytest.importorskip("mlflow", reason="mlflow not installed (pip install 'medtl[track]')")
 
@@ -31,29 +37,36 @@ def finished_run(tmp_path_factory):
     return root / "run"
 
 
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory):
+    """An empty, initialised local store: MLflow creates a new SQLite database's tables in ~5 s,
+    so each test starts from a copy of this one."""
+    path = tmp_path_factory.mktemp("store") / "mlruns"
+    tracking._client(str(path))
+    assert (path / "mlflow.db").is_file()
+    return path
+
+
 @pytest.fixture()
-def store(tmp_path, monkeypatch):
+def store(tmp_path, monkeypatch, empty_store):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shutil.copytree(empty_store, tmp_path / "mlruns")
     return tmp_path / "mlruns"
 
 
 def _client(store):
-    return mlflow.MlflowClient(tracking_uri=store.resolve().as_uri())
+    return mlflow.MlflowClient(tracking_uri=tracking.resolve_uri(str(store)))
 
 
 def _cli():
-    """medtl's in-process CLI with `track` registered (registers it here while medtl/cli/__init__.py
-    does not yet)."""
-    from medtl.cli import app, run, track_cmd
+    """medtl's in-process CLI."""
+    from medtl.cli import run
 
-    names = {c.name or c.callback.__name__ for c in app.registered_commands}
-    if "track" not in names:
-        track_cmd.register(app)
     return run
 
 
 def test_log_run_params_metrics_history_artifacts(finished_run, store):
-    rid = tracking.log_run(finished_run, uri=str(store))  # a plain path is a local file store
+    rid = tracking.log_run(finished_run, uri=str(store))  # a plain path is a local SQLite store
     assert rid
     cfg = yaml.safe_load((finished_run / "config.yaml").read_text())
     metrics = json.loads((finished_run / "metrics.json").read_text())
@@ -82,6 +95,9 @@ def test_log_run_params_metrics_history_artifacts(finished_run, store):
     assert run.info.status == "FINISHED"
     arts = {a.path for a in c.list_artifacts(rid)}
     assert arts == {"config.yaml", "metrics.json", "log.csv", "train.log", "predictions_test.npz"}
+    # the store is one folder: the database and the artifacts beside it, whatever the current directory
+    assert (store / "mlflow.db").is_file()
+    assert (store / "mlflow-artifacts" / cfg["name"] / rid / "artifacts" / "config.yaml").is_file()
 
     # idempotent: the same finished folder is not logged twice
     assert tracking.log_run(finished_run, uri=str(store)) == rid
@@ -143,14 +159,28 @@ def test_finetune_mlflow_option(store, tmp_path, monkeypatch):
 def test_default_store_is_local_mlruns(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert tracking.resolve_uri() == (tmp_path / "mlruns").resolve().as_uri()
+    here = tmp_path.resolve()
+    assert tracking.resolve_uri() == f"sqlite:///{here}/mlruns/mlflow.db"  # sqlite:////abs/...: absolute
+    assert tracking.resolve_uri("./runs.db") == f"sqlite:///{here}/runs.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
     assert tracking.resolve_uri() == "sqlite:///x.db"
     assert tracking.resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
+def test_old_file_store_is_reported_with_its_migration(finished_run, tmp_path, monkeypatch):
+    old = tmp_path / "mlruns"
+    (old / "0").mkdir(parents=True)
+    (old / "0" / "meta.yaml").write_text("name: Default\n")  # the layout MLflow 2's file store wrote
+    with pytest.raises(ConfigError, match="mlflow migrate-filestore --source") as e:
+        tracking.log_run(finished_run, uri=str(old))
+    assert "\n" not in str(e.value)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(ConfigError, match="mlflow migrate-filestore --source"):
+        tracking.log_run(finished_run, uri=old.as_uri())  # an explicit file: URI, refused by MLflow 3
+
+
 def test_missing_path_and_missing_mlflow(finished_run, tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="no such run or sweep folder"):
+    with pytest.raises(DataError, match="no such run or sweep folder"):
         tracking.log_tree(tmp_path / "nope")
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'medtl\[track\]'"):
@@ -175,3 +205,62 @@ def test_sweep_mlflow_option(finished_run, store, tmp_path, monkeypatch, capsys)
     c = _client(store)
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
     assert [(r.data.tags["medtl.arm"], r.data.tags["medtl.seed"]) for r in runs] == [("a", "0")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+@pytest.mark.slow
+def test_mlflow_ui_lists_logged_experiment(finished_run, store):
+    """`mlflow ui` on the store medtl writes: it starts, answers, and lists what medtl logged."""
+    rid = tracking.log_run(finished_run, uri=str(store))
+    name = yaml.safe_load((finished_run / "config.yaml").read_text())["name"]
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job workers: starts in seconds
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.resolve_uri(str(store)),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # its own process group: uvicorn's workers go with it
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-2000:]
+            try:
+                status, body = _get(base + "/health", timeout=2)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "mlflow ui did not answer /health within 60 s"
+            time.sleep(0.25)
+        assert body.strip() == b"OK"
+        status, body = _get(base + "/api/2.0/mlflow/experiments/search?max_results=100")
+        exps = {e["name"]: e["experiment_id"] for e in json.loads(body)["experiments"]}
+        assert status == 200 and name in exps
+        req = urllib.request.Request(base + "/api/2.0/mlflow/runs/search", method="POST",
+                                     data=json.dumps({"experiment_ids": [exps[name]]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            runs = json.loads(r.read())["runs"]
+        assert [r["info"]["run_id"] for r in runs] == [rid]
+        assert _get(base + "/")[0] == 200  # the UI page itself
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=5)
+        proc.stdout.close()

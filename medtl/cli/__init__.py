@@ -1,15 +1,22 @@
 """medtl's command line (Typer).  Commands are thin: they parse, then call library code.
 
-Every user-fixable problem raises :class:`medtl.errors.MedtlError`; :func:`main` prints it
-as one line on stderr and exits with status 2, with no traceback.
+Every command is registered here, the same way: a top-level command is a module-level
+function of its ``*_cmd`` module, a command group is the ``app`` of its module.  Tests call
+the CLI through :data:`app` (Typer's ``CliRunner``) or :func:`run`.
+
+Every user-fixable problem raises :class:`medtl.errors.MedtlError`; :func:`run` prints it as
+one ``medtl: error:`` line on stderr and returns 2, with no traceback.  Usage errors (unknown
+command or option, missing or malformed parameter) print click's usage message and return 2.
 """
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
 
 from ..errors import MedtlError
+from . import compare_cmd, data_cmd, finetune_cmd, probe_cmd, report_cmd, sr_cmd, sweep_cmd, track_cmd, weights_cmd
 
 app = typer.Typer(
     name="medtl",
@@ -19,49 +26,60 @@ app = typer.Typer(
     add_completion=False,
 )
 
+COMMANDS = {
+    "finetune": finetune_cmd.finetune,
+    "sweep": sweep_cmd.sweep,
+    "compare": compare_cmd.compare,
+    "robustness-report": report_cmd.robustness_report,
+    "track": track_cmd.track,
+}
+GROUPS = {
+    "data": data_cmd.app,
+    "weights": weights_cmd.app,
+    "probe": probe_cmd.app,
+    "sr": sr_cmd.app,
+}
+for _name, _fn in COMMANDS.items():
+    app.command(_name)(_fn)
+for _name, _group in GROUPS.items():
+    app.add_typer(_group, name=_name)
 
-def _register() -> None:
-    # imported here so that `import medtl.cli` stays light and sub-apps stay in their files
-    from . import (compare_cmd, data_cmd, finetune_cmd, probe_cmd, sr_cmd, sweep_cmd,  # noqa: F401
-                   track_cmd, weights_cmd)
 
-    app.add_typer(data_cmd.app, name="data", help="Inspect datasets: check, preview.")
-    app.add_typer(weights_cmd.app, name="weights", help="List and fetch pretrained weights.")
-    app.add_typer(probe_cmd.app, name="probe", help="Robustness probes of a finished run.")
-    app.add_typer(sr_cmd.app, name="sr", help="Learned super-resolution: train and evaluate SR models.")
-    finetune_cmd.register(app)
-    sweep_cmd.register(app)
-    compare_cmd.register(app)
-    probe_cmd.register(app)
-    track_cmd.register(app)
+def _click_types(name: str) -> tuple[type, ...]:
+    """``name`` (ClickException, Abort) from the click that Typer uses (it vendors one) and
+    from the standalone click package, where present."""
+    out = []
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            out.append(getattr(importlib.import_module(mod), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(out)
 
 
-_register()
+_CLICK_ERRORS = _click_types("ClickException")
+_ABORTS = _click_types("Abort") + (typer.Abort,)
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI in-process and return the exit code (used by tests)."""
+    """Run the CLI in-process and return the exit code (used by tests and :func:`main`)."""
     try:
         app(args=argv, prog_name="medtl", standalone_mode=False)
     except MedtlError as exc:
-        msg = " ".join(str(exc).split("\n"))
+        msg = " ".join(str(exc).split())
         print(f"medtl: error: {msg}", file=sys.stderr)
         return 2
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except typer.Abort:
+    except _CLICK_ERRORS as exc:  # usage errors: click's usage line, the error, status 2
+        exc.show()
+        return int(exc.exit_code)
+    except _ABORTS:
         print("medtl: aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("medtl: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`medtl compare`: parse, then call :func:`medtl.reports.compare_report.run_compare`."""
+"""``medtl compare``: parse, then :func:`medtl.stats.comparison.compare_runs` and
+:func:`medtl.reports.write_compare`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,44 +17,53 @@ def _parse_arm(spec: str) -> tuple[str, str]:
     return name.strip(), folder.strip()
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def compare(
-        dirs: Optional[List[Path]] = typer.Argument(
-            None, help="Sweep folders (ARM/seed-K/), arm folders (seed-K/) or single run folders."),
-        metric: List[str] = typer.Option(
-            ["test.auc"], "--metric", "-m", help="Dotted path into metrics.json; repeat for several."),
-        out: Path = typer.Option(..., "--out", "-o", help="Folder for compare.json, compare.md, compare.html."),
-        alpha: float = typer.Option(0.05, "--alpha", help="Significance level after Holm correction."),
-        bootstrap: int = typer.Option(10000, "--bootstrap", "-B", help="Bootstrap resamples per CI."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap's numpy Generator."),
-        ci: str = typer.Option("bca", "--ci", help="Bootstrap CI: bca (default) or percentile."),
-        arm: List[str] = typer.Option([], "--arm", help="An extra arm with an explicit name: NAME=DIR."),
-        delong: Optional[Tuple[Path, Path]] = typer.Option(
-            None, "--delong", help="RUN_A RUN_B: DeLong test on their predictions_test.npz."),
-        no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
-    ) -> None:
-        """Compare arms over seeds: per-arm mean, sd and bootstrap CI; every pair tested
-        (Wilcoxon / paired t when the seeds match, else Mann-Whitney / Welch), Holm-corrected."""
-        from ..reports.compare_report import markdown_table, run_compare
+def compare(
+    dirs: Optional[List[Path]] = typer.Argument(
+        None, help="Sweep folders (ARM/seed-K/), arm folders (seed-K/) or single run folders."),
+    metric: List[str] = typer.Option(["test.auc"], "--metric", "-m",
+                                     help="Dotted path into metrics.json; repeat for several."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for compare.json, compare.md, compare.html."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level after Holm correction."),
+    bootstrap: int = typer.Option(10000, "--bootstrap", "-B", help="Bootstrap resamples per CI."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap's numpy Generator."),
+    ci: str = typer.Option("bca", "--ci", help="Bootstrap CI: bca (default) or percentile."),
+    arm: List[str] = typer.Option([], "--arm", help="An extra arm with an explicit name: NAME=DIR."),
+    delong: Optional[Tuple[Path, Path]] = typer.Option(
+        None, "--delong", help="RUN_A RUN_B: DeLong test on their predictions_test.npz."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+) -> None:
+    """Compare arms over seeds.
 
-        named = [_parse_arm(a) for a in arm]
-        folders = list(dirs or [])
-        if not folders and not named:
-            raise ConfigError("give at least one sweep, arm or run folder (or --arm NAME=DIR)")
-        pair = None
-        if delong is not None and all(p is not None for p in delong):
-            pair = (delong[0], delong[1])
-        result = run_compare(folders, metric, out, alpha=alpha, n_resamples=bootstrap, seed=seed, ci_method=ci,
-                             named=named, delong=pair, plots=not no_plots)
-        typer.echo(f"{result['metrics'][0]}:")
-        typer.echo(markdown_table(result))
-        for p in result["pairs"]:
-            if p["metric"] == result["metrics"][0]:
-                typer.echo(f"- {p['sentence']}")
-        if result["n_failed"]:
-            typer.echo(f"{result['n_failed']} failed run(s) skipped (see compare.md)")
-        if result.get("delong"):
-            d = result["delong"]
-            typer.echo(f"DeLong: AUC {d['auc_a']:.4f} vs {d['auc_b']:.4f}, z={d['z']:.2f}, p={d['p']:.3g}")
-        typer.echo(f"wrote {Path(out) / 'compare.json'}, compare.md, compare.html")
+    Per arm: mean, sd and bootstrap CI.  Every pair is tested (Wilcoxon / paired t when the
+    seeds match, else Mann-Whitney / Welch) and Holm-corrected.
+    """
+    from ..io import json_safe
+    from ..reports import markdown_table, write_compare
+    from ..stats.comparison import compare_runs
+
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"--alpha must be between 0 and 1 (got {alpha})")
+    if bootstrap < 100:
+        raise ConfigError(f"--bootstrap must be at least 100 resamples (got {bootstrap})")
+    if ci.lower() not in ("bca", "percentile"):
+        raise ConfigError(f"--ci must be 'bca' or 'percentile' (got {ci!r})")
+    named = [_parse_arm(a) for a in arm]
+    folders = list(dirs or [])
+    if not folders and not named:
+        raise ConfigError("give at least one sweep, arm or run folder (or --arm NAME=DIR)")
+    pair = (delong[0], delong[1]) if delong is not None and all(p is not None for p in delong) else None
+    result = compare_runs(folders, metric, alpha=alpha, n_resamples=bootstrap, seed=seed, ci_method=ci,
+                          named=named, delong=pair)
+    write_compare(result, out, plots=not no_plots)
+    result = json_safe(result)
+    typer.echo(f"{result['metrics'][0]}:")
+    typer.echo(markdown_table(result))
+    for p in result["pairs"]:
+        if p["metric"] == result["metrics"][0]:
+            typer.echo(f"- {p['sentence']}")
+    if result["n_failed"]:
+        typer.echo(f"{result['n_failed']} failed run(s) skipped (see compare.md)")
+    if result.get("delong"):
+        d = result["delong"]
+        typer.echo(f"DeLong: AUC {d['auc_a']:.4f} vs {d['auc_b']:.4f}, z={d['z']:.2f}, p={d['p']:.3g}")
+    typer.echo(f"wrote {Path(out) / 'compare.json'}, compare.md, compare.html")

@@ -9,7 +9,20 @@ import typer
 
 from ..config import load_config
 
-app = typer.Typer(no_args_is_help=True, help="Inspect datasets: check, preview.")
+app = typer.Typer(no_args_is_help=True, help="Inspect datasets (check, preview); list and fetch public datasets by name.")
+
+
+def _table_text(table, min_width: int = 80) -> str:
+    """Render a rich table to plain text, wide enough that no column is squeezed."""
+    import io
+
+    from rich.console import Console
+
+    probe = Console(file=io.StringIO(), width=10_000, color_system=None)
+    width = max(min_width, probe.measure(table).maximum)
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None, highlight=False).print(table)
+    return "\n".join(line.rstrip() for line in buf.getvalue().rstrip("\n").splitlines())
 
 
 def _data_cfg(path: str, config: Optional[Path], overrides: list[str] | None, image_size: int | None = None):
@@ -22,21 +35,15 @@ def _data_cfg(path: str, config: Optional[Path], overrides: list[str] | None, im
 
 
 def _format_report(r: dict) -> str:
-    lines = [f"dataset  {r.get('name')}  ({r.get('format')})  {r.get('path')}"]
+    lines = [f"dataset  {r.get('name')}  ({r.get('format')})  {r.get('path')}"
+             + (f"  [{r['dataset']}]" if r.get("dataset") else "")]
     if r.get("synthetic"):
         lines.append("SYNTHETIC data: not real images")
     if r.get("classes"):
         lines.append(f"classes  {', '.join(r['classes'])}" + ("  [multi-label]" if r.get("multilabel") else ""))
     counts = r.get("counts")
     if counts:
-        classes = list(next(iter(counts.values()))["by_class"])
-        w = max([8] + [len(c) for c in classes]) + 2
-        lines.append("")
-        lines.append("split".ljust(8) + "images".rjust(9) + "patients".rjust(10) + "".join(c.rjust(w) for c in classes))
-        for s, c in counts.items():
-            lines.append(s.ljust(8) + str(c["total"]).rjust(9) + str(r.get("patients", {}).get(s, "")).rjust(10)
-                         + "".join(str(c["by_class"][k]).rjust(w) for k in classes))
-        lines.append("")
+        lines += ["", _counts_table(r), ""]
     if r.get("files") is not None:
         lines.append(f"files    {r['files']}")
     for info in r.get("dicom", [])[:10]:
@@ -69,9 +76,42 @@ def _format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _counts_table(r: dict) -> str:
+    """Counts as a rich table: one row per class (readable with many classes), one column per split."""
+    from rich import box
+    from rich.table import Table
+
+    counts = r["counts"]
+    splits = list(counts)
+    classes = list(next(iter(counts.values()))["by_class"])
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("class" + (" (positives)" if r.get("multilabel") else ""), no_wrap=True)
+    for s in splits:
+        table.add_column(s, justify="right", no_wrap=True)
+    table.add_column("all", justify="right", no_wrap=True)
+    for k in classes:
+        per = [counts[s]["by_class"][k] for s in splits]
+        table.add_row(k, *map(str, per), str(sum(per)))
+    table.add_section()
+    totals = [counts[s]["total"] for s in splits]
+    table.add_row("images", *map(str, totals), str(sum(totals)))
+    if r.get("patients"):
+        table.add_row("patients", *(str(r["patients"].get(s, "")) for s in splits), "")
+    return _table_text(table)
+
+
+def _resolve_name(path: str):
+    """(the local path to inspect, the registry resolution or None) for a path or dataset name."""
+    from ..data.registry import resolve_data_path
+
+    resolved = resolve_data_path(path)
+    return (str(resolved.path) if resolved else path), resolved
+
+
 @app.command()
 def check(
-    path: str = typer.Argument(..., help="folder, CSV manifest, .npz, .dcm or builtin:synthetic"),
+    path: str = typer.Argument(..., help="folder, CSV manifest, .npz, .dcm, builtin:synthetic or a dataset "
+                                         "name (medtl data list)"),
     json_out: bool = typer.Option(False, "--json", help="print the report as JSON"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config file"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: data.key=value"),
@@ -79,8 +119,12 @@ def check(
     """Counts per split and class, patients, sizes, duplicates and leaks."""
     from ..data import check_dataset
 
-    cfg = _data_cfg(path, config, set_)
-    report = check_dataset(path, cfg)
+    local, resolved = _resolve_name(path)
+    cfg = _data_cfg(local, config, set_)
+    report = check_dataset(local, cfg)
+    if resolved is not None:
+        report["dataset"] = resolved.name
+        report["notes"] = list(resolved.notes) + list(report.get("notes", []))
     if json_out:
         typer.echo(json.dumps(report, indent=2))
     else:
@@ -105,3 +149,69 @@ def preview(
     cfg = _data_cfg(path, config, set_, image_size)
     written = render_preview(cfg, out, n=n, split=split, augment=augment, seed=seed)
     typer.echo(f"wrote {written}")
+
+
+@app.command("list")
+def list_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Public datasets medtl knows by name: format, source, licence, checksum, cached copy."""
+    from urllib.parse import urlparse
+
+    from rich import box
+    from rich.table import Table
+
+    from ..data.registry import dataset_rows
+
+    rows = dataset_rows()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col in ("name", "format", "source", "licence", "checksum", "cached", "copy"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        fmt = r["layout"] if r["archive"] == "file" else f"{r['layout']} (from .{r['archive']})"
+        checksum = f"{r['checksum_algo']} {r['checksum'][:12]}…" if r["checksum"] else "none published: pinned"
+        if r["override"]:
+            cached, copy = f"${r['env_var']}", "override (not verified here)"
+        else:
+            cached = "yes" if r["cached"] else "-"
+            copy = {"official": "official (verified)", "pinned": "pinned at first fetch",
+                    "unofficial": "UNOFFICIAL"}.get(r["status"] or "", "-")
+        table.add_row(r["name"], fmt, urlparse(r["url"]).netloc, r["licence"], checksum, cached, copy)
+    typer.echo(_table_text(table))
+    typer.echo("")
+    for r in rows:
+        typer.echo(f"{r['name']}: {r['title']}")
+        typer.echo(f"    source   {r['url']}")
+        checksum = f"{r['checksum_algo']} {r['checksum']}" if r["checksum"] else "none published"
+        typer.echo(f"    file     {r['filename']} ({r['archive']}), {r['licence']}; checksum {checksum}")
+        typer.echo(f"    checksum source: {r['checksum_source']}")
+        typer.echo(f"    cite     {r['citation']}")
+        if r["cached"]:
+            typer.echo(f"    cached   {r['cached']}" + (f" (from {r['origin']})" if r["status"] == "unofficial" else ""))
+        typer.echo(f"    override ${r['env_var']}" + (f" = {r['override']}" if r["override"] else " (unset)"))
+
+
+@app.command()
+def fetch(
+    name: str = typer.Argument(..., help="dataset name (see `medtl data list`)"),
+    from_path: Optional[Path] = typer.Option(
+        None, "--from", help="verify and copy this local file (the published .npz/.zip) or, for folder "
+                             "datasets, an extracted folder, instead of downloading"),
+    unofficial: bool = typer.Option(
+        False, "--unofficial", help="keep a copy whose checksum does not match the official release "
+                                    "(a reconstruction, a resized copy, a folder), marked unofficial in "
+                                    "the cache and in every run's data notes"),
+) -> None:
+    """Download a public dataset once into the cache ($MEDTL_CACHE/datasets), verified by checksum."""
+    from ..data.registry import ChecksumMismatch, DownloadUnavailable, fetch_dataset
+    from ..errors import DataError
+
+    try:
+        result = fetch_dataset(name, from_path=from_path, unofficial=unofficial)
+    except ChecksumMismatch as exc:
+        raise DataError(f"{exc.detail}; to keep it anyway as a marked unofficial copy, add --unofficial") from None
+    except DownloadUnavailable as exc:
+        raise DataError(f"{exc.detail}; download {exc.source.url} elsewhere, then run: medtl data fetch "
+                        f"{exc.source.name} --from {exc.source.filename}") from None
+    typer.echo(result.message)

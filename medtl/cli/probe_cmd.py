@@ -1,8 +1,4 @@
-"""`medtl probe ...` and `medtl robustness-report`: parse, then call medtl.probes / medtl.reports.
-
-Wiring (in medtl/cli/__init__.py): ``app.add_typer(probe_cmd.app, name="probe")`` and
-``probe_cmd.register(app)``.
-"""
+"""``medtl probe ...``: parse, then call the probes of :mod:`medtl.probes` on one run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,7 +31,9 @@ def _parse_eps(values: List[str]) -> list[float]:
 
 
 def _done(res: dict, run_dir: Path, probe: str) -> None:
-    where = Path(run_dir) / "probes" / f"{probe}.json"
+    from ..runs import Run
+
+    where = Run(run_dir).probe_path(probe)
     typer.echo(f"{'cached' if res.get('cached') else 'wrote'} {where}")
 
 
@@ -66,8 +64,11 @@ def translation(
 def adversarial(
     run_dir: Path = typer.Argument(..., help="A finished run folder."),
     eps: List[str] = typer.Option([], "--eps", help="ε values in [0,1] pixel units, e.g. 0,1/255,8/255."),
-    attack: List[str] = typer.Option(["fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2"], "--attack"),
-    steps: int = typer.Option(10, "--steps", help="PGD steps."),
+    attack: List[str] = typer.Option(["fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2"], "--attack",
+                                     help="Repeatable: fgsm_linf, pgd_linf, fgsm_l2, pgd_l2 (the default four); "
+                                          "autoattack_linf, autoattack_l2: AutoAttack standard (APGD-CE, APGD-T, "
+                                          "FAB-T, Square; RobustBench budgets, slow: opt-in)."),
+    steps: int = typer.Option(10, "--steps", help="PGD steps (AutoAttack keeps its standard budgets)."),
     no_random_start: bool = typer.Option(False, "--no-random-start"),
     l2_scale: float = typer.Option(1.0, "--l2-scale", help="ε_L2 = ε·sqrt(H·W)·l2_scale."),
     n_images: int = typer.Option(0, "--n-images", help="Seeded, stratified sample (0: all test images)."),
@@ -75,7 +76,8 @@ def adversarial(
     seed: int = typer.Option(0, "--seed"),
     force: bool = typer.Option(False, "--force"),
 ) -> None:
-    """FGSM / PGD (L∞, L2) ε sweep: AUC, ACC, attack success rate; --source for black-box transfer."""
+    """FGSM / PGD (L∞, L2), optionally AutoAttack, ε sweep: AUC, ACC, attack success rate; --source for
+    black-box transfer."""
     from ..probes.adversarial import DEFAULT_EPS, adversarial_probe
 
     r = adversarial_probe(run_dir, source=source, eps=_parse_eps(eps) or DEFAULT_EPS, attacks=attack, steps=steps,
@@ -117,25 +119,8 @@ def explain(
     from ..probes.explain import explain_probe
 
     r = explain_probe(run_dir, n_samples=n_samples, embedding=embedding, seed=seed, force=force)
-    typer.echo(f"panels: {Path(run_dir) / 'probes' / r['plots']['panel']}, "
-               f"{Path(run_dir) / 'probes' / r['plots']['embedding']}")
+    from ..runs import Run
+
+    probes = Run(run_dir).probes_dir
+    typer.echo(f"panels: {probes / r['plots']['panel']}, {probes / r['plots']['embedding']}")
     _done(r, run_dir, "explain")
-
-
-def register(main_app: typer.Typer) -> None:
-    @main_app.command("robustness-report")
-    def robustness_report(
-        run_dirs: List[Path] = typer.Argument(..., help="Run, arm (seed-K/) or sweep (ARM/seed-K/) folders."),
-        out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html, report.md, robustness.json."),
-        quick: bool = typer.Option(False, "--quick", help="Smaller probes (fewer images, shifts, PGD steps)."),
-        n_images: int = typer.Option(0, "--n-images", help="Override the images per probe (0: the preset's)."),
-        source: Optional[Path] = typer.Option(None, "--source", help="Also black-box transfer from this run."),
-        force: bool = typer.Option(False, "--force", help="Recompute cached probes."),
-    ) -> None:
-        """Run (or reuse cached) probes for every run; per-arm mean and 95% CI over seeds."""
-        from ..reports.robustness_report import run_report
-
-        res = run_report(run_dirs, out, quick=quick, n_images=n_images or None, source=source, force=force,
-                         progress=typer.echo)
-        typer.echo(f"wrote {Path(out) / 'report.html'}, report.md, robustness.json "
-                   f"({len(res['runs'])} runs, {len(res['arms'])} arms)")

@@ -22,7 +22,7 @@ def _load_hr(data: str, hr_size: int):
         cfg = DataConfig(path=str(data), image_size=hr_size)
     except Exception as exc:  # pydantic ValidationError: out-of-range size
         raise ConfigError(f"--hr-size {hr_size}: {' '.join(str(exc).split())[:200]}") from None
-    return load_dataset(cfg, seed=0)
+    return load_dataset(cfg)
 
 
 def _fmt_row(name: str, m: dict, digits: int) -> str:
@@ -66,9 +66,10 @@ def train(
     from ..sr import train_sr
     from ..sr.model import SCALES
     from ..sr.train import DEFAULT_BATCH, DEFAULT_STEPS
-    from .finetune_cmd import _setup_logging
+    from .common import setup_logging, training_process
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
+    training_process(None)
     if scale not in SCALES:
         raise ConfigError(f"--scale must be one of {', '.join(map(str, SCALES))} (got {scale})")
     bundle = _load_hr(data, hr_size)

@@ -1,4 +1,4 @@
-"""`medtl sweep`: many seeds x many arms."""
+"""``medtl sweep``: many seeds x many arms."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,40 +6,41 @@ from typing import List, Optional
 
 import typer
 
-from .track_cmd import MLFLOW_HELP
+from ..errors import ConfigError
+from .common import MLFLOW_HELP, mlflow_hook, setup_logging
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def sweep(
-        config: Path = typer.Option(..., "--config", "-c", help="Sweep YAML (base config, arms, seeds)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Sweep folder: OUT/<arm>/seed-<k>/."),
-        executor: str = typer.Option("local", "--executor", help="local (process pool) or ray."),
-        workers: Optional[int] = typer.Option(None, "--workers", "-w",
-                                              help="Parallel runs (default: one per core)."),
-        arms: List[str] = typer.Option([], "--arm", help="Run only these arms (repeatable)."),
-        seeds: Optional[int] = typer.Option(None, "--seeds", help="Override the number of seeds (0..N-1)."),
-        address: Optional[str] = typer.Option(None, "--address", help="Ray address: auto or HOST:PORT."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-        mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI",
-                                             help=MLFLOW_HELP.format(what="the sweep", runs="its finished runs")),
-    ) -> None:
-        """Run every (arm, seed) of a sweep; re-running skips finished runs and resumes
-        interrupted ones.  Failed runs are recorded in failed.json and do not stop the sweep."""
-        from ..sweep import run_sweep
-        from .finetune_cmd import _setup_logging
+def sweep(
+    config: Path = typer.Option(..., "--config", "-c", help="Sweep YAML (base config, arms, seeds)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Sweep folder: OUT/<arm>/seed-<k>/."),
+    executor: str = typer.Option("local", "--executor", help="local (process pool) or ray."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Parallel runs (default: one per core)."),
+    arms: List[str] = typer.Option([], "--arm", help="Run only these arms (repeatable)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Override the number of seeds (0..N-1)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray address: auto or HOST:PORT."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI",
+                                         help=MLFLOW_HELP.format(what="the sweep", runs="its finished runs")),
+) -> None:
+    """Run every (arm, seed) of a sweep.
 
-        _setup_logging(True)
-        summary = run_sweep(config, out, executor=executor, workers=workers, arms=list(arms) or None,
-                            seeds=list(range(seeds)) if seeds else None, address=address, progress=not quiet)
-        c = summary["counts"]
-        typer.echo(f"sweep {summary['name']}: {c['done']} run, {c['skipped']} already finished, "
-                   f"{c['failed']} failed, {summary['wall_time_s']:.0f} s wall; results in {out}")
-        for r in summary["runs"]:
-            if r["status"] == "failed":
-                typer.echo(f"  failed: {r['arm']}/seed-{r['seed']}: {r['error']}", err=True)
-        typer.echo(f"compare with: medtl compare {out} --metric test.auc --out {out}/compare")
-        if mlflow is not None:
-            from .track_cmd import log_finished
+    Re-running skips finished runs and resumes interrupted ones.  Failed runs are recorded in
+    failed.json and do not stop the sweep.
+    """
+    from ..runs import seed_dirname
+    from ..sweep import run_sweep
 
-            log_finished(out, mlflow)
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1 (got {seeds})")
+    setup_logging(True)
+    summary = run_sweep(config, out, executor=executor, workers=workers, arms=list(arms) or None,
+                        seeds=list(range(seeds)) if seeds else None, address=address, progress=not quiet)
+    c = summary["counts"]
+    typer.echo(f"sweep {summary['name']}: {c['done']} run, {c['skipped']} already finished, "
+               f"{c['failed']} failed, {summary['wall_time_s']:.0f} s wall; results in {out}")
+    for r in summary["runs"]:
+        if r["status"] == "failed":
+            typer.echo(f"  failed: {r['arm']}/{seed_dirname(r['seed'])}: {r['error']}", err=True)
+    typer.echo(f"compare with: medtl compare {out} --metric test.auc --out {out}/compare")
+    if mlflow is not None:
+        mlflow_hook(out, mlflow)

@@ -102,7 +102,10 @@ def _check_dicom(path: Path, cfg: DataConfig) -> dict:
 
 def check_dataset(path: str, cfg: DataConfig | None = None) -> dict:
     """A JSON-serialisable report on a dataset; never includes DICOM patient fields."""
+    from .registry import resolve_data_config
+
     cfg = DataConfig(path=str(path)) if cfg is None else cfg.model_copy(update={"path": str(path)})
+    cfg, _ = resolve_data_config(cfg)  # a dataset name (medmnist:pneumoniamnist) -> its local copy
     fmt = resolve_format(cfg)
     if fmt == "dicom":
         return _check_dicom(Path(cfg.path).expanduser(), cfg)

@@ -32,6 +32,11 @@ def detect_format(path: str) -> str:
     """'synthetic' | 'folder' | 'csv' | 'dicom' | 'npz' for a data path; DataError otherwise."""
     if str(path) == SYNTHETIC:
         return "synthetic"
+    from .registry import resolve_data_path
+
+    resolved = resolve_data_path(path)  # a dataset name (medmnist:pneumoniamnist): its local copy
+    if resolved is not None:
+        return detect_format(str(resolved.path))
     if str(path).startswith("builtin:"):
         raise DataError(f"{path}: unknown built-in dataset (available: {SYNTHETIC})")
     p = Path(path).expanduser()
@@ -61,6 +66,9 @@ def detect_format(path: str) -> str:
 
 
 def resolve_format(cfg: DataConfig) -> str:
+    from .registry import resolve_data_config
+
+    cfg = resolve_data_config(cfg)[0]  # a dataset name: its local copy
     fmt = detect_format(cfg.path) if cfg.format == "auto" else cfg.format
     if fmt == "synthetic" and cfg.path != SYNTHETIC:
         raise DataError(f"{cfg.path}: data.format 'synthetic' needs data.path '{SYNTHETIC}'")
@@ -118,7 +126,9 @@ def decode_files(paths: list[Path], size: int, mode: str) -> tuple[np.ndarray, n
 def _decode_plan(plan: FilePlan, cfg: DataConfig, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray, bool]:
     n = len(plan.paths)
     key = _cache.cache_key({
-        "kind": "files", "reader": READER_VERSION, "root": str(Path(plan.root).resolve()),
+        # the files (relative id, size, mtime), not where the folder lives: a copy that keeps its
+        # file times (`medtl data fetch --from FOLDER`, a zip medtl extracted) shares the cache
+        "kind": "files", "reader": READER_VERSION,
         "files": _cache.file_fingerprint(plan.paths, plan.ids), "size": cfg.image_size, "resize": cfg.resize,
     })
     cfile = _cache.cache_file(cache_dir, plan.format, key)
@@ -264,18 +274,24 @@ def _load_synthetic(cfg: DataConfig, cache_dir: Path | None) -> DatasetBundle:
                          multilabel=False, synthetic=True, splits=splits, notes=notes)
 
 
-def load_dataset(cfg: DataConfig, seed: int = 0, cache_dir: Path | None = None) -> DatasetBundle:
+def load_dataset(cfg: DataConfig, cache_dir: Path | None = None) -> DatasetBundle:
     """Load a dataset as uint8 arrays at cfg.image_size with train/val/test splits (then
     upscaled per ``cfg.sr`` when that is not 'none').
 
-    Splits the data lacks are made patient-level with ``cfg.split_seed`` (not ``seed``: every
-    training seed must see the same split).  ``seed`` is accepted for API symmetry.
+    Splits the data lacks are made patient-level with ``cfg.split_seed`` (not the run's seed:
+    every training seed must see the same split).
     Decoded arrays are cached in ``cache_dir`` (default ``paths.data_cache_dir()``) unless
     ``cfg.cache`` is false.
+
+    ``cfg.path`` may be a dataset name (``medmnist:pneumoniamnist``; :mod:`medtl.data.registry`):
+    it resolves to the fetched copy in the cache or the ``MEDTL_DATASET_<NAME>`` override; an
+    unfetched name raises DataError with the fetch command.  The bundle's ``source`` is then
+    the name, and its notes say where the copy came from and whether it is the official release.
     """
-    del seed
+    from .registry import resolve_data_config
     from .upscale import apply_sr
 
+    cfg, resolved = resolve_data_config(cfg)
     fmt = resolve_format(cfg)
     if fmt == "synthetic":
         bundle = _load_synthetic(cfg, cache_dir)
@@ -283,4 +299,7 @@ def load_dataset(cfg: DataConfig, seed: int = 0, cache_dir: Path | None = None) 
         bundle = _load_npz(cfg, cache_dir)
     else:
         bundle = _load_files(cfg, fmt, cache_dir)
+    if resolved is not None:
+        bundle.source = resolved.name
+        bundle.notes = list(resolved.notes) + list(bundle.notes)
     return apply_sr(bundle, cfg, cache_dir)  # data.sr: upscaled after decoding, cached

@@ -79,74 +79,63 @@ def _as_int(v: str) -> int | None:
     return int(x) if x.is_integer() else None
 
 
-def read_manifest(csv_path: Path, cfg) -> FilePlan:
-    csv_path = Path(csv_path)
-    columns, rows = _read_rows(csv_path)
-    present = ", ".join(columns)
-
-    # ---- path column
-    path_col = cfg.path_column or _find(columns, PATH_COLUMNS)
-    if path_col is None or path_col not in columns:
-        want = cfg.path_column or " / ".join(PATH_COLUMNS)
-        raise DataError(f"{csv_path}: missing image path column '{want}'; columns present: {present} "
-                        f"(set data.path_column)")
-
-    # ---- label column(s)
-    multilabel = False
+def _label_columns(csv_path: Path, cfg, columns: list[str], path_col: str, present: str) -> list[str]:
     if cfg.label_columns:
         missing = [c for c in cfg.label_columns if c not in columns]
         if missing:
             raise DataError(f"{csv_path}: missing label column(s) {', '.join(repr(m) for m in missing)}; "
                             f"columns present: {present}")
-        label_cols = list(cfg.label_columns)
-    else:
-        lc = _find([c for c in columns if c != path_col], LABEL_COLUMNS)
-        if lc is None:
-            raise DataError(f"{csv_path}: missing label column 'label' (looked for {', '.join(LABEL_COLUMNS)}); "
-                            f"columns present: {present} (set data.label_columns)")
-        label_cols = [lc]
+        return list(cfg.label_columns)
+    lc = _find([c for c in columns if c != path_col], LABEL_COLUMNS)
+    if lc is None:
+        raise DataError(f"{csv_path}: missing label column 'label' (looked for {', '.join(LABEL_COLUMNS)}); "
+                        f"columns present: {present} (set data.label_columns)")
+    return [lc]
 
+
+def _labels(csv_path: Path, cfg, rows: list[dict], label_cols: list[str]) -> tuple[list[str], np.ndarray, bool]:
+    """(classes, labels, multilabel): several binary columns (CheXpert), one ``A|B`` findings
+    column (NIH), or one single-label column (integers or names)."""
     n = len(rows)
     if len(label_cols) > 1:
-        multilabel = True
         classes = list(label_cols)
         labels = np.zeros((n, len(classes)), np.float32)
         for i, row in enumerate(rows):
             for j, c in enumerate(classes):
                 labels[i, j] = _binary(row.get(c), cfg.uncertain, csv_path, i + 2, c)
+        return classes, labels, True
+    col = label_cols[0]
+    values = [(row.get(col) or "").strip() for row in rows]
+    if col.lower() == "finding labels" or any("|" in v for v in values):
+        per_row = [[t.strip() for t in v.split("|") if t.strip() and t.strip().lower() != NO_FINDING]
+                   for v in values]
+        classes = sorted({t for ts in per_row for t in ts})
+        if not classes:
+            raise DataError(f"{csv_path}: label column '{col}' has no positive findings")
+        cidx = {c: k for k, c in enumerate(classes)}
+        labels = np.zeros((n, len(classes)), np.float32)
+        for i, ts in enumerate(per_row):
+            for t in ts:
+                labels[i, cidx[t]] = 1.0
+        return classes, labels, True
+    for i, v in enumerate(values):
+        if v == "":
+            raise DataError(f"{csv_path}: line {i + 2}: empty label in column '{col}'")
+    ints = [_as_int(v) for v in values]
+    if all(x is not None for x in ints):
+        classes = [str(u) for u in sorted(set(ints))]
+        keyed = [str(x) for x in ints]
     else:
-        col = label_cols[0]
-        values = [(row.get(col) or "").strip() for row in rows]
-        if col.lower() == "finding labels" or any("|" in v for v in values):
-            multilabel = True
-            per_row = [[t.strip() for t in v.split("|") if t.strip() and t.strip().lower() != NO_FINDING]
-                       for v in values]
-            classes = sorted({t for ts in per_row for t in ts})
-            if not classes:
-                raise DataError(f"{csv_path}: label column '{col}' has no positive findings")
-            cidx = {c: k for k, c in enumerate(classes)}
-            labels = np.zeros((n, len(classes)), np.float32)
-            for i, ts in enumerate(per_row):
-                for t in ts:
-                    labels[i, cidx[t]] = 1.0
-        else:
-            for i, v in enumerate(values):
-                if v == "":
-                    raise DataError(f"{csv_path}: line {i + 2}: empty label in column '{col}'")
-            ints = [_as_int(v) for v in values]
-            if all(x is not None for x in ints):
-                uniq = sorted(set(ints))
-                classes = [str(u) for u in uniq]
-                keyed = [str(x) for x in ints]
-            else:
-                classes = sorted(set(values))
-                keyed = values
-            if len(classes) < 2:
-                raise DataError(f"{csv_path}: label column '{col}' has a single value ({classes[0]!r}); need two classes")
-            cidx = {c: k for k, c in enumerate(classes)}
-            labels = np.array([cidx[k] for k in keyed], dtype=np.int64)
+        classes = sorted(set(values))
+        keyed = values
+    if len(classes) < 2:
+        raise DataError(f"{csv_path}: label column '{col}' has a single value ({classes[0]!r}); need two classes")
+    cidx = {c: k for k, c in enumerate(classes)}
+    return classes, np.array([cidx[k] for k in keyed], dtype=np.int64), False
 
-    # ---- image paths, relative to the CSV folder (NIH: also images/, CheXpert: the parent)
+
+def _image_paths(csv_path: Path, rows: list[dict], path_col: str) -> tuple[list[Path], list[str]]:
+    """Image paths, relative to the CSV folder (NIH: also images/, CheXpert: the parent)."""
     base = csv_path.parent
     bases = [base, base / "images", base.parent]
     paths: list[Path] = []
@@ -174,10 +163,12 @@ def read_manifest(csv_path: Path, cfg) -> FilePlan:
         paths.append(found)
         ids.append(rel)
     if missing_files:
-        raise DataError(f"{csv_path}: {len(missing_files)} of {n} image files not found, e.g. "
+        raise DataError(f"{csv_path}: {len(missing_files)} of {len(rows)} image files not found, e.g. "
                         f"'{missing_files[0]}' (paths are read relative to {base}, {base / 'images'} or {base.parent})")
+    return paths, ids
 
-    # ---- patients
+
+def _patients(csv_path: Path, cfg, columns: list[str], rows: list[dict], ids: list[str], present: str) -> list[str]:
     pcol = cfg.patient_column
     if pcol is not None and pcol not in columns:
         raise DataError(f"{csv_path}: missing patient column '{pcol}'; columns present: {present}")
@@ -190,27 +181,47 @@ def read_manifest(csv_path: Path, cfg) -> FilePlan:
             m = _CHEXPERT_PATIENT.search(rid)
             pid = m.group(1) if m else patient_from_name(Path(rid).name, rid, regex)
         patients.append(pid)
+    return patients
 
-    # ---- split column
+
+def _given_splits(csv_path: Path, cfg, columns: list[str], rows: list[dict], present: str) -> np.ndarray | None:
     scol = cfg.split_column
     if scol is not None and scol not in columns:
         raise DataError(f"{csv_path}: missing split column '{scol}'; columns present: {present}")
     scol = scol or _find(columns, SPLIT_COLUMNS)
-    given = None
-    if scol:
-        raw = [(row.get(scol) or "").strip() for row in rows]
-        if any(raw):
-            given_list = []
-            for i, v in enumerate(raw):
-                s = SPLIT_ALIASES.get(v.lower())
-                if s is None:
-                    raise DataError(f"{csv_path}: line {i + 2}: split value {v!r} in column '{scol}' is not "
-                                    f"one of train, val, valid, validation, test")
-                given_list.append(s)
-            given = np.array(given_list, dtype=object)
+    if not scol:
+        return None
+    raw = [(row.get(scol) or "").strip() for row in rows]
+    if not any(raw):
+        return None
+    given = []
+    for i, v in enumerate(raw):
+        s = SPLIT_ALIASES.get(v.lower())
+        if s is None:
+            raise DataError(f"{csv_path}: line {i + 2}: split value {v!r} in column '{scol}' is not "
+                            f"one of train, val, valid, validation, test")
+        given.append(s)
+    return np.array(given, dtype=object)
 
+
+def read_manifest(csv_path: Path, cfg) -> FilePlan:
+    """The file plan of a CSV manifest: path, label(s), optional patient and split columns."""
+    csv_path = Path(csv_path)
+    columns, rows = _read_rows(csv_path)
+    present = ", ".join(columns)
+    path_col = cfg.path_column or _find(columns, PATH_COLUMNS)
+    if path_col is None or path_col not in columns:
+        want = cfg.path_column or " / ".join(PATH_COLUMNS)
+        raise DataError(f"{csv_path}: missing image path column '{want}'; columns present: {present} "
+                        f"(set data.path_column)")
+    label_cols = _label_columns(csv_path, cfg, columns, path_col, present)
+    classes, labels, multilabel = _labels(csv_path, cfg, rows, label_cols)
+    paths, ids = _image_paths(csv_path, rows, path_col)
+    patients = _patients(csv_path, cfg, columns, rows, ids, present)
+    given = _given_splits(csv_path, cfg, columns, rows, present)
     notes = [f"labels from column(s) {', '.join(label_cols)}"
              + (f"; uncertain (-1) mapped to {1 if cfg.uncertain == 'ones' else 0}" if len(label_cols) > 1 else "")]
+    base = csv_path.parent
     name = base.name if csv_path.stem.lower() in _GENERIC_STEMS else csv_path.stem
     return FilePlan(
         name=name or csv_path.stem, format="csv", source=str(csv_path), root=base, classes=classes,

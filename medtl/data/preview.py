@@ -62,7 +62,7 @@ def preview_images(path_or_cfg, n: int = 16, split: str = "train", augment: bool
         title = f"{single.name} | {cfg.image_size}px {cfg.resize}"
     else:
         if split not in SPLITS:
-            raise DataError(f"--split {split!r}: must be one of {', '.join(SPLITS)}")
+            raise DataError(f"split {split!r}: must be one of {', '.join(SPLITS)}")
         bundle = load_dataset(cfg, cache_dir=cache_dir)
         sp = bundle.splits[split]
         if len(sp) == 0:
@@ -126,7 +126,7 @@ def render_preview(path_or_cfg, out: Path, n: int = 16, split: str = "train", au
     resize to image_size, [0, 1]).  Tiles are labelled with their class.
     """
     if n < 1:
-        raise DataError(f"--n {n}: must be at least 1")
+        raise DataError(f"n {n}: must be at least 1")
     imgs, captions, title = preview_images(path_or_cfg, n=n, split=split, augment=augment, seed=seed)
     grid = compose_grid(imgs, captions, title)
     out = Path(out)

@@ -33,12 +33,10 @@ Reading checkpoints
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import shutil
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -49,8 +47,9 @@ from typing import Any, Callable
 import torch
 
 from ..errors import ConfigError, WeightsError
-from ..io import atomic_path, sha256_file, write_json_atomic
+from ..io import atomic_path, sha256_file
 from ..paths import torch_hub_checkpoints, weights_dir
+from ..pins import PinStore
 
 log = logging.getLogger("medtl")
 
@@ -194,38 +193,26 @@ _builtin()
 
 # ------------------------------------------------------------------ hash policy and pins
 
+_PINS = PinStore(lambda: weights_dir() / "pins.json", WeightsError)
+
+
 def pins_path() -> Path:
-    return weights_dir() / "pins.json"
+    return _PINS.path
 
 
 def read_pins() -> dict[str, dict[str, str]]:
-    p = pins_path()
-    if not p.is_file():
-        return {}
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"{p}: unreadable pin file ({exc}); fix or delete it") from None
-    if not isinstance(data, dict):
-        raise WeightsError(f"{p}: pin file must be a JSON object; fix or delete it")
-    return data
+    return _PINS.read()
 
 
 def pinned_sha256(source: WeightSource) -> str | None:
-    entry = read_pins().get(source.name)
-    if isinstance(entry, dict) and entry.get("url") == source.url:
-        return entry.get("sha256")
-    return None
+    return _PINS.pinned(source.name, source.url)
 
 
 def record_pin(source: WeightSource, sha: str) -> bool:
     """Pin ``sha`` for a source without a known full hash; returns True if newly written."""
     if source.sha256 is not None or pinned_sha256(source) is not None:
         return False
-    pins = read_pins()
-    pins[source.name] = {"sha256": sha, "url": source.url, "filename": source.filename,
-                         "pinned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json_atomic(pins_path(), pins)
+    _PINS.record(source.name, source.url, source.filename, sha)
     log.info("pinned sha256 %s for %s in %s", sha, source.name, pins_path())
     return True
 

@@ -6,7 +6,8 @@ Each ``*_probe(run_dir, **params)`` returns a JSON-able dict and caches it in
 from .adversarial import adversarial_probe, craft
 from .corruptions import CORRUPTIONS, corrupt, corruptions_probe
 from .explain import explain_probe
-from .runs import ProbeRun, load_run, predict_proba
+from ..models.inference import predict_proba
+from .runs import ProbeRun, load_run
 from .translation import shift_images, translation_probe
 
 __all__ = ["CORRUPTIONS", "ProbeRun", "adversarial_probe", "corrupt", "corruptions_probe", "craft", "explain_probe",

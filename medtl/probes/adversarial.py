@@ -14,9 +14,24 @@
   the images correctly decided on clean input whose decision becomes wrong.
 * Black-box transfer (``source``): adversarial images are crafted on the source run's model
   (same test set required) and evaluated on this run.
+* AutoAttack (opt-in, slow: ``autoattack_linf``, ``autoattack_l2``): the "standard" version as
+  RobustBench runs it (Croce & Hein 2020): APGD-CE (100 iterations), APGD-T (100 iterations,
+  up to 9 target classes), FAB-T (100 iterations, up to 9 targets) and Square (5000 queries),
+  one restart each, each attack run only on the images that the ones before did not flip.
+  Its budgets are fixed (``steps`` and ``random_start`` do not apply); its seed is ``seed``.
+  It counts an image as flipped when the arg-max of the logits is wrong, so for a binary run the
+  logits it sees are shifted by logit(threshold): arg-max then is the run's decision
+  (p(class 1) >= threshold). APGD-T's targeted DLR loss needs 4 classes or more (it divides by
+  z_1 - (z_3 + z_4)/2 of the sorted logits); with fewer (binary: one target, the other class)
+  it maximises the targeted margin z_target - z_true (the DLR numerator; L∞ steps use the
+  gradient's sign and L2 steps its direction, so the missing normalisation changes no step).
+  An image the ensemble does not flip stays the clean image, so robust accuracy <= clean.
 
-Attacks come from torchattacks (FGSM, PGD, PGDL2); they take [0,1] inputs of any channel
-count and a logits-returning model, which :class:`ImageClassifier` is.
+Attacks come from torchattacks (FGSM, PGD, PGDL2; APGD, APGDT, FAB, Square, MultiAttack for
+AutoAttack); they take [0,1] inputs of any channel count and a logits-returning model, which
+:class:`ImageClassifier` is. torchattacks is not a declared dependency of medtl (its last
+release pins requests~=2.25.1): it is installed with ``pip install --no-deps
+torchattacks==3.5.1`` (scripts/setup.sh does).
 """
 from __future__ import annotations
 
@@ -28,17 +43,71 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .runs import (ProbeRun, cached_probe, check_positive, load_run, new_figure, predict_proba,
-                   sample_indices, scores, write_png)
+from ..figures import new_figure, write_png
+from ..models.inference import predict_proba
+from .runs import ProbeRun, cached_probe, check_positive, load_run, sample_indices, scores
 
-ATTACKS = ("fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2")
+ATTACKS = ("fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2")  # the default set
+OPT_IN_ATTACKS = ("autoattack_linf", "autoattack_l2")      # slow: run only when named in ``attacks``
+KNOWN_ATTACKS = ATTACKS + OPT_IN_ATTACKS
+# AutoAttack "standard" budgets (fra31/auto-attack's set_version('standard'), as RobustBench uses it)
+AUTOATTACK = {"apgd_steps": 100, "fab_steps": 100, "square_queries": 5000, "max_targets": 9}
+TORCHATTACKS_INSTALL = "pip install --no-deps torchattacks==3.5.1"
 DEFAULT_EPS = [0.0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255]
 DEFAULTS = {"eps": DEFAULT_EPS, "attacks": list(ATTACKS), "steps": 10, "random_start": True, "l2_scale": 1.0,
             "n_images": None, "seed": 0, "batch_size": 128}
 
 
-def _attack(model: torch.nn.Module, name: str, eps: float, steps: int, random_start: bool):
-    import torchattacks
+def _torchattacks():
+    try:
+        import torchattacks
+    except ImportError:
+        raise ConfigError("adversarial attacks need torchattacks, which is installed apart from medtl's "
+                          f"dependencies: {TORCHATTACKS_INSTALL}") from None
+    return torchattacks
+
+
+class _DecisionLogits(torch.nn.Module):
+    """A binary model's logits shifted by (0, logit(threshold)): their arg-max is the decision
+    p(class 1) >= threshold, which is what AutoAttack's success test (arg-max) then checks."""
+
+    def __init__(self, model: torch.nn.Module, threshold: float):
+        super().__init__()
+        self.model = model
+        t = min(max(float(threshold), 1e-6), 1 - 1e-6)
+        self.register_buffer("offset", torch.tensor([0.0, math.log(t / (1 - t))]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) - self.offset
+
+
+def _autoattack(ta, model: torch.nn.Module, norm: str, eps: float, n_classes: int, seed: int):
+    """AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) from torchattacks' own classes.
+
+    Built like torchattacks.AutoAttack(version='standard') but with the reference budgets (that
+    class keeps torchattacks' 10-step defaults) and an APGD-T that also works below 4 classes."""
+
+    class APGDT(ta.APGDT):
+        def dlr_loss_targeted(self, x, y, y_target):
+            if x.shape[1] >= 4:
+                return super().dlr_loss_targeted(x, y, y_target)
+            u = torch.arange(x.shape[0], device=x.device)
+            return x[u, y_target] - x[u, y]  # targeted margin (see the module docstring)
+
+    k = min(int(n_classes), AUTOATTACK["max_targets"] + 1)  # torchattacks: n_classes - 1 targets
+    common = {"norm": norm, "eps": eps, "seed": seed}
+    return ta.MultiAttack([
+        ta.APGD(model, loss="ce", steps=AUTOATTACK["apgd_steps"], n_restarts=1, **common),
+        APGDT(model, steps=AUTOATTACK["apgd_steps"], n_restarts=1, n_classes=k, **common),
+        ta.FAB(model, steps=AUTOATTACK["fab_steps"], n_restarts=1, multi_targeted=True, n_classes=k, **common),
+        ta.Square(model, n_queries=AUTOATTACK["square_queries"], n_restarts=1, p_init=0.8, resc_schedule=False,
+                  **common),
+    ])
+
+
+def _attack(model: torch.nn.Module, name: str, eps: float, steps: int, random_start: bool, *, seed: int = 0,
+            n_classes: int = 2):
+    torchattacks = _torchattacks()
 
     if name == "fgsm_linf":
         return torchattacks.FGSM(model, eps=eps)
@@ -48,18 +117,36 @@ def _attack(model: torch.nn.Module, name: str, eps: float, steps: int, random_st
         return torchattacks.PGDL2(model, eps=eps, alpha=eps, steps=1, random_start=False)
     if name == "pgd_l2":
         return torchattacks.PGDL2(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=random_start)
-    raise ConfigError(f"unknown attack {name!r}; use one of {', '.join(ATTACKS)}")
+    if name in ("autoattack_linf", "autoattack_l2"):
+        return _autoattack(torchattacks, model, "Linf" if name.endswith("linf") else "L2", eps, n_classes, seed)
+    raise ConfigError(f"unknown attack {name!r}; use one of {', '.join(KNOWN_ATTACKS)}")
+
+
+def _gradient_images(name: str, n: int, steps: int) -> int:
+    """Images × gradient steps an attack costs (AutoAttack: APGD-CE's alone, a lower bound)."""
+    if name.startswith("autoattack"):
+        return n * AUTOATTACK["apgd_steps"]
+    return n * (1 if name.startswith("fgsm") else steps)
 
 
 def craft(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, eps: float, *, steps: int = 10,
           random_start: bool = True, l2_scale: float = 1.0, seed: int = 0, batch_size: int = 128,
-          device: torch.device | str = "cpu") -> torch.Tensor:
-    """Adversarial versions (CPU, float) of x (N,1,H,W) in [0,1]; ε in pixel units (L∞)."""
+          device: torch.device | str = "cpu", threshold: float | None = None) -> torch.Tensor:
+    """Adversarial versions (CPU, float) of x (N,1,H,W) in [0,1]; ε in pixel units (L∞).
+
+    ``threshold``: a binary model's decision threshold on p(class 1), used by AutoAttack only
+    (which stops at the first image that flips the decision); None: the arg-max."""
     if eps == 0:
         return x.clone()
     e = float(eps) * (math.sqrt(x.shape[-1] * x.shape[-2]) * l2_scale if name.endswith("l2") else 1.0)
     model = model.float().eval()
-    atk = _attack(model, name, e, steps, random_start)
+    n_classes = 2
+    if name.startswith("autoattack") and len(x):
+        with torch.no_grad(), torch.autocast(device_type=torch.device(device).type, enabled=False):
+            n_classes = int(model(x[:1].to(device).float()).shape[1])
+        if threshold is not None and n_classes == 2:
+            model = _DecisionLogits(model, threshold).to(device).eval()
+    atk = _attack(model, name, e, steps, random_start, seed=seed, n_classes=n_classes)
     outs = []
     with torch.random.fork_rng(devices=[]), torch.autocast(device_type=torch.device(device).type, enabled=False):
         torch.manual_seed(seed)
@@ -77,17 +164,19 @@ def compute_adversarial(run: ProbeRun, *, eps=DEFAULT_EPS, attacks=ATTACKS, step
                         random_start: bool = True, l2_scale: float = 1.0, n_images: int | None = None,
                         seed: int = 0, batch_size: int = 128, source: ProbeRun | None = None,
                         plots: bool = True) -> dict:
-    check_positive("--steps", steps, 1)
+    check_positive("steps", steps, 1)
     eps = sorted(float(e) for e in eps)
     if any(e < 0 or e > 1 for e in eps):
-        raise ConfigError(f"--eps values must lie in [0, 1] (pixel units), got {eps}")
+        raise ConfigError(f"eps values must lie in [0, 1] (pixel units), got {eps}")
     for a in attacks:
-        if a not in ATTACKS:
-            raise ConfigError(f"unknown attack {a!r}; use one of {', '.join(ATTACKS)}")
+        if a not in KNOWN_ATTACKS:
+            raise ConfigError(f"attacks: unknown attack {a!r}; use one of {', '.join(KNOWN_ATTACKS)}")
+    if any(e > 0 for e in eps) and attacks:
+        _torchattacks()  # fail before any work where torchattacks is missing
     crafter = run if source is None else source
     if source is not None:
         if source.images.shape != run.images.shape or list(source.ids) != list(run.ids):
-            raise ConfigError(f"--source {source.path}: its test set differs from {run.path}'s "
+            raise ConfigError(f"source run {source.path}: its test set differs from {run.path}'s "
                               "(transfer needs the same test images)")
     t0 = time.time()
     idx = sample_indices(len(run.labels), n_images, seed, run.labels)
@@ -105,8 +194,9 @@ def compute_adversarial(run: ProbeRun, *, eps=DEFAULT_EPS, attacks=ATTACKS, step
         rows = []
         for k, e in enumerate(eps):
             xa = craft(crafter.model, x, y, a, e, steps=steps, random_start=random_start, l2_scale=l2_scale,
-                       seed=seed * 1009 + k, batch_size=batch_size, device=crafter.device)
-            n_grad += 0 if e == 0 else len(x) * (1 if a.startswith("fgsm") else steps)
+                       seed=seed * 1009 + k, batch_size=batch_size, device=crafter.device,
+                       threshold=crafter.threshold if crafter.task == "binary" else None)
+            n_grad += 0 if e == 0 else _gradient_images(a, len(x), steps)
             prob = clean_prob if e == 0 else predict_proba(run.model, xa, run.device, batch_size)
             s = scores(run, y_np, prob)
             pred_ok = (np.argmax(prob, 1) if run.task != "binary" else (prob[:, 1] >= run.threshold).astype(int)) == y_np

@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .runs import ProbeRun, cached_probe, new_figure, predict_proba, sample_indices, scores, write_png
+from ..figures import new_figure, write_png
+from ..models.inference import predict_proba
+from .runs import ProbeRun, cached_probe, sample_indices, scores
 
 SEVERITIES = {
     "gaussian_noise": [0.02, 0.04, 0.06, 0.10, 0.15],

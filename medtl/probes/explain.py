@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .runs import ProbeRun, cached_probe, decide, new_figure, predict_proba, sample_indices, write_png
+from ..figures import new_figure, write_png
+from ..models.inference import predict_proba
+from .runs import ProbeRun, cached_probe, decide, sample_indices
 
 DEFAULTS = {"n_samples": 8, "seed": 0, "embedding": "pca", "n_embed": 2000, "batch_size": 256}
 
@@ -99,13 +101,13 @@ def embed(feats: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.nda
         perp = float(min(30, max(2, (len(feats) - 1) // 3)))
         return TSNE(n_components=2, random_state=seed, perplexity=perp, init="pca").fit_transform(feats), \
             {"perplexity": perp}
-    raise ConfigError(f"--embedding must be 'pca' or 'tsne' (got {method!r})")
+    raise ConfigError(f"embedding must be 'pca' or 'tsne' (got {method!r})")
 
 
 def compute_explain(run: ProbeRun, *, n_samples: int = 8, seed: int = 0, embedding: str = "pca",
                     n_embed: int = 2000, batch_size: int = 256, plots: bool = True) -> dict:
     if n_samples < 1:
-        raise ConfigError(f"--n-samples must be >= 1 (got {n_samples})")
+        raise ConfigError(f"n_samples must be >= 1 (got {n_samples})")
     t0 = time.time()
     idx = sample_indices(len(run.labels), n_samples, seed, run.labels)
     x = run.x(idx)

@@ -21,10 +21,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError, MedtlError
-from ..io import atomic_path, json_safe, sha256_file, write_json_atomic
+from ..errors import ConfigError
+from ..io import json_safe, sha256_file, write_json_atomic
+from ..runs import CHECKPOINT, Run
+from ..stats.metrics import auc
 
-PROBES_DIR = "probes"
 CACHE_VERSION = 1
 
 
@@ -47,7 +48,7 @@ class ProbeRun:
 
     @property
     def probes_dir(self) -> Path:
-        return self.path / PROBES_DIR
+        return Run(self.path).probes_dir
 
     def x(self, idx: np.ndarray | None = None) -> torch.Tensor:
         """Float (n,1,H,W) images in [0,1] on CPU."""
@@ -55,70 +56,40 @@ class ProbeRun:
         return torch.from_numpy(np.ascontiguousarray(imgs)).unsqueeze(1).float().div_(255.0)
 
 
-def _not_a_run(path: Path, why: str) -> MedtlError:
-    return DataError(f"{path}: not a finished medtl run folder ({why})")
-
-
 def load_run(run_dir: str | Path, device: str | None = None) -> ProbeRun:
     """Rebuild the model of a finished run and load its test split.
 
     Raises :class:`DataError` (one line) for a folder that is not a finished run.
     """
-    from ..config import load_config
     from ..data import load_dataset
     from ..models import create_model
 
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise DataError(f"{path}: no such folder")
-    for name in ("config.yaml", "checkpoint_best.pt", "metrics.json"):
-        if not (path / name).is_file():
-            raise _not_a_run(path, f"no {name}")
-    try:
-        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _not_a_run(path, f"metrics.json is not valid JSON: {exc}") from None
-    cfg = load_config(path / "config.yaml")
+    run = Run(run_dir).require_finished(CHECKPOINT)
+    metrics = run.metrics
+    cfg = run.config()
     task = metrics.get("task")
     if task not in ("binary", "multiclass"):
-        raise ConfigError(f"{path}: probes support binary and multi-class runs, not {task!r}")
-    try:
-        ckpt = torch.load(path / "checkpoint_best.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise _not_a_run(path, f"checkpoint_best.pt unreadable: {type(exc).__name__}") from None
+        raise ConfigError(f"{run.path}: probes support binary and multi-class runs, not {task!r}")
+    ckpt = run.load_checkpoint()
     classes = list(ckpt.get("classes") or metrics.get("classes") or [])
-    model, _ = create_model(cfg.model.backbone, len(classes), weights="none", drop_rate=cfg.model.drop_rate)
+    model, _ = create_model(cfg.model.backbone, len(classes), weights="none", drop_rate=cfg.model.drop_rate,
+                            trim_convs=cfg.train.fast_conv)
     model.load_state_dict(ckpt["model"])
     dev = torch.device(device or ("cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available()
                                   else "cpu"))
     model = model.float().to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    bundle = load_dataset(cfg.data, seed=cfg.data.split_seed)
+    bundle = load_dataset(cfg.data)
     test = bundle.splits["test"]
     thr = (metrics.get("threshold") or {}).get("value")
     thr = 0.5 if thr is None else float(thr)
-    return ProbeRun(path=path, cfg=cfg, model=model, classes=classes, task=task, threshold=thr,
+    return ProbeRun(path=run.path, cfg=cfg, model=model, classes=classes, task=task, threshold=thr,
                     images=test.images, labels=np.asarray(test.labels, dtype=np.int64), ids=list(test.ids),
-                    device=dev, metrics=metrics, checkpoint_sha256=sha256_file(path / "checkpoint_best.pt"))
+                    device=dev, metrics=metrics, checkpoint_sha256=sha256_file(run.checkpoint_path))
 
 
 # ------------------------------------------------------------------------------------ inference
-
-@torch.no_grad()
-def predict_proba(model: torch.nn.Module, x: torch.Tensor, device: torch.device | str = "cpu",
-                  batch_size: int = 512) -> np.ndarray:
-    """Softmax probabilities (n, C) as float64 numpy for float images x (n,1,H,W), fp32, eval."""
-    model.eval()
-    outs = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].to(device, non_blocking=True).float()
-        with torch.autocast(device_type=torch.device(device).type, enabled=False):
-            outs.append(torch.softmax(model(xb).float(), 1).cpu())
-    if not outs:
-        return np.zeros((0, 0))
-    return torch.cat(outs).double().numpy()
-
 
 def decide(prob: np.ndarray, task: str, threshold: float) -> np.ndarray:
     """Decisions (int) from probabilities: the run's threshold for binary, argmax otherwise."""
@@ -127,24 +98,9 @@ def decide(prob: np.ndarray, task: str, threshold: float) -> np.ndarray:
     return prob.argmax(-1).astype(np.int64)
 
 
-def auc_score(labels: np.ndarray, prob: np.ndarray) -> float:
-    """ROC AUC (binary: of p(class 1); multi-class: macro one-vs-rest). NaN if undefined."""
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.asarray(labels)
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    if prob.shape[1] == 2:
-        return float(roc_auc_score(labels, prob[:, 1]))
-    try:
-        return float(roc_auc_score(labels, prob, multi_class="ovr", average="macro"))
-    except ValueError:
-        return float("nan")
-
-
 def scores(run: ProbeRun, labels: np.ndarray, prob: np.ndarray) -> dict:
     pred = decide(prob, run.task, run.threshold)
-    return {"auc": auc_score(labels, prob), "acc": float(np.mean(pred == labels)) if len(labels) else float("nan")}
+    return {"auc": auc(labels, prob), "acc": float(np.mean(pred == labels)) if len(labels) else float("nan")}
 
 
 def sample_indices(n_total: int, n: int | None, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
@@ -167,11 +123,8 @@ def sample_indices(n_total: int, n: int | None, seed: int, labels: np.ndarray | 
 
 # ------------------------------------------------------------------------------------ caching
 
-json_clean = json_safe
-
-
 def cache_key(probe: str, params: Mapping, checkpoint_sha256: str) -> str:
-    blob = json.dumps({"probe": probe, "params": json_clean(params), "ckpt": checkpoint_sha256,
+    blob = json.dumps({"probe": probe, "params": json_safe(params), "ckpt": checkpoint_sha256,
                        "v": CACHE_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -181,14 +134,9 @@ def cached_probe(run_dir: str | Path, probe: str, params: Mapping, compute: Call
                  extra_key: str = "") -> dict:
     """Return RUN/probes/<probe>.json when its key matches ``params`` (and the checkpoint),
     else load the run, ``compute(run)``, and write the result atomically."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise DataError(f"{path}: no such folder")
-    ckpt = path / "checkpoint_best.pt"
-    if not ckpt.is_file() or not (path / "metrics.json").is_file():
-        raise _not_a_run(path, "no checkpoint_best.pt" if not ckpt.is_file() else "no metrics.json")
-    key = cache_key(probe, params, sha256_file(ckpt) + extra_key)
-    out = path / PROBES_DIR / f"{probe}.json"
+    run_folder = Run(run_dir).require_finished(CHECKPOINT)
+    key = cache_key(probe, params, sha256_file(run_folder.checkpoint_path) + extra_key)
+    out = run_folder.probe_path(probe)
     if out.is_file() and not force:
         try:
             old = json.loads(out.read_text(encoding="utf-8"))
@@ -198,27 +146,12 @@ def cached_probe(run_dir: str | Path, probe: str, params: Mapping, compute: Call
         except (json.JSONDecodeError, UnicodeDecodeError):
             pass
     if run is None:
-        run = load_run(path)
+        run = load_run(run_folder.path)
     result = compute(run)
-    result = json_clean({"probe": probe, "key": key, "params": dict(params), **result})
+    result = json_safe({"probe": probe, "key": key, "params": dict(params), **result})
     write_json_atomic(out, result)
     result["cached"] = False
     return result
-
-
-def write_png(path: Path, fig) -> None:
-    """Save a matplotlib Figure as PNG atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-
-
-def new_figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def check_positive(name: str, value, minimum=1) -> None:

@@ -39,8 +39,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .runs import (ProbeRun, cached_probe, check_positive, decide, new_figure, predict_proba,
-                   sample_indices, write_png)
+from ..figures import new_figure, write_png
+from ..models.inference import predict_proba
+from .runs import ProbeRun, cached_probe, check_positive, decide, sample_indices
 
 PROTOCOLS = ("crop", "black", "circular")
 _PAD_MODE = {"crop": "reflect", "black": "constant", "circular": "circular"}
@@ -176,8 +177,8 @@ def _scale_metrics(run: ProbeRun, x: torch.Tensor, k_pct: int, batch_size: int) 
 def compute_translation(run: ProbeRun, max_shift: int = 8, n_images: int | None = 500, n_pairs: int = 4,
                         scale_pct: int = 8, seed: int = 0, protocols=PROTOCOLS, batch_size: int = 512,
                         plots: bool = True) -> dict:
-    check_positive("--max-shift", max_shift, 0)
-    check_positive("--n-pairs", n_pairs, 1)
+    check_positive("max_shift", max_shift, 0)
+    check_positive("n_pairs", n_pairs, 1)
     for p in protocols:
         if p not in PROTOCOLS:
             raise ConfigError(f"unknown translation protocol {p!r}; use one of {', '.join(PROTOCOLS)}")

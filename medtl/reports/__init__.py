@@ -1,11 +1,6 @@
-"""Reports written from finished runs (comparison tables, plots)."""
-from .compare_report import (
-    build_comparison,
-    delong_from_runs,
-    discover_arms,
-    markdown_table,
-    run_compare,
-    write_report,
-)
+"""Pages written from results: rendering only (Jinja2 templates, one stylesheet, self-contained
+HTML plus Markdown).  Finding runs is :mod:`medtl.runs`; statistics are :mod:`medtl.stats`."""
+from .compare import markdown_table, write_compare
+from .robustness import write_robustness
 
-__all__ = ["build_comparison", "delong_from_runs", "discover_arms", "markdown_table", "run_compare", "write_report"]
+__all__ = ["markdown_table", "write_compare", "write_robustness"]

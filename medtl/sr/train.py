@@ -27,14 +27,17 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..errors import ConfigError, TrainingError
-from ..io import array_digest, atomic_path, json_safe
+from ..errors import ConfigError
+from ..io import array_digest, json_safe
+from ..train.resumable import Progress, TrainingState, check_finite
+from ..train.schedule import lr_factor
 from .apply import add_noise, crop_to_multiple, degrade, upscale_learned, upscale_resize
 from .io import FORMAT, read_sr_file, save_sr_model
 from .model import build_sr_model, resolve_arch
 
 log = logging.getLogger("medtl")
 
+STATE_KIND = FORMAT + "-state"  # the tag of SR training state files (unchanged since v1)
 TRAINER_VERSION = 1  # bump when the training procedure changes, so cached models are retrained
 STATE_EVERY = 200
 # defaults: about 4 min on 2 CPU cores at x4 (32 x 32 px LR patches, batch 32)
@@ -60,8 +63,7 @@ def state_path(out: str | Path) -> Path:
 
 def lr_at(step: int, steps: int, base_lr: float, min_factor: float = MIN_LR_FACTOR) -> float:
     """Cosine decay from ``base_lr`` (step 0) to ``min_factor * base_lr`` (last step)."""
-    t = step / max(steps - 1, 1)
-    return base_lr * (min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * t)))
+    return base_lr * lr_factor(step, steps - 1, 0, "cosine", min_factor=min_factor)
 
 
 def _settings(hr: np.ndarray, scale: int, arch: dict, seed: int, steps: int, batch_size: int, patch: int,
@@ -89,26 +91,26 @@ def _validate(hr: np.ndarray, scale: int, seed: int, steps: int, batch_size: int
     if len(hr) == 0:
         raise ConfigError("SR training: no HR images")
     if seed < 0:
-        raise ConfigError(f"--seed must be >= 0 (got {seed})")
+        raise ConfigError(f"seed must be >= 0 (got {seed})")
     if steps < 1:
-        raise ConfigError(f"--steps must be >= 1 (got {steps})")
+        raise ConfigError(f"steps must be >= 1 (got {steps})")
     if batch_size < 1:
-        raise ConfigError(f"--batch must be >= 1 (got {batch_size})")
+        raise ConfigError(f"batch_size must be >= 1 (got {batch_size})")
     if not (lr > 0 and math.isfinite(lr)):
         raise ConfigError(f"SR learning rate must be > 0 (got {lr})")
     if not (noise_std >= 0 and math.isfinite(noise_std)):
-        raise ConfigError(f"--noise must be >= 0 (got {noise_std})")
+        raise ConfigError(f"noise_std must be >= 0 (got {noise_std})")
     if loss not in LOSSES:
         raise ConfigError(f"SR loss must be one of {', '.join(LOSSES)} (got {loss!r})")
     side = min(hr.shape[1], hr.shape[2]) // scale * scale
     if patch is None:
         patch = min(DEFAULT_LR_PATCH * scale, side)
     if patch % scale:
-        raise ConfigError(f"--patch {patch} must be a multiple of --scale {scale}")
+        raise ConfigError(f"patch {patch} must be a multiple of scale {scale}")
     if patch < 2 * scale:
-        raise ConfigError(f"--patch {patch} is too small for x{scale} (at least {2 * scale})")
+        raise ConfigError(f"patch {patch} is too small for x{scale} (at least {2 * scale})")
     if patch > side:
-        raise ConfigError(f"--patch {patch} is larger than the HR images ({hr.shape[1]}x{hr.shape[2]} px, "
+        raise ConfigError(f"patch {patch} is larger than the HR images ({hr.shape[1]}x{hr.shape[2]} px, "
                           f"{side} usable at x{scale})")
     return int(patch)
 
@@ -139,22 +141,6 @@ def _batch(lr_all: np.ndarray, hr_all: np.ndarray, scale: int, lp: int, bs: int,
     return x, y
 
 
-def _save_state(path: Path, model, opt, step: int, settings: dict, extra: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT + "-state", "settings": settings, "step": int(step),
-                    "model": model.state_dict(), "optimizer": opt.state_dict(), **extra}, tmp)
-
-
-def _load_state(path: Path) -> dict:
-    try:
-        st = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file: one clear line
-        raise ConfigError(f"{path}: unreadable SR training state ({type(exc).__name__}); use --restart") from None
-    if not isinstance(st, dict) or st.get("format") != FORMAT + "-state":
-        raise ConfigError(f"{path}: not a medtl SR training state file; use --restart")
-    return st
-
-
 def _existing_model(out: Path, settings: dict) -> dict | None:
     """The stored train info of ``out`` when it was trained with these settings; None when
     ``out`` does not exist; ConfigError when it holds something else."""
@@ -163,13 +149,25 @@ def _existing_model(out: Path, settings: dict) -> dict | None:
     try:
         obj = read_sr_file(out)
     except ConfigError as exc:
-        raise ConfigError(f"{exc}; choose another --out") from None
+        raise ConfigError(f"{exc}; write the model elsewhere") from None
     info = dict(obj.get("train") or {})
     diff = _diff_keys(info, settings)
     if diff:
         raise ConfigError(f"{out}: holds an SR model trained with different settings (differs in: "
-                          f"{', '.join(diff)}); use another --out, or --restart to retrain it")
+                          f"{', '.join(diff)}); write elsewhere, or restart to retrain it")
     return info
+
+
+def _discard(out: Path, state: TrainingState) -> None:
+    """Before a restart: refuse to overwrite anything but an SR model file; drop the state."""
+    if out.exists():
+        if not out.is_file():
+            raise ConfigError(f"{out}: exists and is not a file; write the model elsewhere")
+        try:
+            read_sr_file(out)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; restart overwrites only SR model files, write elsewhere") from None
+    state.clear()
 
 
 def train_sr(hr_images: np.ndarray, scale: int, out: str | Path, seed: int = 0, steps: int = DEFAULT_STEPS,
@@ -189,120 +187,87 @@ def train_sr(hr_images: np.ndarray, scale: int, out: str | Path, seed: int = 0, 
     patch = _validate(hr, scale, int(seed), int(steps), int(batch_size), patch, float(lr), float(noise_std), loss)
     hr = crop_to_multiple(hr, scale)
     settings = _settings(hr, scale, arch, seed, steps, batch_size, patch, lr, noise_std, loss)
-    spath = state_path(out)
-
+    state = TrainingState(state_path(out), STATE_KIND, settings, compare=SETTING_KEYS)
     if restart:
-        if out.exists():  # refuse to overwrite anything but an SR model file
-            if not out.is_file():
-                raise ConfigError(f"{out}: exists and is not a file; choose another --out")
-            try:
-                read_sr_file(out)
-            except ConfigError as exc:
-                raise ConfigError(f"{exc}; --restart overwrites only SR model files, choose another --out") from None
-        if spath.exists():
-            spath.unlink()
+        _discard(out, state)
     else:
         info = _existing_model(out, settings)
         if info is not None:
             log.info("SR model %s already trained with these settings: reusing it", out)
             return info
-
-    state = None
-    if spath.exists():
-        state = _load_state(spath)
-        diff = _diff_keys(state.get("settings") or {}, settings)
-        if diff:
-            raise ConfigError(f"{spath}: an interrupted SR training with different settings (differs in: "
-                              f"{', '.join(diff)}); use --restart to discard it, or another --out")
-
+    saved = state.load()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = build_sr_model(arch)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=float(lr))
-    start, elapsed, losses = 0, 0.0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        elapsed = float(state.get("elapsed_s", 0.0))
-        losses = [float(v) for v in state.get("recent_losses", [])]
-        log.info("resuming SR training from step %d/%d (%s)", start, steps, spath)
-
-    lr_all = degrade(hr, scale)  # noise is added per patch, from the step's generator
-    lp = patch // scale
-    loss_fn = F.l1_loss if loss == "l1" else F.mse_loss
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, initial=start, desc=f"SR x{scale}", unit="step", dynamic_ncols=True, leave=False)
-    t0 = time.time()
-    done = start
-    in_update = False
-
-    def extra() -> dict:
-        return {"elapsed_s": elapsed + (time.time() - t0), "recent_losses": losses[-100:]}
-
-    try:
-        for step in range(start, steps):
-            x, y = _batch(lr_all, hr, scale, lp, batch_size, seed, step, noise_std)
-            cur_lr = lr_at(step, steps, lr)
-            for g in opt.param_groups:
-                g["lr"] = cur_lr
-            in_update = True
-            pred = model(x)
-            value = loss_fn(pred, y)
-            if not torch.isfinite(value):
-                raise TrainingError(f"SR training: loss became {float(value)} at step {step + 1} (lr={cur_lr:.3g}); "
-                                    f"lower the learning rate or check the data")
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-            done = step + 1
-            in_update = False
-            losses.append(float(value.detach()))
-            if len(losses) > 200:
-                del losses[:-100]
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{cur_lr:.2g}", refresh=False)
-            if done % STATE_EVERY == 0 and done < steps:
-                _save_state(spath, model, opt, done, settings, extra())
-    except KeyboardInterrupt:
-        # an interrupt inside an update may leave it half applied: keep the last periodic state then
-        if not in_update and done > start:
-            _save_state(spath, model, opt, done, settings, extra())
-        if bar is not None:
-            bar.close()
-        log.warning("SR training interrupted at step %d/%d; re-run the same command to resume", done, steps)
-        raise
-    except BaseException:
-        if bar is not None:
-            bar.close()
-        raise
-    if bar is not None:
-        bar.close()
-
-    recent = losses[-100:]
-    info = dict(settings)
-    info.update({
+    run = {"start": 0, "elapsed": 0.0, "losses": []}
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        run.update(start=int(saved["step"]), elapsed=float(saved.get("elapsed_s", 0.0)),
+                   losses=[float(v) for v in saved.get("recent_losses", [])])
+        log.info("resuming SR training from step %d/%d (%s)", run["start"], steps, state.path)
+    elapsed = _train_steps(model, opt, hr, settings, state, run, progress)
+    recent = run["losses"][-100:]
+    info = json_safe(dict(settings) | {
         "source": str(source),
         "final_loss": float(np.mean(recent)) if recent else float("nan"),  # mean of the last <= 100 steps
         "last_loss": recent[-1] if recent else float("nan"),
-        "wall_time_s": round(extra()["elapsed_s"], 2),
-        "resumed_from_step": start,
+        "wall_time_s": round(elapsed, 2),
+        "resumed_from_step": run["start"],
         "threads": torch.get_num_threads(),
         "torch_version": str(torch.__version__),
         "medtl_version": __version__,
     })
-    info = json_safe(info)
     save_sr_model(out, model, arch, info)
-    if spath.exists():
-        spath.unlink()
+    state.clear()
     log.info("SR model written: %s (final loss %.5f, %.0f s)", out, info["final_loss"] or float("nan"),
              info["wall_time_s"])
     return info
+
+
+def _train_steps(model, opt, hr: np.ndarray, st: dict, state: TrainingState, run: dict, progress: bool) -> float:
+    """The optimisation steps from ``run["start"]``; saves the state every ``STATE_EVERY`` steps
+    and on Ctrl-C (unless the interrupt hit mid-update).  Returns the total training seconds."""
+    scale, steps, seed, noise_std = st["scale"], st["steps"], st["seed"], st["noise_std"]
+    lr_all = degrade(hr, scale)  # noise is added per patch, from the step's generator
+    lp = st["patch"] // scale
+    loss_fn = F.l1_loss if st["loss"] == "l1" else F.mse_loss
+    losses, start = run["losses"], run["start"]
+    t0, done, in_update = time.time(), start, False
+
+    def save() -> None:
+        state.save(step=done, model=model.state_dict(), optimizer=opt.state_dict(),
+                   elapsed_s=run["elapsed"] + (time.time() - t0), recent_losses=losses[-100:])
+
+    with Progress(progress, steps, f"SR x{scale}", "step", initial=start) as bar:
+        try:
+            for step in range(start, steps):
+                x, y = _batch(lr_all, hr, scale, lp, st["batch_size"], seed, step, noise_std)
+                cur_lr = lr_at(step, steps, st["lr"])
+                for g in opt.param_groups:
+                    g["lr"] = cur_lr
+                in_update = True
+                value = loss_fn(model(x), y)
+                check_finite(value, f"SR training step {step + 1}", cur_lr)
+                opt.zero_grad(set_to_none=True)
+                value.backward()
+                opt.step()
+                done, in_update = step + 1, False
+                losses.append(float(value.detach()))
+                if len(losses) > 200:
+                    del losses[:-100]
+                bar.update(loss=f"{losses[-1]:.4f}", lr=f"{cur_lr:.2g}")
+                if done % STATE_EVERY == 0 and done < steps:
+                    save()
+        except KeyboardInterrupt:
+            # an interrupt inside an update may leave it half applied: keep the last periodic state then
+            if not in_update and done > start:
+                save()
+            log.warning("SR training interrupted at step %d/%d; re-run the same command to resume", done, steps)
+            raise
+    return run["elapsed"] + (time.time() - t0)
 
 
 # ------------------------------------------------------------------ evaluation

@@ -1,4 +1,4 @@
-"""Metrics and statistics: small pure functions over arrays."""
-from .metrics import binary_metrics, choose_threshold, multiclass_metrics, multilabel_metrics, nan_to_none
+"""Metrics and statistics: small pure functions over arrays, and the assembly of comparisons."""
+from .metrics import auc, binary_metrics, choose_threshold, multiclass_metrics, multilabel_metrics
 
-__all__ = ["binary_metrics", "choose_threshold", "multiclass_metrics", "multilabel_metrics", "nan_to_none"]
+__all__ = ["auc", "binary_metrics", "choose_threshold", "multiclass_metrics", "multilabel_metrics"]

@@ -10,13 +10,25 @@ import math
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ..io import json_safe
 
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC; NaN where undefined (one class only).
 
-def _safe_auc(y: np.ndarray, score: np.ndarray) -> float:
+    ``score``: a 1-D score of the positive class; or probabilities (n, C): for C = 2 the AUC of
+    column 1, for C > 2 the macro one-vs-rest AUC over all C classes.
+    """
+    y = np.asarray(y)
+    score = np.asarray(score)
     if len(np.unique(y)) < 2:
         return float("nan")
-    return float(roc_auc_score(y, score))
+    if score.ndim == 2 and score.shape[1] == 2:
+        score = score[:, 1]
+    if score.ndim == 1:
+        return float(roc_auc_score(y, score))
+    try:
+        return float(roc_auc_score(y, score, multi_class="ovr", average="macro", labels=np.arange(score.shape[1])))
+    except ValueError:  # a class missing from y
+        return float("nan")
 
 
 def choose_threshold(y: np.ndarray, p: np.ndarray, rule: str = "youden") -> float:
@@ -49,7 +61,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
     fn = int(((pred == 0) & (y == 1)).sum())
     pos, neg = tp + fn, tn + fp
     return {
-        "auc": _safe_auc(y, p),
+        "auc": auc(y, p),
         "acc": (tp + tn) / max(len(y), 1),
         "sensitivity": tp / pos if pos else float("nan"),
         "specificity": tn / neg if neg else float("nan"),
@@ -64,23 +76,15 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
 def multiclass_metrics(y: np.ndarray, prob: np.ndarray) -> dict:
     y = np.asarray(y).astype(int)
     pred = prob.argmax(1)
-    try:
-        auc = float(roc_auc_score(y, prob, multi_class="ovr", average="macro",
-                                  labels=np.arange(prob.shape[1])))
-    except ValueError:
-        auc = float("nan")
-    return {"auc": auc, "acc": float((pred == y).mean()) if len(y) else float("nan"), "n": int(len(y))}
+    return {"auc": auc(y, prob), "acc": float((pred == y).mean()) if len(y) else float("nan"), "n": int(len(y))}
 
 
 def multilabel_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str]) -> dict:
     """Per-class AUC and their macro mean (classes without both labels are left out)."""
     per = {}
     for j, c in enumerate(classes):
-        per[c] = _safe_auc(y[:, j], prob[:, j])
+        per[c] = auc(y[:, j], prob[:, j])
     valid = [v for v in per.values() if not math.isnan(v)]
     macro = float(np.mean(valid)) if valid else float("nan")
     return {"auc": macro, "auc_macro": macro, "auc_per_class": per, "n": int(len(y))}
 
-
-# JSON has no NaN: the one implementation lives in medtl.io
-nan_to_none = json_safe

@@ -13,7 +13,7 @@ import multiprocessing as mp
 from dataclasses import asdict
 
 from ..errors import ConfigError
-from .runner import RunSpec, execute_run
+from .worker import RunSpec, execute_run
 
 
 def _bar(total: int, progress: bool):
@@ -71,7 +71,7 @@ def run_ray(specs: list[RunSpec], address: str | None, workers: int, progress: b
     try:
         import ray
     except ImportError:
-        raise ConfigError("--executor ray needs Ray: pip install 'ray>=2.9'") from None
+        raise ConfigError("the ray executor needs Ray: pip install 'ray>=2.9'") from None
     started_here = False
     if not ray.is_initialized():
         try:

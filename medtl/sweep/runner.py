@@ -9,47 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-import traceback
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, config_to_yaml
-from ..errors import ConfigError, MedtlError
+from ..errors import ConfigError
 from ..io import write_json_atomic, write_text_atomic
+from ..runs import SWEEP_CONFIG, SWEEP_SUMMARY, sweep_run_dir
+from .executors import run_local, run_ray
+from .worker import RunSpec, available_cores
 
 log = logging.getLogger("medtl")
-
-FAILED_FILE = "failed.json"
-
-
-@dataclass
-class RunSpec:
-    arm: str
-    seed: int
-    out: str
-    config: dict  # RunConfig as JSON-able dict (seed set)
-    threads: int
-
-
-@dataclass
-class RunResult:
-    arm: str
-    seed: int
-    status: str  # done | skipped | failed
-    seconds: float
-    test_auc: float | None = None
-    error: str | None = None
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
-
 
 def plan_runs(arms: dict[str, RunConfig], seeds: list[int], out: Path, threads: int) -> list[RunSpec]:
     specs = []
@@ -57,41 +28,8 @@ def plan_runs(arms: dict[str, RunConfig], seeds: list[int], out: Path, threads: 
     for seed in seeds:
         for arm, cfg in arms.items():
             c = cfg.model_copy(update={"seed": seed})
-            specs.append(RunSpec(arm, seed, str(out / arm / f"seed-{seed}"), c.model_dump(mode="json"), threads))
+            specs.append(RunSpec(arm, seed, str(sweep_run_dir(out, arm, seed)), c.model_dump(mode="json"), threads))
     return specs
-
-
-def execute_run(spec: RunSpec | dict) -> dict:
-    """Run one sweep run in this process (a worker); never raises for a failed run."""
-    import torch
-
-    from ..train import finetune
-
-    if isinstance(spec, dict):
-        spec = RunSpec(**spec)
-    torch.set_num_threads(spec.threads)
-    out = Path(spec.out)
-    failed = out / FAILED_FILE
-    t0 = time.time()
-    if (out / "metrics.json").is_file():
-        m = json.loads((out / "metrics.json").read_text())
-        return asdict(RunResult(spec.arm, spec.seed, "skipped", 0.0, (m.get("test") or {}).get("auc")))
-    if failed.is_file():
-        failed.unlink()  # a re-run retries failed runs
-    try:
-        cfg = RunConfig.model_validate(spec.config)
-        m = finetune(cfg, out, progress=False)
-        return asdict(RunResult(spec.arm, spec.seed, "done", time.time() - t0, m["test"].get("auc")))
-    except Exception as exc:  # noqa: BLE001 - record every failure, keep sweeping
-        user = isinstance(exc, MedtlError)
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        rec = {"arm": spec.arm, "seed": spec.seed, "error_type": type(exc).__name__, "error": msg,
-               "user_error": user}
-        if not user:
-            rec["traceback"] = traceback.format_exc()
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(failed, rec)
-        return asdict(RunResult(spec.arm, spec.seed, "failed", time.time() - t0, None, msg))
 
 
 def _warm_data_cache(arms: dict[str, RunConfig]) -> None:
@@ -104,7 +42,7 @@ def _warm_data_cache(arms: dict[str, RunConfig]) -> None:
         if key in seen:
             continue
         seen.add(key)
-        load_dataset(cfg.data, seed=cfg.data.split_seed)
+        load_dataset(cfg.data)
 
 
 def run_sweep(sweep_path: str | Path, out: str | Path, executor: str = "local", workers: int | None = None,
@@ -112,7 +50,6 @@ def run_sweep(sweep_path: str | Path, out: str | Path, executor: str = "local", 
               progress: bool = True) -> dict[str, Any]:
     """Run a sweep; returns the summary also written to ``OUT/sweep.json``."""
     from .config import load_sweep
-    from .executors import run_local, run_ray
 
     sweep, arm_cfgs, seed_list = load_sweep(sweep_path, arms, seeds)
     out = Path(out)
@@ -120,7 +57,7 @@ def run_sweep(sweep_path: str | Path, out: str | Path, executor: str = "local", 
     if workers is None:
         workers = cores
     if workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"workers must be >= 1 (got {workers})")
     # the same thread count under every executor: the runs, and so the numbers, are identical
     threads = max(1, cores // workers)
     for cfg in arm_cfgs.values():
@@ -129,7 +66,7 @@ def run_sweep(sweep_path: str | Path, out: str | Path, executor: str = "local", 
     specs = plan_runs(arm_cfgs, seed_list, out, threads)
     _warm_data_cache(arm_cfgs)  # bad data fails here, once, before any run starts
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "sweep_config.yaml", _sweep_yaml(sweep, arm_cfgs, seed_list, sweep_path))
+    write_text_atomic(out / SWEEP_CONFIG, _sweep_yaml(sweep, arm_cfgs, seed_list, sweep_path))
 
     t0 = time.time()
     if executor == "local":
@@ -137,7 +74,7 @@ def run_sweep(sweep_path: str | Path, out: str | Path, executor: str = "local", 
     elif executor == "ray":
         results = run_ray(specs, address, workers, progress)
     else:
-        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+        raise ConfigError(f"executor must be local or ray (got {executor!r})")
     wall = time.time() - t0
     results.sort(key=lambda r: (list(arm_cfgs).index(r["arm"]), r["seed"]))
     summary = {
@@ -147,7 +84,7 @@ def run_sweep(sweep_path: str | Path, out: str | Path, executor: str = "local", 
         "counts": {s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "failed")},
         "runs": results,
     }
-    write_json_atomic(out / "sweep.json", summary)
+    write_json_atomic(out / SWEEP_SUMMARY, summary)
     return summary
 
 

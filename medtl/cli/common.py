@@ -1,0 +1,64 @@
+"""What the commands share: logging set-up, the process-wide settings of a training entry
+point, the MLflow hook of ``--mlflow`` and its help text."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+MLFLOW_HELP = ("After {what}, log {runs} to MLflow: 'default' ($MLFLOW_TRACKING_URI, else ./mlruns), "
+               "a local path such as ./mlruns, or any tracking URI.")
+URI_HELP = ("MLflow tracking URI or local path (./mlruns, sqlite:////abs/mlflow.db, http://host:5000); "
+            "default: $MLFLOW_TRACKING_URI, else ./mlruns.")
+
+
+def setup_logging(quiet: bool) -> None:
+    """medtl's log on stderr as ``medtl: message`` (INFO, or WARNING when quiet), once per process."""
+    log = logging.getLogger("medtl")
+    log.setLevel(logging.INFO)
+    if not any(getattr(h, "_medtl", False) for h in log.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h._medtl = True  # type: ignore[attr-defined]
+        h.setFormatter(logging.Formatter("medtl: %(message)s"))
+        log.addHandler(h)
+    for h in log.handlers:
+        if getattr(h, "_medtl", False):
+            h.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def training_process(num_threads: int | None) -> None:
+    """This process is about to train: set threads and malloc tuning (process-wide, so here)."""
+    from ..train.runtime import configure_process
+
+    configure_process(num_threads)
+
+
+def mlflow_uri(value: str | None) -> str | None:
+    """A ``--mlflow``/``--uri`` value as a tracking URI for :mod:`medtl.tracking` ('default': the default store)."""
+    return None if value in (None, "", "default") else value
+
+
+def log_to_mlflow(paths: list[Path], uri: str | None, experiment: str | None = None,
+                  checkpoints: bool = False) -> dict[str, int]:
+    """Log every finished run under ``paths``; returns summed counts (logged/existing/unfinished)."""
+    from ..tracking import log_tree
+
+    total = {"logged": 0, "existing": 0, "unfinished": 0}
+    for p in paths:
+        counts: dict[str, int] = {}
+        log_tree(p, uri=mlflow_uri(uri), experiment=experiment, checkpoints=checkpoints, counts=counts)
+        for k in total:
+            total[k] += counts[k]
+    return total
+
+
+def mlflow_hook(path: Path, uri: str | None) -> None:
+    """``--mlflow`` of finetune and sweep: log what finished, say where."""
+    from ..tracking import resolve_uri
+
+    counts = log_to_mlflow([path], uri)
+    typer.echo(f"mlflow: {counts['logged']} run(s) logged, {counts['existing']} already logged "
+               f"in {resolve_uri(mlflow_uri(uri))}")

@@ -1,0 +1,29 @@
+"""``medtl robustness-report``: parse, then :func:`medtl.probes.suite.run_probes` and
+:func:`medtl.reports.write_robustness`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def robustness_report(
+    run_dirs: List[Path] = typer.Argument(..., help="Run, arm (seed-K/) or sweep (ARM/seed-K/) folders."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html, report.md, robustness.json."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller probes (fewer images, shifts, PGD steps)."),
+    n_images: int = typer.Option(0, "--n-images", help="Override the images per probe (0: the preset's)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Also black-box transfer from this run."),
+    force: bool = typer.Option(False, "--force", help="Recompute cached probes."),
+) -> None:
+    """Run (or reuse cached) probes for every run; per-arm mean and 95% CI over seeds."""
+    from ..probes.suite import run_probes
+    from ..reports import write_robustness
+    from .common import setup_logging
+
+    setup_logging(False)
+    result = run_probes(run_dirs, quick=quick, n_images=n_images or None, source=source, force=force,
+                        progress=typer.echo)
+    write_robustness(result, out)
+    typer.echo(f"wrote {Path(out) / 'report.html'}, report.md, robustness.json "
+               f"({len(result['runs'])} runs, {len(result['arms'])} arms)")

@@ -1,0 +1,740 @@
+"""Public datasets by name: ``data.path: medmnist:pneumoniamnist`` instead of a local path.
+
+Registry
+    Each :class:`DatasetSource` names one published file: its URL, the checksum its
+    publisher gives (and the algorithm: MedMNIST publishes MD5), the licence, the citation,
+    the archive format, and what medtl reads after fetching (``target``: the ``.npz`` as is,
+    or the folder a ``.zip`` extracts to).  ``medtl data list`` prints the registry.
+
+Cache
+    ``datasets_dir()`` (``$MEDTL_CACHE/datasets``) holds one folder per name,
+    ``<prefix>/<id>/`` (``medmnist/pneumoniamnist/``), with the ``target`` and a record,
+    ``medtl-dataset.json``, written last and atomically: a name counts as fetched only when
+    its record and target exist.  Downloads stream to a temporary file beside the target and
+    are verified before the rename; a zip is extracted into a temporary folder inside the
+    entry folder and renamed into place after its layout is checked (members with absolute
+    paths, ``..``, backslashes, drive letters or symlinks refuse the whole archive), then
+    the zip is deleted (its hashes stay in the record).
+
+Checksum policy
+    * Published checksum (``checksum_algo`` 'md5' or 'sha256'): the bytes must match, else
+      they are refused with one line naming the file, the expected and the actual hash.
+    * No published checksum (``checksum_algo`` None): the sha256 of the first fetched file
+      is pinned in ``datasets_dir()/pins.json`` (trust on first use, as for the Geirhos
+      weights); later fetches must match the pin.  Such copies are reported as 'pinned',
+      never as 'verified'.
+    * ``unofficial=True`` keeps bytes that do not match (a reconstruction, a resized copy,
+      a folder that cannot be checked) as an *unofficial* copy: never pinned, recorded with
+      its own sha256, and every dataset bundle loaded from it carries a note saying so.
+
+Environment override
+    ``MEDTL_DATASET_<NAME>`` (the name upper-cased, every run of other characters turned
+    into ``_``: ``MEDTL_DATASET_MEDMNIST_PNEUMONIAMNIST``, ``MEDTL_DATASET_KERMANY_CHEST_XRAY``)
+    points a name at a local file or folder in the form medtl reads (the ``.npz``; the
+    extracted folder), bypassing the cache; nothing is copied or downloaded.  Files with a
+    published checksum are still hashed and the bundle notes say whether they match.
+"""
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import time
+import urllib.error
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
+
+from ..errors import DataError
+from ..io import file_digests as _digests, write_json_atomic
+from ..paths import cache_root
+from ..pins import PinStore
+
+RECORD_FILE = "medtl-dataset.json"
+ENV_PREFIX = "MEDTL_DATASET_"
+ARCHIVES = ("file", "zip")
+LAYOUTS = ("npz", "folder")
+CHECKSUM_ALGOS = ("md5", "sha256")
+#: status of a fetched copy
+OFFICIAL, PINNED, UNOFFICIAL = "official", "pinned", "unofficial"
+
+_NAME_RE = re.compile(r"^([a-z][a-z0-9_]+):([a-z0-9][a-z0-9_.\-]*)$")
+
+_MEDMNIST_CITE = ("Yang, Shi, Wei, Liu, Zhao, Ke, Pfister, Ni. MedMNIST v2 - A large-scale lightweight "
+                  "benchmark for 2D and 3D biomedical image classification. Scientific Data 10, 41 (2023), "
+                  "doi:10.1038/s41597-022-01721-8")
+_KERMANY_DATA = ("Kermany, Zhang, Goldbaum. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images "
+                 "for Classification. Mendeley Data, V2 (2018), doi:10.17632/rscbjbr9sj.2")
+_KERMANY_PAPER = ("Kermany et al. Identifying Medical Diagnoses and Treatable Diseases by Image-Based Deep "
+                  "Learning. Cell 172(5):1122-1131 (2018), doi:10.1016/j.cell.2018.02.010")
+_MEDMNIST_INFO = "MedMNIST's own package, medmnist/info.py INFO['pneumoniamnist'] (v3.0.2; the 28 px MD5 also in v2.1.0)"
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    name: str               # 'prefix:id'
+    title: str
+    url: str                # the published download URL
+    filename: str           # the published file's name
+    archive: str            # 'file': used as is | 'zip': extracted
+    layout: str             # what medtl reads: 'npz' | 'folder'
+    target: str             # the file or folder inside the entry folder that medtl reads
+    checksum_algo: str | None   # 'md5' | 'sha256' | None: no published checksum (pin on first fetch)
+    checksum: str | None
+    checksum_source: str    # where the checksum, or its absence, is documented
+    licence: str
+    citation: str
+    homepage: str
+    notes: str = ""
+    #: class folders the extracted target must hold (archive 'zip' / layout 'folder')
+    classes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name) or self.name.startswith("builtin:"):
+            raise ValueError(f"{self.name!r}: a dataset name is 'prefix:id' in lower case")
+        if self.archive not in ARCHIVES:
+            raise ValueError(f"{self.name}: archive must be one of {ARCHIVES}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"{self.name}: layout must be one of {LAYOUTS}")
+        if (self.checksum_algo is None) != (self.checksum is None):
+            raise ValueError(f"{self.name}: give checksum and checksum_algo together (or neither)")
+        if self.checksum_algo is not None:
+            n = {"md5": 32, "sha256": 64}.get(self.checksum_algo)
+            if n is None or not re.fullmatch(f"[0-9a-f]{{{n}}}", self.checksum or ""):
+                raise ValueError(f"{self.name}: checksum must be {n or '?'} lowercase hex digits of "
+                                 f"one of {CHECKSUM_ALGOS}")
+        if self.archive == "file" and self.layout != "npz":
+            raise ValueError(f"{self.name}: a plain file must be an .npz")
+        if "/" in self.target or self.target in ("", ".", "..") or self.target == RECORD_FILE:
+            raise ValueError(f"{self.name}: target must be a plain file or folder name")
+
+    @property
+    def prefix(self) -> str:
+        return self.name.split(":", 1)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["classes"] = list(self.classes)
+        return d
+
+
+_REGISTRY: dict[str, DatasetSource] = {}
+
+
+def register_dataset(source: DatasetSource, overwrite: bool = False) -> DatasetSource:
+    """Add ``source`` to the registry (the built-in table, tests, plugins)."""
+    if source.name in _REGISTRY and not overwrite:
+        raise ValueError(f"dataset {source.name!r} is already registered")
+    _REGISTRY[source.name] = source
+    return source
+
+
+def unregister_dataset(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def list_datasets() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_dataset(name: str) -> DatasetSource:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise DataError(f"{name}: unknown dataset name (registered: {', '.join(_REGISTRY) or 'none'}; "
+                        "or give a file or folder path)") from None
+
+
+def _builtin() -> None:
+    zen = "https://zenodo.org/records/10519652/files/"
+    md5 = {"": "28209eda62fecd6e6a2d98b1501bb15f", "_64": "8f4eceb4ccffa70c672198ea285246c6",
+           "_128": "05b46931834c231683c68f40c47b2971", "_224": "d6a3c71de1b945ea11211b03746c1fe1"}
+    for suffix, digest in md5.items():
+        px = suffix[1:] or "28"
+        register_dataset(DatasetSource(
+            name=f"medmnist:pneumoniamnist{suffix}",
+            title=f"PneumoniaMNIST (MedMNIST), {px}x{px}",
+            url=f"{zen}pneumoniamnist{suffix}.npz?download=1", filename=f"pneumoniamnist{suffix}.npz",
+            archive="file", layout="npz", target=f"pneumoniamnist{suffix}.npz",
+            checksum_algo="md5", checksum=digest, checksum_source=_MEDMNIST_INFO,
+            licence="CC BY 4.0", citation=f"{_MEDMNIST_CITE}; source images: {_KERMANY_PAPER}",
+            homepage="https://medmnist.com/ (data: doi:10.5281/zenodo.10519652)",
+            notes=(f"train 4708 / val 524 / test 624, labels 0 normal, 1 pneumonia; {px} px images "
+                   "center-cropped and resized from Kermany et al.'s chest X-rays")))
+    register_dataset(DatasetSource(
+        name="kermany:chest_xray",
+        title="Kermany et al. pediatric chest X-rays (ChestXRay2017), NORMAL vs PNEUMONIA",
+        url=("https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
+             "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded"),
+        filename="ChestXRay2017.zip", archive="zip", layout="folder", target="chest_xray",
+        checksum_algo=None, checksum=None,
+        checksum_source=("no published checksum known for ChestXRay2017.zip (Mendeley Data page); the "
+                         "sha256 of the first fetched zip is pinned in pins.json"),
+        licence="CC BY 4.0", citation=f"{_KERMANY_DATA}; {_KERMANY_PAPER}",
+        homepage="https://data.mendeley.com/datasets/rscbjbr9sj/2",
+        notes=("5,856 JPEG images of varying size; the zip extracts to chest_xray/{train,test}/"
+               "{NORMAL,PNEUMONIA} (no val split: medtl makes a patient-level one); file names carry "
+               "patient ids (personN_)"),
+        classes=("NORMAL", "PNEUMONIA")))
+
+
+_builtin()
+
+
+# ------------------------------------------------------------------ names and cache places
+
+def datasets_dir() -> Path:
+    return cache_root() / "datasets"
+
+
+def entry_dir(source: DatasetSource) -> Path:
+    prefix, ident = source.name.split(":", 1)
+    return datasets_dir() / prefix / ident
+
+
+def env_var(name: str) -> str:
+    """The environment variable that points ``name`` at a local copy."""
+    return ENV_PREFIX + re.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_")
+
+
+def is_dataset_name(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a registered name, or looks like one with a registered prefix."""
+    s = str(path)
+    m = _NAME_RE.match(s)
+    if not m:
+        return False
+    return s in _REGISTRY or m.group(1) in {src.prefix for src in _REGISTRY.values()}
+
+
+def fetch_command(name: str) -> str:
+    return f"medtl data fetch {name}"
+
+
+def record_path(source: DatasetSource) -> Path:
+    return entry_dir(source) / RECORD_FILE
+
+
+def read_record(source: DatasetSource) -> dict | None:
+    p = record_path(source)
+    if not p.is_file():
+        return None
+    try:
+        rec = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{p}: unreadable dataset record ({exc}); run: {fetch_command(source.name)}") from None
+    if not isinstance(rec, dict) or rec.get("name") != source.name or rec.get("status") not in (OFFICIAL, PINNED, UNOFFICIAL):
+        raise DataError(f"{p}: not a dataset record for {source.name}; run: {fetch_command(source.name)}")
+    return rec
+
+
+def cached_target(source: DatasetSource) -> Path | None:
+    """The fetched file/folder of ``source`` (record written and target present), else None."""
+    rec = read_record(source)
+    target = entry_dir(source) / source.target
+    if rec is None or not target.exists():
+        return None
+    return target
+
+
+# ------------------------------------------------------------------ hashes and pins
+
+def file_digests(path: str | os.PathLike) -> dict[str, str]:
+    """{'md5': ..., 'sha256': ...} of a file in one pass."""
+    return _digests(path, ("md5", "sha256"))
+
+
+def _tree_files(root: Path) -> list[Path]:
+    return sorted((p for p in root.rglob("*") if p.is_file() and not p.is_symlink()),
+                  key=lambda p: p.relative_to(root).as_posix())
+
+
+def tree_sha256(root: str | os.PathLike) -> tuple[str, int]:
+    """(sha256 over every regular file's relative path and sha256, number of files) of a folder."""
+    root = Path(root)
+    h = hashlib.sha256()
+    files = _tree_files(root)
+    for p in files:
+        h.update(f"{p.relative_to(root).as_posix()}\0{file_digests(p)['sha256']}\n".encode())
+    return h.hexdigest(), len(files)
+
+
+_PINS = PinStore(lambda: datasets_dir() / "pins.json", DataError)
+
+
+def pins_path() -> Path:
+    return _PINS.path
+
+
+def pinned_sha256(source: DatasetSource) -> str | None:
+    return _PINS.pinned(source.name, source.url)
+
+
+def _record_pin(source: DatasetSource, sha: str) -> None:
+    _PINS.record(source.name, source.url, source.filename, sha)
+
+
+class ChecksumMismatch(DataError):
+    """Bytes that are not the published (or pinned) file.  ``detail`` is the message without
+    the hint on keeping them anyway, so that the CLI can name its own flag."""
+
+    def __init__(self, detail: str):
+        self.detail = detail
+        super().__init__(f"{detail}; to keep it as a marked unofficial copy, pass unofficial=True")
+
+
+class DownloadUnavailable(DataError):
+    """The published file cannot be downloaded (offline, network error).  ``detail`` is the
+    message without the hint on giving a local copy, so that the CLI can name its own flag."""
+
+    def __init__(self, detail: str, source: "DatasetSource"):
+        self.detail = detail
+        self.source = source
+        super().__init__(f"{detail}; fetch {source.filename} from {source.url} elsewhere and give it as "
+                         "the local file (from_path)")
+
+
+def _judge(source: DatasetSource, digests: dict[str, str], where: str, unofficial: bool) -> str:
+    """OFFICIAL | PINNED (matches, or is about to become, the pin) | UNOFFICIAL; raises on a mismatch."""
+    if source.checksum_algo is not None:
+        got = digests[source.checksum_algo]
+        if got == source.checksum:
+            return OFFICIAL
+        if unofficial:
+            return UNOFFICIAL
+        raise ChecksumMismatch(f"{where}: {source.checksum_algo} mismatch for {source.name}: expected "
+                               f"{source.checksum} (the official {source.filename}), got {got}; "
+                               "not the official release")
+    pin = pinned_sha256(source)
+    if unofficial and pin != digests["sha256"]:
+        return UNOFFICIAL
+    if pin is None or pin == digests["sha256"]:
+        return PINNED
+    raise ChecksumMismatch(f"{where}: sha256 mismatch for {source.name}: expected {pin} (pinned at the first "
+                           f"fetch in {pins_path()}; no checksum is published), got {digests['sha256']}")
+
+
+def _status_text(source: DatasetSource, rec: dict) -> str:
+    f = rec.get("file") or {}
+    if rec["status"] == OFFICIAL:
+        return (f"official release ({source.checksum_algo} {source.checksum} verified at fetch)")
+    if rec["status"] == PINNED:
+        return (f"{source.filename} sha256 {f.get('sha256')} pinned at the first fetch (no published "
+                "checksum: matches the first download, not a publisher's hash)")
+    what = rec.get("unofficial_reason") or "does not match the official release"
+    return f"UNOFFICIAL copy from {rec.get('origin')} ({what})"
+
+
+# ------------------------------------------------------------------ resolution
+
+@dataclass
+class ResolvedDataset:
+    name: str
+    path: Path
+    status: str              # official | pinned | unofficial | override
+    notes: list[str]
+
+
+def _override_notes(source: DatasetSource, var: str, path: Path) -> list[str]:
+    head = f"{source.name} resolved through ${var} to {path} (not the medtl cache)"
+    if path.is_file() and source.checksum_algo is not None and source.archive == "file":
+        got = file_digests(path)
+        if got[source.checksum_algo] == source.checksum:
+            return [f"{head}: official release ({source.checksum_algo} {source.checksum} verified)"]
+        return [f"UNOFFICIAL copy of {source.name}: {head}; {source.checksum_algo} {got[source.checksum_algo]} "
+                f"is not the official {source.checksum}, sha256 {got['sha256']}; results are not "
+                "comparable with results on the official release"]
+    return [f"{head}: not verified against the official {source.filename}"]
+
+
+def resolve_data_path(path: str | os.PathLike) -> ResolvedDataset | None:
+    """Resolve a dataset name to the local file/folder medtl reads; None when ``path`` is no name.
+
+    The environment override (module docstring) wins over the cache.  An unfetched name
+    raises :class:`DataError` with the fetch command.  A cached ``.npz`` is re-hashed and must
+    still match its record.
+    """
+    if not is_dataset_name(path):
+        return None
+    source = get_dataset(str(path))
+    var = env_var(source.name)
+    override = os.environ.get(var, "").strip()
+    if override:
+        p = Path(override).expanduser()
+        if not p.exists():
+            raise DataError(f"${var}={override}: no such file or directory (it points {source.name} at a "
+                            "local copy)")
+        return ResolvedDataset(source.name, p, "override", _override_notes(source, var, p))
+    target = cached_target(source)
+    if target is None:
+        raise DataError(f"{source.name}: dataset not fetched (not in {entry_dir(source)}); run: "
+                        f"{fetch_command(source.name)} (it can also verify and copy a local {source.filename})")
+    rec = read_record(source)
+    assert rec is not None
+    if target.is_file():
+        sha = file_digests(target)["sha256"]
+        want = (rec.get("file") or {}).get("sha256")
+        if sha != want:
+            raise DataError(f"{target}: cached file of {source.name} changed since it was fetched (sha256 "
+                            f"expected {want}, got {sha}); delete {entry_dir(source)} and run: {fetch_command(source.name)}")
+    notes = [f"{source.name} -> {target}: {_status_text(source, rec)}",
+             f"{source.name}: licence {source.licence}; cite: {source.citation}"]
+    if rec["status"] == UNOFFICIAL:
+        notes.append(f"UNOFFICIAL data: results on this copy of {source.name} are not comparable with results "
+                     "on the official release")
+    return ResolvedDataset(source.name, target, rec["status"], notes)
+
+
+def resolve_data_config(cfg):
+    """(a copy of the DataConfig with ``path`` resolved, the :class:`ResolvedDataset` or None)."""
+    resolved = resolve_data_path(cfg.path)
+    if resolved is None:
+        return cfg, None
+    return cfg.model_copy(update={"path": str(resolved.path)}), resolved
+
+
+# ------------------------------------------------------------------ zips and folders
+
+def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    if "\\" in name:
+        return "backslash in the name"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "absolute path"
+    if any(part == ".." for part in PurePosixPath(name).parts):
+        return "'..' in the path"
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    return None
+
+
+def _skipped_member(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return not parts or parts[0] == "__MACOSX" or parts[-1].startswith("._") or parts[-1] == ".DS_Store"
+
+
+def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, where: str | None = None) -> int:
+    """Extract ``zip_path`` into the empty folder ``dest``; return the number of files.
+
+    Every member is checked before anything is written: an absolute path, a drive letter, a
+    backslash, a '..' component or a symbolic link refuses the whole archive.  macOS
+    metadata (``__MACOSX/``, ``._*``, ``.DS_Store``) is skipped.  File times come from the
+    archive (read as UTC), so two extractions of one zip give identical files and times.
+    """
+    where = where or str(zip_path)
+    dest = Path(dest)
+    base = dest.resolve()
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            infos = zf.infolist()
+            for info in infos:
+                why = _unsafe_member(info)
+                if why is not None:
+                    raise DataError(f"{where}: unsafe zip member {info.filename!r} ({why}); nothing extracted")
+                if not (base / info.filename).resolve().is_relative_to(base):
+                    raise DataError(f"{where}: unsafe zip member {info.filename!r} (outside the target "
+                                    "folder); nothing extracted")
+            n = 0
+            for info in infos:
+                if info.is_dir() or _skipped_member(info.filename):
+                    continue
+                out = dest / info.filename
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                try:
+                    t = calendar.timegm((*info.date_time, 0, 0, 0))
+                    os.utime(out, (t, t))
+                except (OverflowError, ValueError, OSError):
+                    pass
+                n += 1
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
+        raise DataError(f"{where}: not a readable zip ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:150]})") from None
+    return n
+
+
+def _copy_tree(src: Path, dest: Path) -> int:
+    """Copy regular files (bytes and modification times; not permissions) from src into dest."""
+    n = 0
+    for p in _tree_files(src):
+        rel = p.relative_to(src)
+        if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
+            continue
+        out = dest / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, out)
+        st = p.stat()
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        n += 1
+    return n
+
+
+def _check_folder(source: DatasetSource, root: Path, where: str) -> None:
+    from .folder import has_class_layout
+
+    if not root.is_dir() or not has_class_layout(root):
+        raise DataError(f"{where}: no class-folder layout found (expected {source.target}/{{train,test}}/"
+                        f"{{{','.join(source.classes) or 'CLASS'}}}/*)")
+    splits = [d for d in root.iterdir() if d.is_dir()]
+    for cls in source.classes:
+        if not any((d / cls).is_dir() for d in splits):
+            raise DataError(f"{where}: class folder {cls!r} not found under {root.name}/{{train,test}}/")
+
+
+def _check_npz(path: Path, where: str) -> None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(f"{where}: not a readable .npz ({type(exc).__name__})") from None
+    if not {"train_images.npy", "train_labels.npy"} <= names:
+        raise DataError(f"{where}: not a MedMNIST .npz (no train_images/train_labels arrays)")
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Move the folder ``new`` to ``final``; an existing ``final`` is moved aside first, then removed."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=".old-", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ fetching
+
+@dataclass
+class FetchResult:
+    name: str
+    path: Path
+    status: str          # official | pinned | unofficial
+    downloaded: bool
+    copied: bool
+    message: str         # one line for the user
+
+
+def _offline() -> bool:
+    return os.environ.get("MEDTL_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _write_record(source: DatasetSource, rec: dict) -> None:
+    rec = {"name": source.name, "target": source.target, "layout": source.layout, "url": source.url,
+           "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **rec}
+    write_json_atomic(record_path(source), rec)
+
+
+def _finish_file(source: DatasetSource, tmp: Path, where: str, origin: str, unofficial: bool) -> tuple[str, dict]:
+    """Verify a downloaded/copied file at ``tmp`` (not yet in place); return (status, record)."""
+    digests = file_digests(tmp)
+    status = _judge(source, digests, where, unofficial)
+    rec: dict[str, Any] = {"status": status, "origin": origin,
+                           "file": {"name": source.filename, "bytes": tmp.stat().st_size, **digests}}
+    if status == UNOFFICIAL:
+        if source.checksum_algo is not None:
+            rec["unofficial_reason"] = (f"{source.checksum_algo} {digests[source.checksum_algo]} is not the "
+                                        f"official {source.checksum}; sha256 {digests['sha256']}")
+        else:
+            rec["unofficial_reason"] = f"declared unofficial; sha256 {digests['sha256']}"
+    if source.layout == "npz":
+        _check_npz(tmp, where)
+    return status, rec
+
+
+def _pin_if_new(source: DatasetSource, rec: dict) -> None:
+    if rec["status"] == PINNED and pinned_sha256(source) is None:
+        _record_pin(source, rec["file"]["sha256"])
+
+
+def _commit_file(source: DatasetSource, staged: Path, rec: dict) -> Path:
+    """Move a verified file into place; the record (the commit mark) is removed first, written last."""
+    final = entry_dir(source) / source.target
+    record_path(source).unlink(missing_ok=True)
+    os.replace(staged, final)
+    _pin_if_new(source, rec)
+    _write_record(source, rec)
+    return final
+
+
+def _install_zip(source: DatasetSource, zip_file: Path, where: str, rec: dict) -> Path:
+    """Extract a verified zip into a temporary folder, check its layout, then rename it into place."""
+    entry = entry_dir(source)
+    entry.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=".extract-", dir=entry))
+    try:
+        safe_extract_zip(zip_file, tmpdir, where)
+        root = tmpdir / source.target
+        _check_folder(source, root, where)
+        digest, count = tree_sha256(root)
+        rec.update(tree_sha256=digest, files=count)
+        final = entry / source.target
+        record_path(source).unlink(missing_ok=True)
+        _replace_dir(root, final)
+        _pin_if_new(source, rec)
+        _write_record(source, rec)
+        return final
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _install_folder(source: DatasetSource, folder: Path, unofficial: bool) -> tuple[Path, dict]:
+    where = str(folder)
+    root = folder / source.target if (folder / source.target).is_dir() else folder
+    _check_folder(source, root, where)
+    if not unofficial:
+        raise ChecksumMismatch(f"{where}: a folder cannot be checked against the official {source.filename} "
+                               f"of {source.name} (only the archive's bytes can be verified)")
+    entry = entry_dir(source)
+    entry.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=".copy-", dir=entry))
+    try:
+        staged = tmpdir / source.target
+        _copy_tree(root, staged)
+        digest, count = tree_sha256(staged)
+        rec = {"status": UNOFFICIAL, "origin": str(root.resolve()), "tree_sha256": digest, "files": count,
+               "unofficial_reason": (f"a local folder, not the verified {source.filename}; tree sha256 "
+                                     f"{digest} over {count} files")}
+        final = entry / source.target
+        record_path(source).unlink(missing_ok=True)
+        _replace_dir(staged, final)
+        _write_record(source, rec)
+        return final, rec
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _download(source: DatasetSource, dest: Path, unofficial: bool,
+              urlopen: Callable[..., Any] | None) -> dict:
+    """Download the published file to ``dest`` (atomically, verified before the rename); its record."""
+    from ..models.weights import download_url  # the one streaming, atomic downloader
+
+    box: dict = {}
+
+    def verify(sha: str, tmp: Path) -> None:
+        box.update(_finish_file(source, tmp, source.url, source.url, unofficial)[1])
+
+    try:
+        download_url(source.url, dest, urlopen=urlopen, verify=verify)
+    except DataError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        if isinstance(exc, urllib.error.HTTPError):
+            reason = f"HTTP {exc.code} {exc.reason}"
+        else:
+            reason = getattr(exc, "reason", None) or exc
+        reason = " ".join(str(reason).split()) or type(exc).__name__
+        raise DownloadUnavailable(f"{source.name}: cannot download {source.url} ({reason})", source) from None
+    return box
+
+
+def _fetched_message(source: DatasetSource, rec: dict, path: Path, prefix: str = "") -> str:
+    return f"{source.name}: {prefix}{_status_text(source, rec)} -> {path}"
+
+
+def fetch_dataset(name: str, from_path: str | os.PathLike | None = None, unofficial: bool = False,
+                  urlopen: Callable[..., Any] | None = None) -> FetchResult:
+    """Put ``name`` into the cache: download it once, or verify and copy a local file/folder.
+
+    ``from_path``: the published file (the ``.npz``; the ``.zip``), or for folder datasets an
+    already-extracted folder (always an unofficial copy: a folder cannot be verified).
+    ``unofficial``: keep bytes that do not match the published/pinned checksum, marked as an
+    unofficial copy.  Without ``from_path`` a name already cached as official/pinned is not
+    downloaded again (a cached unofficial copy is replaced by the official download).  On any
+    failure the cache keeps what it held before.
+    """
+    source = get_dataset(name)
+    try:
+        return _fetch(source, from_path, unofficial, urlopen)
+    finally:
+        _remove_empty(entry_dir(source))
+
+
+def _remove_empty(entry: Path) -> None:
+    """Drop the entry folder (and its prefix folder) when a refused fetch left them empty."""
+    for d in (entry, entry.parent):
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+def _fetch(source: DatasetSource, from_path, unofficial: bool, urlopen) -> FetchResult:
+    entry = entry_dir(source)
+    final = entry / source.target
+    if from_path is None:
+        target = cached_target(source)
+        rec = read_record(source) if target is not None else None
+        if target is not None and rec is not None and rec["status"] != UNOFFICIAL:
+            if target.is_file():
+                got = file_digests(target)["sha256"]
+                if got != (rec.get("file") or {}).get("sha256"):
+                    raise DataError(f"{target}: cached file changed since it was fetched (sha256 expected "
+                                    f"{(rec.get('file') or {}).get('sha256')}, got {got}); delete {entry} and "
+                                    "fetch again")
+            return FetchResult(source.name, target, rec["status"], False, False,
+                               _fetched_message(source, rec, target, "already cached, "))
+        if _offline():
+            raise DownloadUnavailable(f"{source.name}: not cached and downloads are off (MEDTL_OFFLINE)", source)
+        entry.mkdir(parents=True, exist_ok=True)
+        staged = entry / f".{source.filename}.download"
+        try:
+            rec = _download(source, staged, unofficial, urlopen)
+            if source.archive == "file":
+                _commit_file(source, staged, rec)
+            else:
+                _install_zip(source, staged, source.url, rec)
+        finally:
+            staged.unlink(missing_ok=True)
+        return FetchResult(source.name, final, rec["status"], True, False, _fetched_message(source, rec, final))
+
+    src = Path(from_path).expanduser()
+    if not src.exists():
+        raise DataError(f"{src}: no such file or directory (the local copy of {source.name})")
+    if src.is_dir():
+        if source.layout != "folder":
+            raise DataError(f"{src}: {source.name} is the single file {source.filename}, not a folder")
+        path, rec = _install_folder(source, src, unofficial)
+        return FetchResult(source.name, path, UNOFFICIAL, False, True, _fetched_message(source, rec, path))
+    origin = str(src.resolve())
+    if source.archive == "zip":
+        if not zipfile.is_zipfile(src):
+            raise DataError(f"{src}: not a zip file (expected {source.filename} or its extracted folder)")
+        _, rec = _finish_file(source, src, str(src), origin, unofficial)
+        _install_zip(source, src, str(src), rec)  # extracted straight from the local zip
+    else:
+        entry.mkdir(parents=True, exist_ok=True)
+        fd, name_ = tempfile.mkstemp(prefix=f".{source.filename}.", suffix=".tmp", dir=entry)
+        os.close(fd)
+        tmp = Path(name_)
+        try:
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o644)
+            _, rec = _finish_file(source, tmp, str(src), origin, unofficial)
+            _commit_file(source, tmp, rec)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return FetchResult(source.name, final, rec["status"], False, True, _fetched_message(source, rec, final))
+
+
+def dataset_rows() -> list[dict[str, Any]]:
+    """One dict per registered dataset: the registry facts plus cache/override state."""
+    rows = []
+    for name in list_datasets():
+        s = get_dataset(name)
+        var = env_var(name)
+        try:
+            rec = read_record(s) if cached_target(s) is not None else None
+        except DataError:
+            rec = None
+        rows.append({**s.to_dict(), "env_var": var, "override": os.environ.get(var) or None,
+                     "cached": str(entry_dir(s) / s.target) if rec else None,
+                     "status": rec["status"] if rec else None,
+                     "origin": rec.get("origin") if rec else None})
+    return rows

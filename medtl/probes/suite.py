@@ -1,0 +1,122 @@
+"""The robustness suite: every probe of every run of a set of arms (cached per run), grouped
+by arm and aggregated over seeds.  :func:`run_probes` returns the result that
+:func:`medtl.reports.write_robustness` renders.
+
+Runs are found by :func:`medtl.runs.discover_arms` (sweep, arm or run folders; the arm of a
+``seed-<k>`` folder is its parent).  Probe results are cached per run in ``RUN/probes/``, keyed
+by the probe parameters, so a second report is fast and a change of parameters recomputes.
+Images are identified only by their test-set index.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ..errors import ConfigError
+from ..io import json_safe
+from ..runs import Run, discover_arms, seed_dirname
+from ..stats.robustness import aggregate
+
+PRESETS = {
+    "full": {
+        "translation": {"max_shift": 8, "n_images": 500, "n_pairs": 4, "scale_pct": 8},
+        "adversarial": {"steps": 10, "n_images": None},
+        "corruptions": {"n_images": None},
+        "explain": {"n_samples": 8, "n_embed": 2000},
+    },
+    "quick": {
+        "translation": {"max_shift": 4, "n_images": 128, "n_pairs": 2, "scale_pct": 4},
+        "adversarial": {"steps": 5, "n_images": 128},
+        "corruptions": {"n_images": 256},
+        "explain": {"n_samples": 4, "n_embed": 500},
+    },
+}
+
+
+def probe_params(quick: bool = False, n_images: int | None = None) -> dict:
+    p = {k: dict(v) for k, v in PRESETS["quick" if quick else "full"].items()}
+    if n_images:
+        for k in ("translation", "adversarial", "corruptions"):
+            p[k]["n_images"] = n_images
+    return p
+
+
+def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, force: bool = False) -> dict:
+    """All probes of one run (cached); the per-run record of robustness.json."""
+    from .adversarial import adversarial_probe
+    from .corruptions import corruptions_probe
+    from .explain import explain_probe
+    from .translation import translation_probe
+
+    t = translation_probe(run_dir, force=force, **params["translation"])
+    a = adversarial_probe(run_dir, force=force, **params["adversarial"])
+    c = corruptions_probe(run_dir, force=force, **params["corruptions"])
+    e = explain_probe(run_dir, force=force, **params["explain"])
+    adv = {name: [{"eps": r["eps"], "auc": r["auc"], "acc": r["acc"], "success_rate": r["success_rate"]}
+                  for r in rows] for name, rows in a["attacks"].items()}
+    if source is not None and Path(source).resolve() != Path(run_dir).resolve():
+        tr = adversarial_probe(run_dir, source=source, force=force, **params["adversarial"])
+        adv.update({name: [{"eps": r["eps"], "auc": r["auc"], "acc": r["acc"], "success_rate": r["success_rate"]}
+                           for r in rows] for name, rows in tr["attacks"].items()})
+    run = Run(run_dir)
+    test = run.metrics.get("test") or {}
+    return {
+        "clean": {"auc": test.get("auc"), "acc": test.get("acc"),
+                  "auc_fp32_probe_sample": a["clean"]["auc"], "n_probe_sample": a["n_images"]},
+        "translation": {k: t[k] for k in ("p_change_1px", "consistency", "jaggedness", "mean_abs_dp_per_px")}
+        | {"main_protocol": t["main_protocol"], "scale_p_change_max": t["scale"]["p_change_max"],
+           "p_change_by_shift": t["protocols"][t["main_protocol"]]["p_change_by_shift"],
+           "protocols": t["protocols"]},
+        "adversarial": adv,
+        "corruptions": {name: [{"severity": r["severity"], "auc": r["auc"]} for r in rows]
+                        for name, rows in c["corruptions"].items()},
+        "corruptions_mean_auc_drop": c["mean_auc_drop"],
+        "explain": {"gradcam_layer": e.get("gradcam_layer"), "map_agreement": e.get("map_agreement"),
+                    "panel": str(run.probes_dir / e["plots"]["panel"]) if e.get("plots") else None,
+                    "embedding": str(run.probes_dir / e["plots"]["embedding"]) if e.get("plots") else None},
+        "seconds": {"translation": t.get("seconds"), "adversarial": a.get("seconds"),
+                    "corruptions": c.get("seconds"), "explain": e.get("seconds")},
+    }
+
+
+METHODS = [
+    "Decisions: p(positive) ≥ the run's operating threshold (chosen on val) for binary runs, argmax otherwise; "
+    "all probes run the model in fp32, eval mode.",
+    "Translation: shifts of ±1..k px along x, y and the diagonal; main protocol 'crop' = reflect-pad by k and crop "
+    "(no black border); also 'black' (black canvas) and 'circular' (torch.roll). Consistency = agreement of "
+    "decisions under random shift pairs (Zhang 2019); jaggedness = decision flips per 1-px step along a path.",
+    "Adversarial: torchattacks FGSM / PGD (step 2.5ε/steps, random start), L∞ ε in pixel units of [0,1] images; "
+    "L2 budget ε·sqrt(H·W); success rate = fraction of clean-correct images made wrong; transfer attacks "
+    "(prefix transfer_) are crafted on the --source run.",
+    "Corruptions: Gaussian and Poisson noise, Gaussian blur, contrast, gamma, JPEG, down-up sampling; 5 severities "
+    "each; mean AUC drop = clean AUC − mean AUC over corruptions and severities (same image sample).",
+    "Explanations: Grad-CAM (captum, deepest ResNet stage with ≥4 px maps), |gradient| saliency, occlusion; "
+    "PCA of penultimate features. Images are named only by their test-set index.",
+    "Per-arm statistics: mean over seeds and bootstrap 95% CI (medtl.stats.compare.describe; BCa, falling back to "
+    "percentile); with n < 2 seeds no CI is given.",
+]
+
+
+def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int | None = None,
+               source: str | Path | None = None, force: bool = False,
+               progress: Callable[[str], None] | None = None, params: Mapping | None = None) -> dict:
+    """Probe every finished run found in ``dirs`` (cached), aggregate per arm; JSON-ready result."""
+    if n_images is not None and n_images < 0:
+        raise ConfigError(f"n_images must be >= 0 (got {n_images})")
+    arms = discover_arms(list(dirs))
+    params = dict(params) if params is not None else probe_params(quick, n_images)
+    runs = []
+    t0 = time.time()
+    for arm_name, arm in arms.items():
+        for seed, run_dir in sorted(arm.run_dirs.items()):
+            t = time.time()
+            rec = probe_run(run_dir, params, source=Path(source) if source else None, force=force)
+            runs.append({"arm": arm_name, "seed": seed, "run_dir": str(run_dir)} | rec)
+            if progress:
+                progress(f"{arm_name}/{seed_dirname(seed)}: probed in {time.time() - t:.1f}s")
+    result = {"runs": runs, "arms": aggregate(runs), "params": params, "methods": METHODS,
+              "n_failed": sum(len(a.failed) for a in arms.values()),
+              "n_incomplete": sum(len(a.incomplete) for a in arms.values()),
+              "seconds": time.time() - t0}
+    return json_safe(result)

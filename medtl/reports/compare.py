@@ -1,0 +1,119 @@
+"""The ``medtl compare`` page: per-arm and pairwise tables, one plot per metric, sentences.
+
+Rendering only: the result comes from :func:`medtl.stats.comparison.compare_runs`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..figures import new_figure, png_bytes
+from ..io import json_safe, write_json_atomic
+from ..stats.compare import TEST_LABELS, format_p
+from .render import ci, num, prepare_out, render, write_page, write_pngs
+
+ARM_HEADER = ["arm", "n", "failed", "mean", "sd", "95% CI of mean", "median", "min", "max", "CI method"]
+PAIR_HEADER = ["a", "b", "design", "test", "p", "Holm p", "diff (a−b)", "95% CI of diff", "effect size",
+               "significant"]
+_EFFECT_LABELS = {"cohens_dz": "d_z", "cohens_d": "d"}
+
+
+def arm_rows(result: Mapping, metric: str) -> list[list[str]]:
+    rows = []
+    for name, st in result["by_metric"][metric]["arms"].items():
+        rows.append([name, str(st["n"]), str(st.get("n_failed", 0)), num(st["mean"]), num(st["sd"]),
+                     ci(st["ci_low"], st["ci_high"]), num(st["median"]), num(st["min"]), num(st["max"]),
+                     st["ci_method"] or "n/a"])
+    return rows
+
+
+def _p_cell(p: Any) -> str:
+    s = format_p(p)
+    return s[1:] if s.startswith("p<") else s[2:]
+
+
+def pair_rows(result: Mapping, metric: str) -> list[list[str]]:
+    rows = []
+    for p in result["pairs"]:
+        if p["metric"] != metric:
+            continue
+        design = f"paired (n={p['n_pairs']})" if p["paired"] else f"unpaired ({p['n_a']} vs {p['n_b']})"
+        eff = f"{_EFFECT_LABELS.get(p['effect_size_name'], p['effect_size_name'])} = {num(p['effect_size'], 2)}"
+        tested = p["p"] is not None
+        rows.append([p["a"], p["b"], design, TEST_LABELS[p["test"]] if tested else "not tested", _p_cell(p["p"]),
+                     _p_cell(p["p_holm"]), num(p["diff"]), ci(p["diff_ci_low"], p["diff_ci_high"]), eff,
+                     "yes" if p["significant"] else "no"])
+    return rows
+
+
+def markdown_table(result: Mapping, metric: str | None = None) -> str:
+    """The per-arm markdown table of one metric (default: the first)."""
+    metric = metric or result["metrics"][0]
+    return render("_table.md.j2", header=ARM_HEADER, rows=arm_rows(result, metric)).rstrip("\n")
+
+
+def plot_metric(result: Mapping, metric: str) -> bytes:
+    """PNG bytes: a box plot per arm with each seed overlaid as a jittered point."""
+    arms = result["by_metric"][metric]["arms"]
+    names = list(arms)
+    data = [np.asarray(arms[n]["values"], dtype=float) for n in names]
+    fig = new_figure(max(4.0, 1.2 * len(names) + 2.0), 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    pos = np.arange(1, len(names) + 1)
+    boxed = [(i, d[np.isfinite(d)]) for i, d in zip(pos, data) if np.isfinite(d).any()]
+    if boxed:
+        ax.boxplot([d for _, d in boxed], positions=[i for i, _ in boxed], widths=0.5, showfliers=False,
+                   medianprops={"color": "tab:orange"})
+    rng = np.random.default_rng(0)  # jitter only; fixed so the picture is reproducible
+    for i, d in zip(pos, data):
+        if d.size:
+            ax.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, s=14, color="tab:blue", alpha=0.75, zorder=3)
+        mean = arms[names[i - 1]]["mean"]
+        if mean is not None and math.isfinite(mean):
+            ax.scatter([i], [mean], marker="D", s=30, color="black", zorder=4)
+    many = len(names) > 3
+    ax.set_xticks(pos)
+    ax.set_xticklabels(names, rotation=20 if many else 0, ha="right" if many else "center")
+    ax.set_xlim(0.4, len(names) + 0.6)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}\none point per seed, diamond = mean", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def delong_sentence(d: Mapping) -> str:
+    return (f"{d['run_a']} (AUC {num(d['auc_a'])}) vs {d['run_b']} (AUC {num(d['auc_b'])}) on the same "
+            f"{d['n']} test cases ({d['n_pos']} positive): AUC difference {num(d['diff'])} "
+            f"(95% CI {ci(d['diff_ci_low'], d['diff_ci_high'])}), z={num(d['z'], 2)}, DeLong {format_p(d['p'])}.")
+
+
+def method_notes(result: Mapping) -> list[str]:
+    t = result["tests"]
+    return [f"Confidence intervals: {t['ci']}.", f"Paired design: {t['paired']}.", f"Unpaired design: {t['unpaired']}.",
+            f"Effect size: {t['effect_size']}.", f"Multiplicity: {t['multiplicity']}; α={result['alpha']:g}.",
+            "sd uses ddof=1. Failed and unfinished runs are excluded (counted in 'failed')."]
+
+
+def page_context(result: Mapping, pngs: Mapping[str, bytes], images: Mapping[str, str]) -> dict:
+    sections = [{"metric": m, "arm_rows": arm_rows(result, m), "pair_rows": pair_rows(result, m),
+                 "sentences": [p["sentence"] for p in result["pairs"] if p["metric"] == m],
+                 "png": pngs.get(m), "image": images.get(m)} for m in result["metrics"]]
+    return {"result": result, "sections": sections, "arm_header": ARM_HEADER, "pair_header": PAIR_HEADER,
+            "delong": delong_sentence(result["delong"]) if result.get("delong") else None,
+            "notes": result["notes"], "methods": method_notes(result)}
+
+
+def write_compare(result: Mapping, out: str | Path, *, plots: bool = True) -> dict[str, Path]:
+    """Write OUT/compare.json, compare.md, compare.html and one PNG per metric, each atomically;
+    returns their paths."""
+    out = prepare_out(out)
+    clean = json_safe(result)
+    pngs = {m: plot_metric(clean, m) for m in clean["metrics"]} if plots else {}
+    images = write_pngs(out, pngs, prefix="compare_")
+    write_json_atomic(out / "compare.json", clean)
+    paths = write_page(out, "compare", "compare", **page_context(clean, pngs, images))
+    return {"json": out / "compare.json", **paths, **{f"png:{m}": out / f for m, f in images.items()}}

@@ -1,0 +1,159 @@
+"""The robustness report page: per-arm summary table, AUC-vs-ε, P(change)-vs-shift and
+corruption plots, each arm's first-seed explanation panels.
+
+Rendering only: the result comes from :func:`medtl.probes.suite.run_probes`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..figures import new_figure, png_bytes
+from ..io import json_safe, write_json_atomic
+from ..runs import seed_dirname
+from .render import prepare_out, write_page, write_pngs
+
+HEADER = ["arm", "metric", "n", "mean", "95% CI", "per seed"]
+
+
+def _fmt(x: Any, d: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{d}f}"
+
+
+def _band(ax, x, m, arm, ci_lo, ci_hi, color):
+    ax.plot(x, m, marker="o", ms=3, label=arm, color=color)
+    lo, hi = np.asarray(ci_lo, float), np.asarray(ci_hi, float)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if ok.any():
+        ax.fill_between(np.asarray(x)[ok], lo[ok], hi[ok], alpha=0.2, color=color)
+
+
+def plot_adversarial(result: Mapping) -> bytes:
+    attacks = list(dict.fromkeys(a for r in result["runs"] for a in r["adversarial"]))
+    ncol = min(4, len(attacks))
+    nrow = -(-len(attacks) // ncol)
+    fig = new_figure(3.6 * ncol, 3.0 * nrow)
+    for i, a in enumerate(attacks):
+        ax = fig.add_subplot(nrow, ncol, i + 1)
+        for j, (arm, info) in enumerate(result["arms"].items()):
+            keys = [k for k in info["metrics"] if k.startswith(f"adversarial.{a}.auc@")]
+            eps = [float(k.split("@")[1].split("/")[0]) for k in keys]
+            m = [info["metrics"][k] for k in keys]
+            _band(ax, eps, [d["mean"] for d in m], arm, [d["ci_low"] for d in m], [d["ci_high"] for d in m], f"C{j}")
+        ax.set_title(a, fontsize=9)
+        ax.set_xlabel("ε ×1/255")
+        ax.set_ylabel("AUC")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle("AUC vs ε (mean over seeds, band = 95% CI)", fontsize=10)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def plot_translation(result: Mapping) -> bytes:
+    fig = new_figure(5.0, 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    for j, (arm, info) in enumerate(result["arms"].items()):
+        keys = sorted((k for k in info["metrics"] if k.startswith("translation.p_change@")),
+                      key=lambda k: int(k.split("@")[1][:-2]))
+        s = [int(k.split("@")[1][:-2]) for k in keys]
+        m = [info["metrics"][k] for k in keys]
+        _band(ax, s, [d["mean"] for d in m], arm, [d["ci_low"] for d in m], [d["ci_high"] for d in m], f"C{j}")
+    ax.set_xlabel("shift (px)")
+    ax.set_ylabel("P(decision changes)")
+    ax.set_title("P(change) vs shift (crop protocol; band = 95% CI)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def plot_corruptions(result: Mapping) -> bytes:
+    names = list(dict.fromkeys(c for r in result["runs"] for c in r["corruptions"]))
+    arms = list(result["arms"])
+    fig = new_figure(max(5.5, 1.0 * len(names) + 2), 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    w = 0.8 / max(len(arms), 1)
+    for j, arm in enumerate(arms):
+        mets = result["arms"][arm]["metrics"]
+        d = [mets.get(f"corruptions.{n}.mean_auc", {}) for n in names]
+        mean = np.array([x.get("mean", np.nan) for x in d], float)
+        lo = np.array([x.get("ci_low", np.nan) for x in d], float)
+        hi = np.array([x.get("ci_high", np.nan) for x in d], float)
+        err = np.where(np.isfinite(lo), np.vstack([mean - lo, hi - mean]), 0)
+        ax.bar(np.arange(len(names)) + (j - (len(arms) - 1) / 2) * w, np.nan_to_num(mean), width=w, label=arm,
+               yerr=np.clip(err, 0, None), capsize=2, color=f"C{j}")
+        clean = result["arms"][arm]["metrics"]["clean.auc"]["mean"]
+        if clean is not None and math.isfinite(clean):
+            ax.axhline(clean, color=f"C{j}", ls="--", lw=1)
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("AUC (mean over 5 severities)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Corruptions (bars: mean over seeds ± 95% CI; dashed: clean AUC)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+SUMMARY_KEYS = ["clean.auc", "translation.p_change_1px", "translation.consistency", "translation.jaggedness",
+                "translation.mean_abs_dp_per_px", "translation.scale_p_change_max", "corruptions.mean_auc_drop"]
+
+
+SUMMARY_KEYS = ["clean.auc", "translation.p_change_1px", "translation.consistency", "translation.jaggedness",
+                "translation.mean_abs_dp_per_px", "translation.scale_p_change_max", "corruptions.mean_auc_drop"]
+
+
+def _fmt(x: Any, d: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{d}f}"
+
+
+def summary_rows(result: Mapping) -> list[list[str]]:
+    rows = []
+    for arm, info in result["arms"].items():
+        keys = SUMMARY_KEYS + [k for k in info["metrics"] if k.startswith("adversarial.") and k.endswith("@8/255")]
+        for k in keys:
+            d = info["metrics"].get(k)
+            if d is None:
+                continue
+            rows.append([arm, k, str(d["n"]), _fmt(d["mean"]), f"[{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]",
+                         ", ".join(_fmt(v) for v in d["values"])])
+    return rows
+
+
+def explain_pngs(result: Mapping) -> dict[str, bytes]:
+    """The explanation panels of each arm's first seed, read from the runs' probe folders."""
+    out: dict[str, bytes] = {}
+    for r in result["runs"]:
+        if r["seed"] != min(x["seed"] for x in result["runs"] if x["arm"] == r["arm"]):
+            continue
+        for what in ("panel", "embedding"):
+            p = r["explain"].get(what)
+            if p and Path(p).is_file():
+                out[f"explain:{r['arm']} {seed_dirname(r['seed'])} {what}"] = Path(p).read_bytes()
+    return out
+
+
+def write_robustness(result: Mapping, out: str | Path) -> dict[str, Path]:
+    """Write OUT/robustness.json, report.md (PNGs beside it) and a self-contained report.html."""
+    out = prepare_out(out)
+    clean = json_safe(result)
+    pngs = {"adversarial": plot_adversarial(clean), "translation": plot_translation(clean),
+            "corruptions": plot_corruptions(clean)} | explain_pngs(clean)
+    images = write_pngs(out, pngs)
+    write_json_atomic(out / "robustness.json", clean)
+    explain = [{"title": k[len("explain:"):], "png": v, "image": images[k]} for k, v in pngs.items()
+               if k.startswith("explain:")]
+    paths = write_page(out, "report", "robustness", result=clean, header=HEADER, rows=summary_rows(clean),
+                       pngs=pngs, images=images, explain=explain, methods=clean["methods"])
+    return {"json": out / "robustness.json", **paths}
