@@ -77,11 +77,19 @@ class DataConfig(_Strict):
     label_columns: list[str] | None = None
     patient_column: str | None = None
     split_column: str | None = None
+    # CSV manifest columns whose values define subgroups (sex, view, age band, site, ...): the test
+    # metrics then carry per-group AUC, sensitivity and specificity with CIs (never patient ids)
+    group_columns: list[str] | None = None
     uncertain: Literal["zeros", "ones"] = "zeros"
-    # folders: regex whose first group is the patient id in a file name (Kermany: personN_)
-    patient_regex: str | None = r"^(person\d+)_"
+    # folders: regex whose first group is the patient id in a file name.  The default reads
+    # Kermany's names: personN_bacteria_M.jpeg (pneumonia) and IM-0115-0001.jpeg /
+    # NORMAL2-IM-1427-0001.jpeg (normal: the IM number is the patient, the last number the image)
+    patient_regex: str | None = r"^(person\d+(?=_)|(?:NORMAL\d*-)?IM-\d+(?=-))"
     # validation split made when the data has none: patient-level, stratified, seeded
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    # the test split shares patients or images with train/val: refuse (error), drop them from
+    # train and val keeping the published test split (drop_train), or go on marked (warn)
+    on_leak: Literal["error", "drop_train", "warn"] = "error"
     split_seed: int = 0
     # embedded synthetic set: sizes per split
     synthetic_n: dict[str, int] = Field(default_factory=lambda: {"train": 1200, "val": 300, "test": 500})
@@ -120,9 +128,11 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None  # None: on where it helps (bf16 on CPU, CUDA)
     trainable: str = "all"  # 'all' | 'head' | 'last:N' (the last N residual stages + head)
-    # selective BN gamma init, applied after the pretrained weights load:
-    # {"layer4.*.bn3": 0.0, "layer3.*.bn3": 1.0}; globs match module names
-    bn_gamma: dict[str, float] = Field(default_factory=dict)
+    # selective BN gamma init, applied after the pretrained weights load; globs match module names.
+    # {"layer4.*.bn3": 0.0} sets gamma only (beta keeps its pretrained value);
+    # {"layer4.*.bn3": {gamma: 0.0, beta: 0.0}} also zeroes beta, so a pretrained residual block
+    # starts as the identity; {"layer3.*.bn3": 1.0} overwrites the pretrained gamma with 1
+    bn_gamma: dict[str, float | dict[str, float]] = Field(default_factory=dict)
     grad_clip: float | None = Field(None, gt=0)
     select_metric: Literal["auc", "loss", "acc"] = "auc"
     threshold_rule: Literal["youden", "0.5", "balanced_acc"] = "youden"
@@ -249,6 +259,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        except (UnicodeDecodeError, OSError) as exc:  # a binary file, a folder, no permission
+            raise ConfigError(f"{p}: cannot read the config as UTF-8 text ({type(exc).__name__})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -4,11 +4,17 @@ so no other module spells a run file name.
 
 A **run folder** (written by ``medtl finetune``, one per seed)::
 
+    .medtl-run.json        the marker: medtl version and run id (written with config.yaml);
+                           medtl removes nothing from a folder without it
     config.yaml            the resolved config (written first)
     state/last.pt          resume point (removed when the run finishes)
     checkpoint_best.pt     best epoch's weights (torch.load(..., weights_only=True))
     log.csv, train.log     per-epoch log; what was loaded
-    predictions_test.npz   per-image test predictions (y, p, ids)
+    predictions_test.npz   per-image test predictions (y, p, ids; logit for newer runs)
+    predictions_val.npz    per-image val predictions (y, p, logit, ids): post-hoc temperature fitting
+    reliability.png        the test set's reliability diagram (calibration)
+    external/<name>/       ``medtl evaluate`` on another dataset: metrics.json, predictions.npz,
+                           reliability.png
     metrics.json           written last: its presence marks a finished run
     failed.json            instead of metrics.json when a sweep run failed
     probes/<probe>.json    cached probe results (and their PNGs)
@@ -41,6 +47,16 @@ SWEEP_SUMMARY = "sweep.json"
 SWEEP_CONFIG = "sweep_config.yaml"
 # the files worth keeping with a finished run (tracking uploads these; the checkpoint on request)
 ARTIFACTS = (CONFIG, METRICS, LOG_CSV, TRAIN_LOG, PREDICTIONS)
+MARKER = ".medtl-run.json"
+PREDICTIONS_VAL = "predictions_val.npz"
+RELIABILITY_PNG = "reliability.png"
+EXTERNAL_DIR = "external"
+EXTERNAL_PREDICTIONS = "predictions.npz"
+# what one RUN/external/<name>/ folder holds (its metrics.json is written last)
+EXTERNAL_FILES = (METRICS, EXTERNAL_PREDICTIONS, RELIABILITY_PNG)
+# every name medtl writes directly inside a run folder: a restart removes these and nothing else
+RUN_FILES = (MARKER, CONFIG, METRICS, CHECKPOINT, PREDICTIONS, LOG_CSV, TRAIN_LOG, STATE_DIR, FAILED, PROBES_DIR,
+             PREDICTIONS_VAL, RELIABILITY_PNG, EXTERNAL_DIR)
 
 _SEED_RE = re.compile(r"^seed-(-?\d+)$")
 _MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id (the name of its artifact folder's parent)
@@ -72,6 +88,128 @@ def default_run_dir(name: str, seed: int, base: str | Path = "runs") -> Path:
 def sweep_run_dir(sweep: str | Path, arm: str, seed: int) -> Path:
     """The run folder of (arm, seed) in a sweep folder."""
     return Path(sweep) / arm / seed_dirname(seed)
+
+
+# ------------------------------------------------------------------------------ the marker
+
+def write_marker(path: str | Path, run_id: str | None = None) -> dict:
+    """Write the run-folder marker (medtl version, run id, creation time) into ``path``.
+
+    Keeps the run id of a marker already there (a resumed run is the same run)."""
+    import time
+    import uuid
+
+    from . import __version__
+    from .io import write_json_atomic
+
+    old = read_marker(path)
+    rec = {"medtl_version": __version__,
+           "run_id": run_id or (old or {}).get("run_id") or uuid.uuid4().hex,
+           "created": (old or {}).get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json_atomic(Path(path) / MARKER, rec)
+    return rec
+
+
+def read_marker(path: str | Path) -> dict | None:
+    """The marker of a run folder, or None when there is none (or it is not medtl's)."""
+    try:
+        with open(Path(path) / MARKER, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) and isinstance(obj.get("medtl_version"), str) else None
+
+
+def is_medtl_run_folder(path: str | Path) -> bool:
+    """True when ``path`` carries medtl's marker: medtl wrote this folder."""
+    return read_marker(path) is not None
+
+
+def is_legacy_run_folder(path: str | Path) -> bool:
+    """A run folder written before the marker existed: ``config.yaml`` is a medtl config (its
+    top-level keys are RunConfig's, with the data, model and train sections) and the folder
+    holds another file medtl writes (``metrics.json``, ``failed.json``, a resume state, a
+    checkpoint, ``train.log``)."""
+    import yaml
+
+    from .config import RunConfig
+
+    p = Path(path)
+    if not (p / CONFIG).is_file() or not any((p / f).is_file() for f in (METRICS, FAILED, STATE, CHECKPOINT, TRAIN_LOG)):
+        return False
+    try:
+        raw = yaml.safe_load((p / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return (isinstance(raw, dict) and set(raw) <= set(RunConfig.model_fields)
+            and all(isinstance(raw.get(k), dict) for k in ("data", "model", "train")))
+
+
+def _medtl_temp(name: str, owner: str) -> bool:
+    """An atomic-write temporary of ``owner`` (``.NAME.XXXX.tmp``, left by a killed write)."""
+    return name.startswith(f".{owner}.") and name.endswith(".tmp")
+
+
+def _run_entries(path: Path) -> list[tuple[str, Path, bool]]:
+    """(relative name, path, written by medtl?) of every entry of a run folder; the state and
+    probes folders are looked into (their entries listed before them)."""
+    out = []
+    for child in sorted(path.iterdir()):
+        name = child.name
+        if name in (STATE_DIR, PROBES_DIR) and child.is_dir() and not child.is_symlink():
+            state = Path(STATE).name
+            for sub in sorted(child.iterdir()):
+                ok = (sub.name == state or _medtl_temp(sub.name, state)) if name == STATE_DIR else \
+                    (sub.suffix in (".json", ".png") or sub.name.endswith(".tmp"))
+                out.append((f"{name}/{sub.name}", sub, ok and sub.is_file() and not sub.is_symlink()))
+            out.append((name, child, True))
+        elif name == EXTERNAL_DIR and child.is_dir() and not child.is_symlink():
+            out.extend(_external_entries(child))
+        else:
+            ok = child.is_file() and not child.is_symlink() and \
+                (name in RUN_FILES or any(_medtl_temp(name, f) for f in RUN_FILES))
+            out.append((name, child, ok))
+    return out
+
+
+def _external_entries(folder: Path) -> list[tuple[str, Path, bool]]:
+    """The entries of ``RUN/external/`` (one folder per evaluated dataset), listed before it."""
+    out = []
+    for sub in sorted(folder.iterdir()):
+        rel = f"{EXTERNAL_DIR}/{sub.name}"
+        if not (sub.is_dir() and not sub.is_symlink()):
+            out.append((rel, sub, False))
+            continue
+        for f in sorted(sub.iterdir()):
+            ok = f.is_file() and not f.is_symlink() and \
+                (f.name in EXTERNAL_FILES or any(_medtl_temp(f.name, e) for e in EXTERNAL_FILES))
+            out.append((f"{rel}/{f.name}", f, ok))
+        out.append((rel, sub, True))
+    out.append((EXTERNAL_DIR, folder, True))
+    return out
+
+
+def foreign_entries(path: str | Path) -> list[str]:
+    """Entries of a run folder that medtl did not write (relative paths, sorted)."""
+    return [name for name, _, ours in _run_entries(Path(path)) if not ours]
+
+
+def remove_run_files(path: str | Path) -> list[str]:
+    """Remove what medtl writes in a run folder and nothing else (then the folder, if that
+    leaves it empty); returns the entries left in place (:func:`foreign_entries`)."""
+    p = Path(path)
+    left = []
+    for name, entry, ours in _run_entries(p):
+        if not ours:
+            left.append(name)
+        elif entry.is_dir():
+            if not any(entry.iterdir()):
+                entry.rmdir()
+        else:
+            entry.unlink()
+    if not any(p.iterdir()):
+        p.rmdir()
+    return left
 
 
 # ------------------------------------------------------------------------------ reading
@@ -116,6 +254,38 @@ class Run:
     log_csv_path = property(lambda self: self.path / LOG_CSV)
     train_log_path = property(lambda self: self.path / TRAIN_LOG)
     probes_dir = property(lambda self: self.path / PROBES_DIR)
+    val_predictions_path = property(lambda self: self.path / PREDICTIONS_VAL)
+    reliability_path = property(lambda self: self.path / RELIABILITY_PNG)
+    external_root = property(lambda self: self.path / EXTERNAL_DIR)
+
+    def external_dir(self, name: str) -> Path:
+        """``RUN/external/<name>/``: the run evaluated on another dataset (``medtl evaluate``)."""
+        return self.path / EXTERNAL_DIR / name
+
+    def external_metrics_path(self, name: str) -> Path:
+        return self.external_dir(name) / METRICS
+
+    def external_predictions_path(self, name: str) -> Path:
+        return self.external_dir(name) / EXTERNAL_PREDICTIONS
+
+    def external_reliability_path(self, name: str) -> Path:
+        return self.external_dir(name) / RELIABILITY_PNG
+
+    def external_names(self) -> list[str]:
+        """Names of the finished external evaluations of this run (folders holding metrics.json)."""
+        root = self.external_root
+        if not root.is_dir():
+            return []
+        return sorted(d.name for d in root.iterdir() if d.is_dir() and (d / METRICS).is_file())
+
+    def external_metrics(self, name: str) -> dict:
+        """``RUN/external/<name>/metrics.json``; one-line :class:`DataError` when it is missing."""
+        path = self.external_metrics_path(name)
+        if not path.is_file():
+            have = ", ".join(self.external_names()) or "none"
+            raise DataError(f"{self.path}: not evaluated on {name!r} (no {EXTERNAL_DIR}/{name}/{METRICS}; "
+                            f"evaluated: {have})")
+        return read_json(path)
 
     def probe_path(self, probe: str, suffix: str = ".json") -> Path:
         return self.probes_dir / f"{probe}{suffix}"
@@ -226,6 +396,8 @@ def read_predictions(path: str | Path) -> dict:
     out = {"y": data["y"], "p": p, "path": path}
     if "ids" in data:
         out["ids"] = data["ids"].ravel()
+    if "logit" in data:  # the positive class's logit (z1 - z0), written by newer runs
+        out["logit"] = data["logit"]
     return out
 
 
@@ -393,9 +565,10 @@ def iter_finished(arms: dict[str, Arm]) -> Iterable[tuple[str, int, Run]]:
             yield name, seed, run
 
 
-__all__ = ["ARTIFACTS", "Arm", "CHECKPOINT", "CONFIG", "FAILED", "LOG_CSV", "METRICS", "PREDICTIONS", "PROBES_DIR",
-           "Run", "STATE", "STATE_DIR", "SWEEP_CONFIG", "SWEEP_SUMMARY", "TRAIN_LOG", "default_run_dir",
-           "discover_arms", "find_run_folders", "is_sweep_folder", "iter_finished", "parse_seed_dirname",
-           "read_json", "read_predictions", "safe_name", "seed_children", "seed_dirname", "sweep_arm",
-           "sweep_run_dir"]
+__all__ = ["ARTIFACTS", "Arm", "CHECKPOINT", "CONFIG", "EXTERNAL_DIR", "EXTERNAL_FILES", "EXTERNAL_PREDICTIONS",
+           "FAILED", "LOG_CSV", "MARKER", "METRICS", "PREDICTIONS", "PREDICTIONS_VAL", "PROBES_DIR", "RELIABILITY_PNG", "RUN_FILES", "Run", "STATE", "STATE_DIR", "SWEEP_CONFIG", "SWEEP_SUMMARY", "TRAIN_LOG",
+           "default_run_dir", "discover_arms", "find_run_folders", "foreign_entries", "is_legacy_run_folder",
+           "is_medtl_run_folder", "is_sweep_folder", "iter_finished", "parse_seed_dirname", "read_json",
+           "read_marker", "read_predictions", "remove_run_files", "safe_name", "seed_children", "seed_dirname",
+           "sweep_arm", "sweep_run_dir", "write_marker"]
 

@@ -93,7 +93,12 @@ def test_sweep_paired_end_to_end(app, sweep, tmp_path):
     lo, hi = sorted([pa["p"], pairs["test.acc"]["p"]])  # Holm over 2 tests: 2*lo, then max(2*lo, hi)
     assert pa["p_holm"] == pytest.approx(min(1.0, 2 * lo) if pa["p"] == lo else min(1.0, max(2 * lo, hi)), abs=1e-12)
     assert pa["sentence"].startswith("resnet50.sin_in vs resnet50.tv_in1k on test.auc: mean difference +")
-    assert not pairs["test.acc"]["paired"]  # seed 4 has no acc in one arm -> seed sets differ
+    # seed 4 has no acc in one arm: paired on the 9 shared seeds, seed 4 dropped and named
+    pacc = pairs["test.acc"]
+    assert pacc["paired"] and pacc["n_pairs"] == 9 and pacc["seeds_dropped"] == {"a": [4], "b": []}
+    keep = [k for k in range(10) if k != 4]
+    assert pacc["p"] == pytest.approx(stats.wilcoxon(acc[keep], acc[keep] - 0.01).pvalue, abs=1e-12)
+    assert "seeds dropped: 4" in pacc["sentence"]
     md = (out / "compare.md").read_text()
     html = (out / "compare.html").read_text()
     assert pa["sentence"] in md and "Holm" in md and "B=2000" in md
@@ -107,8 +112,8 @@ def test_unpaired_arm_folders_and_named_arm(app, tmp_path):
     va, vb = _values(0.9, 8, seed=5), _values(0.85, 8, seed=6)
     for k in range(8):
         _write_run(tmp_path / "armA" / f"seed-{k}", k, float(va[k]), 0.8)
-        if k != 3:
-            _write_run(tmp_path / "armB" / f"seed-{k}", k, float(vb[k]), 0.8)
+        if k != 3:  # armB: other seeds altogether, so no pairing is possible
+            _write_run(tmp_path / "armB" / f"seed-{k + 100}", k + 100, float(vb[k]), 0.8)
     _write_run(tmp_path / "single" / "seed-7", 7, 0.5, 0.5)
     out = tmp_path / "out"
     r = _invoke(app, [tmp_path / "armA", "--arm", f"other={tmp_path / 'armB'}", tmp_path / "single" / "seed-7",
@@ -202,3 +207,47 @@ def test_compare_page_renders_in_chromium(app, sweep, tmp_path):
     assert r.exit_code == 0, r.output
     dom = render_page(out / "compare.html", tmp_path, min_images=2)  # one plot per metric
     assert "Pairwise comparisons" in dom and "resnet50.sin_in" in dom and "Holm" in dom
+
+
+def _write_pred_run(d: Path, seed: int, quality: float, leak_status: str | None = "clean") -> float:
+    """A run folder with test predictions (600 cases, same test set for every run); returns its AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed + int(quality * 1000))
+    y = np.random.default_rng(0).integers(0, 2, 600)  # one test set
+    p = 1 / (1 + np.exp(-(quality * (2 * y - 1) + rng.standard_normal(600))))
+    auc = float(roc_auc_score(y, p))
+    _write_run(d, seed, auc, float(np.mean((p >= 0.5) == y)))
+    m = json.loads((d / "metrics.json").read_text())
+    if leak_status:
+        m["data"] = {"leaks": {"status": leak_status}}
+    (d / "metrics.json").write_text(json.dumps(m))
+    np.savez(d / "predictions_test.npz", y=y, p=p, ids=np.array([f"c{i}" for i in range(600)]))
+    return auc
+
+
+def test_both_sources_of_variance_and_leak_warning(app, tmp_path):
+    root = tmp_path / "sw"
+    for k in range(6):
+        _write_pred_run(root / "good" / f"seed-{k}", k, 1.2)
+        _write_pred_run(root / "leaky" / f"seed-{k}", k, 1.0, leak_status="leaky" if k < 2 else "clean")
+    out = tmp_path / "out"
+    r = _invoke(app, [root, "--out", out, "--bootstrap", 1000, "--anchor", 0.5])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    res = _strict_json(out / "compare.json")
+    for arm in ("good", "leaky"):
+        st = res["arms"][arm]
+        seeds_w = st["ci_high"] - st["ci_low"]
+        both_w = st["ci_seeds_cases_high"] - st["ci_seeds_cases_low"]
+        assert st["ci_seeds_cases_low"] < st["mean"] < st["ci_seeds_cases_high"]
+        assert both_w > seeds_w  # the test-set sampling error adds to the seed spread
+    pair = res["pairs"][0]
+    assert pair["diff_ci_seeds_cases_low"] < pair["diff"] < pair["diff_ci_seeds_cases_high"]
+    assert "over seeds and test cases" in pair["sentence"]
+    assert "leaky" in res["leak_warnings"] and "good" not in res["leak_warnings"]
+    assert "2 of 6 runs of leaky" in res["leak_warnings"]["leaky"]
+    html = (out / "compare.html").read_text()
+    assert 'class="warn"' in html and "LEAKY SPLIT" in html and "95% CI over seeds + test cases" in html
+    assert "WARNING: LEAKY SPLIT" in r.output
+    stm = res["anchor"]["statements"]
+    assert len(stm) == 2 and all("over seeds and test cases" in s and "lies above 0.5" in s for s in stm)

@@ -156,7 +156,7 @@ def test_csv_chexpert_binary_columns(tmp_path, data_cache, uncertain, expected):
         rel = f"CheXpert-v1.0-small/train/patient{i // 2:05d}/study1/view{i % 2 + 1}_frontal.jpg"
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((10, 10), 120, np.uint8)).save(p)
+        Image.fromarray(np.full((10, 10), 120 + i, np.uint8)).save(p)  # distinct images
         rows.append([rel, "Female", ["1.0", "0.0", "-1.0", ""][i % 4], ["", "1.0", "0.0", "-1.0"][i % 4]])
     csv = _csv(base / "train.csv", ["Path", "Sex", "Edema", "Effusion"], rows)
     cfg = DataConfig(path=str(csv), image_size=8, label_columns=["Edema", "Effusion"], uncertain=uncertain)
@@ -284,7 +284,7 @@ def test_npz_rgb_without_val(tmp_path, data_cache):
     rgb = rng.integers(0, 255, (40, 28, 28, 3), dtype=np.uint8)
     np.savez(p, train_images=rgb, train_labels=rng.integers(0, 3, (40, 1)),
              test_images=rgb[:5], test_labels=np.zeros((5, 1), int))
-    b = load_dataset(DataConfig(path=str(p), image_size=14), cache_dir=data_cache)
+    b = load_dataset(DataConfig(path=str(p), image_size=14, on_leak="warn"), cache_dir=data_cache)  # repeated bytes
     assert b.classes == ["0", "1", "2"] and b.splits["train"].images.shape[1:] == (14, 14)
     assert len(b.splits["val"]) > 0 and len(b.splits["train"]) + len(b.splits["val"]) == 40
     assert all(i.startswith("npz:train:") for i in b.splits["val"].ids)

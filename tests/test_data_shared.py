@@ -22,7 +22,8 @@ DICOMS = [("DX_chest_PA_966_fixed_j2k.dcm", "DX_chest_PA_966_fixed_uncompressed.
 @pytest.fixture(scope="module")
 def kermany_bundle(shared_dir, tmp_path_factory):
     cache = tmp_path_factory.mktemp("kcache")
-    return load_dataset(DataConfig(path=str(shared_dir / "data/kermany_cxr224"), image_size=32), cache_dir=cache)
+    return load_dataset(DataConfig(path=str(shared_dir / "data/kermany_cxr224"), image_size=32, on_leak="warn"),
+                        cache_dir=cache)
 
 
 @pytest.mark.parametrize("compressed,plain", DICOMS)
@@ -85,6 +86,28 @@ def test_real_kermany_folder(kermany_bundle):
     assert 0.07 < len(b.splits["val"]) / 5216 < 0.13
     assert b.splits["train"].images.shape[1:] == (32, 32)
     assert any("30 groups of byte-identical" in n for n in b.notes)
+    # the published split shares 170 patients between train and test (personN and, with the
+    # default patient regex, NORMAL IM-NNNN ids): recorded, and marked under on_leak: warn
+    assert b.leaks["status"] == "leaky"
+    before = b.leaks["before"]["patients"]
+    assert before["train-test"] + before["val-test"] == 170 and before["train-val"] == 0
+    normal_ids = {p for p in b.splits["train"].patients if "IM-" in str(p)}
+    assert normal_ids and all(str(p).startswith(("IM-", "NORMAL2-IM-")) for p in normal_ids)
+
+
+def test_real_kermany_leak_policies(shared_dir, tmp_path):
+    from medtl.errors import DataError
+
+    root = str(shared_dir / "data/kermany_cxr224")
+    with pytest.raises(DataError, match=r"the test split shares 170 patients .*data.on_leak: drop_train"):
+        load_dataset(DataConfig(path=root, image_size=16), cache_dir=tmp_path)
+    b = load_dataset(DataConfig(path=root, image_size=16, on_leak="drop_train"), cache_dir=tmp_path)
+    assert len(b.splits["test"]) == 624  # the published test split, unchanged
+    d = b.leaks["dropped"]
+    assert d["train"] + d["val"] + len(b.splits["train"]) + len(b.splits["val"]) == 5216
+    test_patients = set(b.splits["test"].patients)
+    assert not test_patients & (set(b.splits["train"].patients) | set(b.splits["val"].patients))
+    assert b.leaks["status"] == "dropped" and b.leaks["after"]["patients"]["train-test"] == 0
 
 
 def test_real_kermany_check_and_manifest(shared_dir, kermany_bundle, tmp_path):
@@ -93,8 +116,21 @@ def test_real_kermany_check_and_manifest(shared_dir, kermany_bundle, tmp_path):
     assert r["duplicates"]["groups"] == 30 and r["leaks"]["bytes"]["count"] == 0
     assert r["image_size"]["most_common_hw"] == [224, 224]
     assert r["counts"]["test"]["by_class"] == KERMANY["test"]
-    m = load_dataset(DataConfig(path=str(root / "manifest.csv"), image_size=32), cache_dir=tmp_path)
+    m = load_dataset(DataConfig(path=str(root / "manifest.csv"), image_size=32, on_leak="warn"), cache_dir=tmp_path)
     assert m.format == "csv" and m.classes == ["NORMAL", "PNEUMONIA"]  # 'label' chosen over 'y'
     assert sorted(m.splits["test"].ids) == sorted(kermany_bundle.splits["test"].ids)
     assert len(m.splits["train"]) + len(m.splits["val"]) == 5216
     assert not set(m.splits["train"].patients) & set(m.splits["val"].patients)
+
+
+def test_finetune_on_the_published_kermany_split_stops_with_one_line(shared_dir, tmp_path, capsys, monkeypatch):
+    from medtl.cli import run
+
+    monkeypatch.setenv("MEDTL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    rc = run(["finetune", "--set", f"data.path={shared_dir / 'data/kermany_cxr224'}", "--set", "data.image_size=16",
+              "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists()
+    assert err.startswith("medtl: error:") and "\n" not in err
+    assert "shares 170 patients (train-test 154, val-test 16)" in err and "data.on_leak: drop_train" in err

@@ -37,8 +37,8 @@ def test_run_folder_contents(tmp_path):
     out = tmp_path / "run"
     m = finetune(_cfg(), out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["config.yaml", "metrics.json", "log.csv", "checkpoint_best.pt", "train.log",
-         "predictions_test.npz"])
+        [".medtl-run.json", "config.yaml", "metrics.json", "log.csv", "checkpoint_best.pt", "train.log",
+         "predictions_test.npz", "predictions_val.npz", "reliability.png"])
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == m
     for k in ("auc", "acc", "sensitivity", "specificity", "n"):
@@ -247,3 +247,72 @@ def test_truncated_resume_state_is_refused_cleanly_then_restart_works(tmp_path, 
         finetune(_cfg(), out, progress=False)
     m = finetune(_cfg(), out, progress=False, restart=True)
     assert m["test"]["n"] == 48 and not state.exists()
+
+
+def test_class_weighted_loss_follows_the_logits_device():
+    """With train.class_weighting: balanced on CUDA, training logits are on the GPU and evaluation
+    logits on the CPU; the weights must meet both.  'meta' stands in for the GPU here: the old
+    code put the weights on the training device and failed on CPU logits."""
+    from types import SimpleNamespace
+
+    from medtl.train.loop import Task
+
+    labels = np.array([0, 0, 0, 1])
+    bundle = SimpleNamespace(classes=["a", "b"], multilabel=False, splits={"train": SimpleNamespace(labels=labels)})
+    task = Task(bundle, 0.1, "balanced", torch.device("meta"))
+    target = torch.tensor([0, 1, 1, 0])
+    for dev in ("cpu", "meta"):
+        logits = torch.zeros(4, 2, device=dev)
+        loss = task.loss(logits, target.to(dev))
+        assert loss.device.type == dev
+    cpu = task.loss(torch.tensor([[2.0, 0.0]] * 4), target)
+    plain = torch.nn.functional.cross_entropy(torch.tensor([[2.0, 0.0]] * 4), target,
+                                              weight=torch.tensor([4 / 6, 2.0]), label_smoothing=0.1)
+    assert float(cpu) == pytest.approx(float(plain))
+    ml = Task(SimpleNamespace(classes=["x", "y"], multilabel=True,
+                              splits={"train": SimpleNamespace(labels=np.array([[1, 0], [0, 0], [1, 1]]))}),
+              0.0, "balanced", torch.device("meta"))
+    assert ml.loss(torch.zeros(3, 2), torch.ones(3, 2)).device.type == "cpu"
+
+
+def test_final_evaluation_is_fp32_after_bf16_training(tmp_path):
+    from medtl.models import create_model
+    from medtl.models.inference import predict_logits
+    from medtl.data import load_dataset
+
+    cfg = _cfg("train.precision=bf16", "train.epochs=2")
+    m = finetune(cfg, tmp_path / "run", progress=False)
+    assert m["run"]["precision"] == "bf16" and m["run"]["eval_precision"] == "fp32"
+    assert m["threshold"]["precision"] == "fp32"
+    saved = np.load(tmp_path / "run" / "predictions_test.npz")["p"]
+    model, _ = create_model("resnet18", 2)
+    model.load_state_dict(torch.load(tmp_path / "run" / "checkpoint_best.pt", weights_only=True)["model"])
+    test = load_dataset(cfg.data).splits["test"]
+    x = torch.from_numpy(test.images).unsqueeze(1)
+    p32 = torch.softmax(predict_logits(model, x), 1)[:, 1].numpy()
+    p16 = torch.softmax(predict_logits(model, x, amp_dtype=torch.bfloat16), 1)[:, 1].numpy()
+    np.testing.assert_allclose(saved, p32, rtol=0, atol=1e-5)  # the fp32 forward, not bf16's
+    assert np.abs(saved - p16).max() > 1e-4
+
+
+def test_resume_refuses_another_precision_unless_allowed(tmp_path, monkeypatch):
+    from medtl.train import runtime
+
+    real = loop_mod._train_epoch
+
+    def interrupted(*args, **kw):
+        if args[2] == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)  # precision auto -> bf16 here ...
+    monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(_cfg("train.precision=auto"), out, progress=False)
+    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)  # ... and fp32 on the "other machine"
+    with pytest.raises(ConfigError, match=r"differs in: runtime.precision"):
+        finetune(_cfg("train.precision=auto"), out, progress=False)
+    m = finetune(_cfg("train.precision=auto"), out, progress=False, allow_runtime_change=True)
+    assert m["run"]["precision"] == "fp32" and (out / "metrics.json").is_file()

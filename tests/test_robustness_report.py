@@ -51,6 +51,16 @@ def test_report_files_and_schema(report):
     a = data["arms"]["armA"]["metrics"]["clean.auc"]
     assert a["n"] == 2 and a["mean"] == pytest.approx(np.mean(a["values"]))
     assert data["arms"]["armB"]["metrics"]["clean.auc"]["ci_low"] is None  # n=1: no CI
+    assert data["arms"]["armA"]["metrics"]["clean.auc"]["ci_low"] is None  # n=2: too few seeds for a CI too
+    assert data["descriptive_only"] and "too few seeds for a CI" in (out / "report.md").read_text()
+    # arm vs arm in compare.json's layout, Holm over the report's family
+    assert data["headline"][:3] == ["clean.auc", "translation.p_change_1px", "translation.consistency"]
+    assert "adversarial.pgd_linf.auc@8/255" in data["headline"]
+    pair = next(p for p in data["pairs"] if p["metric"] == "clean.auc")
+    assert {pair["a"], pair["b"]} == {"armA", "armB"} and pair["paired"] is False  # armB has seed 0 only
+    assert pair["p_holm"] is None or pair["p_holm"] >= pair["p"]
+    assert data["holm"]["m_primary"] <= len(data["headline"])
+    assert "Arm vs arm" in (out / "report.md").read_text() and pair["sentence"] in (out / "report.md").read_text()
     # markdown's relative images all exist
     md = (out / "report.md").read_text()
     for img in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
@@ -66,3 +76,14 @@ def test_report_renders_in_chromium(report, tmp_path):
     out, _, _ = report
     dom = render_page(out / "report.html", tmp_path, min_images=4)  # adversarial, translation, corruptions, panels
     assert "medtl robustness report" in dom and "armA" in dom
+
+
+def test_seed_folders_given_one_by_one_join_their_arm(report, tmp_path):
+    _, _, runs = report
+    res = run_report([runs["a0"], runs["a1"], runs["b0"]], tmp_path / "o", params=PARAMS)  # probes cached
+    assert sorted(res["arms"]) == ["armA", "armB"]
+    assert sorted(res["arms"]["armA"]["seeds"]) == [0, 1]
+    from medtl.runs import discover_arms
+
+    arms = discover_arms([runs["a0"], runs["a1"], runs["a0"]])  # the same folder twice counts once
+    assert list(arms) == ["armA"] and sorted(arms["armA"].runs) == [0, 1]

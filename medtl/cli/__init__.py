@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import typer
 
 from ..errors import MedtlError
-from . import compare_cmd, data_cmd, finetune_cmd, probe_cmd, report_cmd, sr_cmd, sweep_cmd, track_cmd, weights_cmd
+from . import (compare_cmd, data_cmd, evaluate_cmd, finetune_cmd, probe_cmd, report_cmd, sr_cmd, sweep_cmd, track_cmd,
+               weights_cmd)
 
 app = typer.Typer(
     name="medtl",
@@ -30,6 +32,7 @@ COMMANDS = {
     "finetune": finetune_cmd.finetune,
     "sweep": sweep_cmd.sweep,
     "compare": compare_cmd.compare,
+    "evaluate": evaluate_cmd.evaluate,
     "robustness-report": report_cmd.robustness_report,
     "track": track_cmd.track,
 }
@@ -63,8 +66,9 @@ _ABORTS = _click_types("Abort") + (typer.Abort,)
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI in-process and return the exit code (used by tests and :func:`main`)."""
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")  # its chatter can quote header values
     try:
-        app(args=argv, prog_name="medtl", standalone_mode=False)
+        status = app(args=argv, prog_name="medtl", standalone_mode=False)  # typer.Exit(n): click returns n
     except MedtlError as exc:
         msg = " ".join(str(exc).split())
         print(f"medtl: error: {msg}", file=sys.stderr)
@@ -80,7 +84,7 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medtl: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def main() -> None:

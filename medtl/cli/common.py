@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from ..errors import ConfigError
+
 MLFLOW_HELP = ("After {what}, log {runs} to MLflow: 'default' ($MLFLOW_TRACKING_URI, else ./mlruns), "
                "a local path such as ./mlruns, or any tracking URI.")
 URI_HELP = ("MLflow tracking URI or local path (./mlruns, sqlite:////abs/mlflow.db, http://host:5000); "
@@ -38,6 +40,9 @@ def training_process(num_threads: int | None) -> None:
 
 def mlflow_uri(value: str | None) -> str | None:
     """A ``--mlflow``/``--uri`` value as a tracking URI for :mod:`medtl.tracking` ('default': the default store)."""
+    if value and "://" not in value and Path(value).is_file() and Path(value).suffix.lower() not in (".db", ".sqlite",
+                                                                                                     ".sqlite3"):
+        raise ConfigError(f"{value}: is a file, not an MLflow store folder or .db file; give another --mlflow/--uri")
     return None if value in (None, "", "default") else value
 
 

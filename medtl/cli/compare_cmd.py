@@ -31,6 +31,11 @@ def compare(
     delong: Optional[Tuple[Path, Path]] = typer.Option(
         None, "--delong", help="RUN_A RUN_B: DeLong test on their predictions_test.npz."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+    anchor: Optional[float] = typer.Option(None, "--anchor", help="An outside figure (a published baseline) "
+                                           "to judge each arm's first metric against, with the wider CI."),
+    internal_vs_external: Optional[str] = typer.Option(
+        None, "--internal-vs-external", metavar="NAME", help="Per arm: test AUC, AUC on the external set NAME "
+        "(medtl evaluate --name NAME) and the paired drop, with CIs; do the arms differ in their drop?"),
 ) -> None:
     """Compare arms over seeds.
 
@@ -53,7 +58,7 @@ def compare(
         raise ConfigError("give at least one sweep, arm or run folder (or --arm NAME=DIR)")
     pair = (delong[0], delong[1]) if delong is not None and all(p is not None for p in delong) else None
     result = compare_runs(folders, metric, alpha=alpha, n_resamples=bootstrap, seed=seed, ci_method=ci,
-                          named=named, delong=pair)
+                          named=named, delong=pair, anchor=anchor, internal_vs_external_name=internal_vs_external)
     write_compare(result, out, plots=not no_plots)
     result = json_safe(result)
     typer.echo(f"{result['metrics'][0]}:")
@@ -61,6 +66,14 @@ def compare(
     for p in result["pairs"]:
         if p["metric"] == result["metrics"][0]:
             typer.echo(f"- {p['sentence']}")
+    for w in result["leak_warnings"].values():
+        typer.echo(f"WARNING: {w}")
+    for line in (result.get("anchor") or {}).get("statements", []):
+        typer.echo(f"- {line}")
+    if result.get("internal_vs_external"):
+        from ..reports.compare import ive_markdown
+
+        typer.echo(ive_markdown(result))
     if result["n_failed"]:
         typer.echo(f"{result['n_failed']} failed run(s) skipped (see compare.md)")
     if result.get("delong"):

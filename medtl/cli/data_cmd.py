@@ -66,14 +66,24 @@ def _format_report(r: dict) -> str:
             for ex in x["examples"][:3]:
                 key = ex.get("patient") or ex.get("id") or ex.get("sha256")
                 lines.append(f"    {key}  in {', '.join(ex['splits'])}")
-    u = r.get("unreadable")
-    if u and u["count"]:
-        lines.append(f"unreadable  {u['count']} files")
-        for ex in u["examples"][:3]:
-            lines.append(f"    {ex['id']}: {ex['error']}")
     for note in r.get("notes", []):
         lines.append(f"note: {note}")
+    lines += _verdict_lines(r)
     return "\n".join(lines)
+
+
+def _verdict_lines(r: dict) -> list[str]:
+    """Bad files (every one, with its reason), what training refuses, warnings, the verdict."""
+    how = r.get("check") or {}
+    bad = r.get("bad_files") or {"count": 0, "files": []}
+    n = r.get("files") or sum(c["total"] for c in (r.get("counts") or {}).values()) or None
+    lines = ["", f"check    {how.get('mode', '')}, {how.get('workers', 1)} worker(s), {how.get('seconds', 0):.1f} s"]
+    lines.append(f"bad files  {bad['count']}" + (f" of {n}" if n else ""))
+    lines += [f"    {f['id']}: {f['error']}" for f in bad["files"]]
+    lines += [f"training refuses: {m}" for m in r.get("refused", [])]
+    lines += [f"warning: {m}" for m in r.get("warnings", [])]
+    lines.append("result   OK" if r.get("ok") else "result   PROBLEMS FOUND (exit status 1)")
+    return lines
 
 
 def _counts_table(r: dict) -> str:
@@ -113,15 +123,21 @@ def check(
     path: str = typer.Argument(..., help="folder, CSV manifest, .npz, .dcm, builtin:synthetic or a dataset "
                                          "name (medtl data list)"),
     json_out: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    fast: bool = typer.Option(False, "--fast", help="headers only: sizes and hashes, no decoding"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="processes verifying files "
+                                                                       "(default: one per core)"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config file"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: data.key=value"),
 ) -> None:
-    """Counts per split and class, patients, sizes, duplicates and leaks."""
+    """Verify every file (decode, or check uncompressed DICOM by its pixel-data length); counts per
+    split and class, patients, sizes, duplicates, leaks; what training would refuse or warn about.
+
+    Exit status 1 when a file is bad or training would refuse the data, 0 otherwise."""
     from ..data import check_dataset
 
     local, resolved = _resolve_name(path)
     cfg = _data_cfg(local, config, set_)
-    report = check_dataset(local, cfg)
+    report = check_dataset(local, cfg, fast=fast, workers=workers)
     if resolved is not None:
         report["dataset"] = resolved.name
         report["notes"] = list(resolved.notes) + list(report.get("notes", []))
@@ -129,6 +145,8 @@ def check(
         typer.echo(json.dumps(report, indent=2))
     else:
         typer.echo(_format_report(report))
+    if not report.get("ok", True):
+        raise typer.Exit(1)
 
 
 @app.command()

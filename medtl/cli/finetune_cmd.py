@@ -16,6 +16,9 @@ def finetune(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/NAME/seed-N)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data order and augmentation."),
     restart: bool = typer.Option(False, "--restart", help="Discard an existing run in --out first."),
+    allow_device_change: bool = typer.Option(False, "--allow-device-change",
+                                             help="Resume an interrupted run on another device or precision "
+                                                  "(the result is then not bit-identical)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, warnings only."),
     mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI",
                                          help=MLFLOW_HELP.format(what="the run", runs="it")),
@@ -34,7 +37,8 @@ def finetune(
     cfg = load_config(config, overrides)
     out_dir = out or default_run_dir(cfg.name, cfg.seed)
     training_process(cfg.train.num_threads)
-    metrics = run_finetune(cfg, out_dir, progress=not quiet, restart=restart)
+    metrics = run_finetune(cfg, out_dir, progress=not quiet, restart=restart,
+                           allow_runtime_change=allow_device_change)
     t = metrics["test"]
     summary = {k: t[k] for k in ("auc", "acc", "sensitivity", "specificity", "n") if k in t}
     tag = " [SYNTHETIC data]" if metrics["run"].get("synthetic") else ""

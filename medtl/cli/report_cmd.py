@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import ConfigError
+
 
 def robustness_report(
     run_dirs: List[Path] = typer.Argument(..., help="Run, arm (seed-K/) or sweep (ARM/seed-K/) folders."),
@@ -22,6 +24,9 @@ def robustness_report(
     from .common import setup_logging
 
     setup_logging(False)
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:  # refused now, not after the probes ran
+        raise ConfigError(f"{out}: cannot be the report folder: {blocked} is a file; choose another --out folder")
     result = run_probes(run_dirs, quick=quick, n_images=n_images or None, source=source, force=force,
                         progress=typer.echo)
     write_robustness(result, out)

@@ -13,13 +13,15 @@ app = typer.Typer(no_args_is_help=True, help="Learned super-resolution: train an
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def _load_hr(data: str, hr_size: int):
-    """The dataset at HR side ``hr_size`` (any source medtl reads), without data.sr."""
+def _load_hr(data: str, hr_size: int, on_leak: str = "warn"):
+    """The dataset at HR side ``hr_size`` (any source medtl reads), without data.sr.  Leaks
+    between its splits only matter for the held-out test images' independence: ``warn`` by
+    default (the log and the model file say so), ``drop_train`` to train without them."""
     from ..config import DataConfig
     from ..data import load_dataset
 
     try:
-        cfg = DataConfig(path=str(data), image_size=hr_size)
+        cfg = DataConfig(path=str(data), image_size=hr_size, on_leak=on_leak)
     except Exception as exc:  # pydantic ValidationError: out-of-range size
         raise ConfigError(f"--hr-size {hr_size}: {' '.join(str(exc).split())[:200]}") from None
     return load_dataset(cfg)
@@ -49,6 +51,7 @@ def train(
     scale: int = typer.Option(..., "--scale", help="Upscale factor: 2, 3 or 4."),
     out: Path = typer.Option(..., "--out", "-o", help="SR model file to write (e.g. sr_x4.pt)."),
     hr_size: int = typer.Option(224, "--hr-size", help="Side (px) the HR images are loaded at."),
+    on_leak: str = typer.Option("warn", "--on-leak", help="Test patients also in train/val: warn or drop_train."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default 5000)."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Patches per step (default 32)."),
     patch: Optional[int] = typer.Option(None, "--patch", help="HR patch side, a multiple of --scale (default 32*scale)."),
@@ -72,7 +75,7 @@ def train(
     training_process(None)
     if scale not in SCALES:
         raise ConfigError(f"--scale must be one of {', '.join(map(str, SCALES))} (got {scale})")
-    bundle = _load_hr(data, hr_size)
+    bundle = _load_hr(data, hr_size, on_leak)
     hr = np.concatenate([bundle.splits["train"].images, bundle.splits["val"].images])
     if len(hr) == 0:
         raise ConfigError(f"{data}: the train and val splits are empty: nothing to train on")
@@ -105,6 +108,8 @@ def evaluate(
         raise ConfigError(f"--split must be one of {', '.join(SPLIT_NAMES)} (got {split!r})")
     if noise < 0:
         raise ConfigError(f"--noise must be >= 0 (got {noise})")
+    if out is not None and (out.is_dir() or (out.exists() and out.suffix.lower() != ".json")):
+        raise ConfigError(f"{out}: exists and is not a .json file; it is not overwritten: choose another --out")
     sr_model, meta = load_sr_model(model)
     scale = int(meta["arch"]["scale"])
     bundle = _load_hr(data, hr_size)

@@ -32,6 +32,9 @@ def sweep(
 
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 (got {seeds})")
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:  # refused before any run, not a traceback at mkdir
+        raise ConfigError(f"{out}: cannot be the sweep folder: {blocked} is a file; choose another --out folder")
     setup_logging(True)
     summary = run_sweep(config, out, executor=executor, workers=workers, arms=list(arms) or None,
                         seeds=list(range(seeds)) if seeds else None, address=address, progress=not quiet)

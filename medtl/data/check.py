@@ -1,9 +1,19 @@
-"""`check_dataset`: counts, patients, sizes, duplicates and leaks without decoding pixels."""
+"""`check_dataset`: an integrity check of every file, then counts, patients, sizes, duplicates,
+leaks and what training would refuse or warn about (:mod:`medtl.data.validate`).
+
+Every file is verified in worker processes (one per core): images are decoded in full (a PNG's
+chunk checksums too), uncompressed DICOM is verified by its header and pixel-data length, and
+compressed or float DICOM is decoded.  ``fast=True`` reads headers only (sizes, hashes).
+"""
 from __future__ import annotations
 
 import hashlib
+import os
+import time
+import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +27,10 @@ from .load import _workers, image_hashes, make_plan, resolve_format, synthetic_s
 from .medmnist import read_npz
 from .plan import assign_splits, duplicate_groups, leak_summary
 from .types import DICOM_EXTS, SPLITS
+from .validate import findings
 
 MAX_EXAMPLES = 5
+PARALLEL_MIN = 32  # fewer files are verified in this process (a pool costs more than it saves)
 
 
 def _counts(split_of: np.ndarray, labels: np.ndarray, classes: list[str], multilabel: bool) -> dict:
@@ -69,99 +81,223 @@ def _leaks(split_of, patients, hashes, ids) -> dict:
 
 
 def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None, str | None]:
-    """(H, W) from the header, sha256 of the bytes, or an error message."""
+    """(H, W) from the header, sha256 of the bytes, or an error message (the fast pass)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         return None, None, f"cannot read file ({exc.strerror or exc})"
     digest = hashlib.sha256(data).hexdigest()
+    if not data:
+        return None, digest, "empty file (0 bytes)"
     try:
         hw = _images.header_size(path)
     except DataError as exc:
-        return None, digest, str(exc).split(": ", 1)[-1]
+        return None, digest, _reason(exc, path)
     return hw, digest, None
 
 
-def _check_dicom(path: Path, cfg: DataConfig) -> dict:
-    files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in DICOM_EXTS)
-    infos, problems = [], []
-    for f in files:
+def _reason(exc: DataError, path) -> str:
+    msg = str(exc)
+    return msg[len(f"{path}: "):] if msg.startswith(f"{path}: ") else msg
+
+
+def verify_file(path: str | Path) -> tuple[tuple[int, int] | None, str | None, str | None, list[str]]:
+    """(H, W), sha256, error message or None, notes: the full integrity check of one file
+    (:func:`medtl.data.images.verify_image`).  Runs in a worker process."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, None, f"cannot read file ({exc.strerror or exc})", []
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():  # a worker's own state: decoders' warnings say nothing more
+            warnings.simplefilter("ignore")
+            hw, notes = _images.verify_image(path, data)
+    except DataError as exc:
+        return None, digest, _reason(exc, path), []
+    except MemoryError:
+        return None, digest, "too large to decode in memory", []
+    return hw, digest, None, notes
+
+
+def _verify_chunk(paths: list[str]) -> list[tuple]:
+    return [verify_file(p) for p in paths]
+
+
+def verify_files(paths: list[Path], fast: bool = False, workers: int | None = None,
+                 meanwhile=None) -> tuple[list[tuple], dict, object]:
+    """Per file (H, W), sha256, error, notes; how the check ran (mode, workers, seconds); and
+    the result of ``meanwhile()``, called in this process while the workers verify.
+
+    ``fast``: headers only, in threads.  Otherwise every file is verified, in ``workers``
+    processes (default: one per core) when there are at least :data:`PARALLEL_MIN` files."""
+    t0 = time.perf_counter()
+    n = len(paths)
+    side = meanwhile or (lambda: None)
+    if fast:
+        with ThreadPoolExecutor(_workers()) as pool:
+            out = [(hw, h, e, []) for hw, h, e in pool.map(_probe, paths)]
+        how = {"mode": "fast (headers only)", "workers": _workers(), "seconds": time.perf_counter() - t0}
+        return out, how, side()
+    workers = max(1, workers or os.cpu_count() or 1)
+    pool, futures = None, []
+    if workers > 1 and n >= PARALLEL_MIN:
+        size = max(1, min(64, n // (workers * 4)))
         try:
-            info = dicom_info(f)
-            infos.append({"file": f.name, **info})
-        except DataError as exc:
-            problems.append({"id": f.name, "error": str(exc).split(": ", 1)[-1]})
-    sizes = [(i["Rows"], i["Columns"]) for i in infos if "Rows" in i and "Columns" in i]
-    return {"format": "dicom", "name": path.stem if path.is_file() else path.name, "path": str(cfg.path),
-            "classes": [], "files": len(files), "dicom": infos[:20], "image_size": _size_stats(sizes),
-            "unreadable": {"count": len(problems), "examples": problems[:MAX_EXAMPLES]},
-            "notes": ["DICOM files carry no labels: put them in class folders or a CSV manifest to train",
-                      "only non-identifying header fields are shown (modality, photometric, bits, size, "
-                      "transfer syntax)"]}
+            pool = ProcessPoolExecutor(workers)
+            futures = [pool.submit(_verify_chunk, [str(p) for p in paths[i:i + size]]) for i in range(0, n, size)]
+        except (OSError, RuntimeError):  # no process pool here (a sandbox, no /dev/shm): this process
+            pool = None
+    extra = side()
+    out = None
+    if pool is not None:
+        with pool:
+            try:
+                out = [r for f in futures for r in f.result()]
+            except BrokenProcessPool:  # a worker died (killed, out of memory): verify here instead
+                out = None
+    used = workers if out is not None else 1
+    if out is None:
+        out = [verify_file(p) for p in paths]
+    how = {"mode": "full (every file verified)", "workers": used, "seconds": time.perf_counter() - t0}
+    return out, how, extra
 
 
-def check_dataset(path: str, cfg: DataConfig | None = None) -> dict:
-    """A JSON-serialisable report on a dataset; never includes DICOM patient fields."""
+def _bad(ids, results) -> dict:
+    files = [{"id": i, "error": r[2]} for i, r in zip(ids, results) if r[2]]
+    return {"count": len(files), "files": files}
+
+
+def _file_warnings(ids, results) -> list[str]:
+    by_note: dict[str, list[str]] = {}
+    for i, r in zip(ids, results):
+        for note in r[3]:
+            by_note.setdefault(note, []).append(i)
+    return [f"{len(v)} file(s): {k}, e.g. {', '.join(v[:3])}" for k, v in by_note.items()]
+
+
+def _verdict(report: dict, bad: dict, found: list, file_warnings: list[str], how: dict) -> dict:
+    """Add the integrity verdict to a report: bad files, what training refuses, warnings."""
+    report["bad_files"] = bad
+    report["unreadable"] = {"count": bad["count"], "examples": bad["files"][:MAX_EXAMPLES]}
+    report["refused"] = [f.message for f in found if f.level == "error"]
+    report["warnings"] = [f.message for f in found if f.level == "warning"] + file_warnings
+    report["check"] = {**how, "seconds": round(how.get("seconds", 0.0), 3)}
+    report["ok"] = not bad["count"] and not report["refused"]
+    return report
+
+
+def _check_dicom(path: Path, cfg: DataConfig, fast: bool = False, workers: int | None = None) -> dict:
+    files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in DICOM_EXTS)
+    ids = [f.name for f in files]
+    results, how, _ = verify_files(files, fast, workers)
+    infos = []
+    for f, r in zip(files[:20], results[:20]):
+        if not r[2]:
+            try:
+                infos.append({"file": f.name, **dicom_info(f)})
+            except (DataError, OSError):
+                pass
+    sizes = [r[0] for r in results if r[0] is not None]
+    report = {"format": "dicom", "name": path.stem if path.is_file() else path.name, "path": str(cfg.path),
+              "classes": [], "files": len(files), "dicom": infos, "image_size": _size_stats(sizes),
+              "notes": ["DICOM files carry no labels: put them in class folders or a CSV manifest to train",
+                        "only non-identifying header fields are shown (modality, photometric, bits, size, "
+                        "transfer syntax)"]}
+    return _verdict(report, _bad(ids, results), [], _file_warnings(ids, results), how)
+
+
+def _check_npz(cfg: DataConfig) -> dict:
+    t0 = time.perf_counter()
+    path = Path(cfg.path).expanduser()
+    how = {"mode": "full (every array read)", "workers": 1}
+    try:
+        src = read_npz(path)
+    except DataError as exc:
+        report = {"format": "npz", "name": path.stem, "path": cfg.path, "synthetic": False, "classes": [],
+                  "notes": []}
+        return _verdict(report, {"count": 1, "files": [{"id": path.name, "error": _reason(exc, path)}]}, [], [],
+                        how | {"seconds": time.perf_counter() - t0})
+    present = [s for s in SPLITS if s in src["splits"]]
+    imgs = [src["splits"][s][0] for s in present]
+    labels = np.concatenate([src["splits"][s][1] for s in present])
+    ids = [f"npz:{s}:{i}" for s in present for i in range(len(src["splits"][s][0]))]
+    hashes = np.concatenate([image_hashes(a) for a in imgs])
+    given = np.array([s for s in present for _ in range(len(src["splits"][s][0]))], dtype=object)
+    patients = np.array(ids, dtype=object)
+    split_of, notes = assign_splits(labels, patients, given, cfg.val_fraction, cfg.split_seed, cfg.path)
+    sizes = [tuple(a.shape[1:3]) for a in imgs for _ in range(len(a))]
+    found = findings(src["classes"], src["multilabel"], "npz", cfg.path,
+                     {s: labels[split_of == s] for s in SPLITS})
+    blank = sum(int((a.reshape(len(a), -1).min(1) == a.reshape(len(a), -1).max(1)).sum()) for a in imgs if len(a))
+    warn = [f"{blank} blank image(s) (a single gray value)"] if blank else []
+    report = {"format": "npz", "name": src["name"], "path": cfg.path, "synthetic": False,
+              "classes": src["classes"], "multilabel": src["multilabel"],
+              "counts": _counts(split_of, labels, src["classes"], src["multilabel"]),
+              "patients": _patients(split_of, patients), "image_size": _size_stats(sizes),
+              "duplicates": _dups(hashes, ids), "leaks": _leaks(split_of, patients, hashes, ids),
+              "notes": ["patients unknown in .npz: each image counts as its own patient",
+                        "duplicates are identical image arrays (sha256 of the pixels)"] + notes}
+    return _verdict(report, {"count": 0, "files": []}, found, warn, how | {"seconds": time.perf_counter() - t0})
+
+
+def check_dataset(path: str, cfg: DataConfig | None = None, fast: bool = False, workers: int | None = None) -> dict:
+    """A JSON-serialisable report on a dataset; never includes DICOM patient fields.
+
+    Every file is verified (``fast``: headers only).  ``report["ok"]`` is False when a file is
+    bad (``bad_files``: each with its reason) or training would refuse the data (``refused``);
+    ``warnings`` name legal but odd content."""
     from .registry import resolve_data_config
 
     cfg = DataConfig(path=str(path)) if cfg is None else cfg.model_copy(update={"path": str(path)})
     cfg, _ = resolve_data_config(cfg)  # a dataset name (medmnist:pneumoniamnist) -> its local copy
     fmt = resolve_format(cfg)
     if fmt == "dicom":
-        return _check_dicom(Path(cfg.path).expanduser(), cfg)
+        return _check_dicom(Path(cfg.path).expanduser(), cfg, fast, workers)
     if fmt == "synthetic":
-        sizes = synthetic_sizes(cfg)
-        labels, patients, split_of = [], [], []
-        for s in SPLITS:
-            lab, pat = _synthetic.labels_and_patients(s, sizes[s])
-            labels.append(lab)
-            patients.append(pat)
-            split_of += [s] * sizes[s]
-        labels_a, patients_a, split_a = np.concatenate(labels), np.concatenate(patients), np.array(split_of, dtype=object)
-        return {"format": "synthetic", "name": _synthetic.NAME, "path": cfg.path, "synthetic": True,
-                "classes": list(_synthetic.CLASSES), "multilabel": False,
-                "counts": _counts(split_a, labels_a, _synthetic.CLASSES, False),
-                "patients": _patients(split_a, patients_a),
-                "image_size": {"min_hw": [cfg.image_size] * 2, "max_hw": [cfg.image_size] * 2,
-                               "most_common_hw": [cfg.image_size] * 2, "distinct": 1},
-                "duplicates": {"groups": 0, "extra_copies": 0, "examples": []},
-                "leaks": {"patient": {"count": 0, "by_split_pair": {}, "examples": []},
-                          "bytes": {"count": 0, "by_split_pair": {}, "examples": []}},
-                "unreadable": {"count": 0, "examples": []},
-                "notes": [f"SYNTHETIC data (generator v{_synthetic.GENERATOR_VERSION}), rendered on demand"]}
+        return _check_synthetic(cfg)
     if fmt == "npz":
-        src = read_npz(Path(cfg.path).expanduser())
-        present = [s for s in SPLITS if s in src["splits"]]
-        imgs = [src["splits"][s][0] for s in present]
-        labels = np.concatenate([src["splits"][s][1] for s in present])
-        ids = [f"npz:{s}:{i}" for s in present for i in range(len(src["splits"][s][0]))]
-        hashes = np.concatenate([image_hashes(a) for a in imgs])
-        given = np.array([s for s in present for _ in range(len(src["splits"][s][0]))], dtype=object)
-        patients = np.array(ids, dtype=object)
-        split_of, notes = assign_splits(labels, patients, given, cfg.val_fraction, cfg.split_seed, cfg.path)
-        sizes = [tuple(a.shape[1:3]) for a in imgs for _ in range(len(a))]
-        return {"format": "npz", "name": src["name"], "path": cfg.path, "synthetic": False,
-                "classes": src["classes"], "multilabel": src["multilabel"],
-                "counts": _counts(split_of, labels, src["classes"], src["multilabel"]),
-                "patients": _patients(split_of, patients), "image_size": _size_stats(sizes),
-                "duplicates": _dups(hashes, ids), "leaks": _leaks(split_of, patients, hashes, ids),
-                "unreadable": {"count": 0, "examples": []},
-                "notes": ["patients unknown in .npz: each image counts as its own patient",
-                          "duplicates are identical image arrays (sha256 of the pixels)"] + notes}
-
+        return _check_npz(cfg)
     plan = make_plan(cfg, fmt)
-    with ThreadPoolExecutor(_workers()) as pool:
-        probes = list(pool.map(_probe, plan.paths))
-    sizes = [hw for hw, _, _ in probes if hw is not None]
-    hashes = np.array([h or f"unreadable:{i}" for i, (_, h, _) in zip(plan.ids, probes)], dtype=object)
-    problems = [{"id": i, "error": e} for i, (_, _, e) in zip(plan.ids, probes) if e]
-    split_of, split_notes = assign_splits(plan.labels, plan.patients, plan.given_splits,
-                                          cfg.val_fraction, cfg.split_seed, plan.source)
-    return {"format": fmt, "name": plan.name, "path": cfg.path, "synthetic": False,
-            "classes": plan.classes, "multilabel": plan.multilabel,
-            "counts": _counts(split_of, plan.labels, plan.classes, plan.multilabel),
-            "patients": _patients(split_of, plan.patients), "image_size": _size_stats(sizes),
-            "duplicates": _dups(hashes, plan.ids), "leaks": _leaks(split_of, plan.patients, hashes, plan.ids),
-            "unreadable": {"count": len(problems), "examples": problems[:MAX_EXAMPLES]},
-            "notes": list(plan.notes) + split_notes
-            + ["duplicates: sha256 of file bytes; size from image headers (pixels not decoded)"]}
+    results, how, (split_of, split_notes) = verify_files(  # the splits are made while the workers verify
+        plan.paths, fast, workers, meanwhile=lambda: assign_splits(plan.labels, plan.patients, plan.given_splits,
+                                                                   cfg.val_fraction, cfg.split_seed, plan.source))
+    sizes = [r[0] for r in results if r[0] is not None]
+    hashes = np.array([r[1] or f"unreadable:{i}" for i, r in zip(plan.ids, results)], dtype=object)
+    found = findings(plan.classes, plan.multilabel, fmt, plan.source,
+                     {s: plan.labels[split_of == s] for s in SPLITS})
+    report = {"format": fmt, "name": plan.name, "path": cfg.path, "synthetic": False,
+              "classes": plan.classes, "multilabel": plan.multilabel,
+              "counts": _counts(split_of, plan.labels, plan.classes, plan.multilabel),
+              "patients": _patients(split_of, plan.patients), "image_size": _size_stats(sizes),
+              "duplicates": _dups(hashes, plan.ids), "leaks": _leaks(split_of, plan.patients, hashes, plan.ids),
+              "notes": list(plan.notes) + split_notes
+              + ["duplicates: sha256 of file bytes; size from "
+                 + ("image headers (pixels not decoded)" if fast else "the verified files")]}
+    return _verdict(report, _bad(plan.ids, results), found, _file_warnings(plan.ids, results), how)
+
+
+def _check_synthetic(cfg: DataConfig) -> dict:
+    sizes = synthetic_sizes(cfg)
+    labels, patients, split_of = [], [], []
+    for s in SPLITS:
+        lab, pat = _synthetic.labels_and_patients(s, sizes[s])
+        labels.append(lab)
+        patients.append(pat)
+        split_of += [s] * sizes[s]
+    labels_a, patients_a, split_a = np.concatenate(labels), np.concatenate(patients), np.array(split_of, dtype=object)
+    report = {"format": "synthetic", "name": _synthetic.NAME, "path": cfg.path, "synthetic": True,
+              "classes": list(_synthetic.CLASSES), "multilabel": False,
+              "counts": _counts(split_a, labels_a, _synthetic.CLASSES, False),
+              "patients": _patients(split_a, patients_a),
+              "image_size": {"min_hw": [cfg.image_size] * 2, "max_hw": [cfg.image_size] * 2,
+                             "most_common_hw": [cfg.image_size] * 2, "distinct": 1},
+              "duplicates": {"groups": 0, "extra_copies": 0, "examples": []},
+              "leaks": {"patient": {"count": 0, "by_split_pair": {}, "examples": []},
+                        "bytes": {"count": 0, "by_split_pair": {}, "examples": []}},
+              "notes": [f"SYNTHETIC data (generator v{_synthetic.GENERATOR_VERSION}), rendered on demand"]}
+    found = findings(list(_synthetic.CLASSES), False, "synthetic", cfg.path,
+                     {s: labels_a[split_a == s] for s in SPLITS})
+    return _verdict(report, {"count": 0, "files": []}, found, [], {"mode": "generated (no files)", "workers": 1,
+                                                                  "seconds": 0.0})

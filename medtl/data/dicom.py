@@ -82,6 +82,119 @@ def _ts_name(ds) -> str:
     return getattr(ts, "name", str(ts)) or str(ts)
 
 
+def _transfer_syntax(ds, path):
+    """The file's transfer syntax UID (None when absent); DataError when it is not one."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is None:
+        return None
+    try:
+        ts.is_compressed  # noqa: B018 - raises ValueError for a UID that is not a transfer syntax
+    except Exception:  # noqa: BLE001 - pydicom: "UID is not a transfer syntax"
+        raise DataError(f"{path}: TransferSyntaxUID {_scrub(str(ts), ds)[:64]!r} is not a DICOM transfer "
+                        f"syntax (file corrupt or mislabelled)") from None
+    return ts
+
+
+def _int_field(ds, kw: str, path, default=None) -> int | None:
+    """An integer header field; DataError when present but not one integer."""
+    val = ds.get(kw, default)
+    if val is None:
+        return None
+    try:
+        return int(val)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: DICOM {kw} {_scrub(str(val), ds)[:40]!r} is not an integer") from None
+
+
+def _check_rescale(ds, path) -> None:
+    """RescaleSlope/RescaleIntercept must be finite numbers, the slope non-zero (unless a
+    Modality LUT Sequence replaces them): slope 0 makes every pixel one value, NaN makes none."""
+    if ds.get("ModalityLUTSequence"):
+        return
+    for kw in ("RescaleSlope", "RescaleIntercept"):
+        val = ds.get(kw)
+        if val is None:
+            continue
+        try:
+            x = float(val)
+        except (TypeError, ValueError):
+            x = float("nan")
+        if not np.isfinite(x) or (kw == "RescaleSlope" and x == 0):
+            raise DataError(f"{path}: unusable DICOM rescale: {kw} {_scrub(str(val), ds)[:40]!r} (must be a "
+                            f"finite{' non-zero' if kw == 'RescaleSlope' else ''} number); fix the header or "
+                            f"leave the file out")
+
+
+def _check_window(ds, path) -> None:
+    """A window that will be applied (no VOI LUT Sequence) must be finite, its width >= 1."""
+    if ds.get("VOILUTSequence") or ds.get("WindowCenter") is None or ds.get("WindowWidth") is None:
+        return
+    for kw in ("WindowCenter", "WindowWidth"):
+        val = ds.get(kw)
+        first = val[0] if isinstance(val, (list, tuple)) or type(val).__name__ == "MultiValue" else val
+        try:
+            x = float(first)
+        except (TypeError, ValueError, IndexError):
+            x = float("nan")
+        if not np.isfinite(x) or (kw == "WindowWidth" and x < 1):
+            raise DataError(f"{path}: unusable DICOM window: {kw} {_scrub(str(val), ds)[:40]!r} (must be a finite "
+                            f"number{', at least 1' if kw == 'WindowWidth' else ''}); fix the header or leave the "
+                            f"file out")
+
+
+def check_header(ds, path) -> None:
+    """The image-pixel header fields a decoder relies on, checked with a one-line DataError each:
+    size, bits, samples, frames, pixel representation, rescale, window."""
+    try:
+        _check_header_fields(ds, path)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a value pydicom cannot even convert
+        raise DataError(f"{path}: unreadable DICOM header value ({type(exc).__name__}: {_scrub(exc, ds)})") from None
+
+
+def _check_header_fields(ds, path) -> None:
+    rows, cols = _int_field(ds, "Rows", path), _int_field(ds, "Columns", path)
+    if not rows or not cols or rows < 0 or cols < 0:
+        raise DataError(f"{path}: DICOM image size Rows={rows} x Columns={cols}: not an image")
+    alloc, stored = _int_field(ds, "BitsAllocated", path), _int_field(ds, "BitsStored", path)
+    if "PixelData" in ds and alloc not in (1, 8, 16, 32, 64):
+        raise DataError(f"{path}: DICOM BitsAllocated {alloc}: must be 1, 8, 16, 32 or 64")
+    if "PixelData" in ds and (stored is None or not 1 <= stored <= alloc):
+        raise DataError(f"{path}: DICOM BitsStored {stored} with BitsAllocated {alloc}: must be 1..BitsAllocated")
+    if _int_field(ds, "SamplesPerPixel", path, 1) not in (1, 3):
+        raise DataError(f"{path}: DICOM SamplesPerPixel {ds.get('SamplesPerPixel')}: must be 1 or 3")
+    if _int_field(ds, "PixelRepresentation", path, 0) not in (0, 1):
+        raise DataError(f"{path}: DICOM PixelRepresentation {ds.get('PixelRepresentation')}: must be 0 or 1")
+    frames = _int_field(ds, "NumberOfFrames", path, 1)
+    if frames is not None and frames < 1:
+        raise DataError(f"{path}: DICOM NumberOfFrames {frames}: must be at least 1")
+    _check_rescale(ds, path)
+    _check_window(ds, path)
+
+
+def check_native_length(ds, path) -> None:
+    """Uncompressed pixel data must hold exactly Rows x Columns x samples x frames pixels
+    (plus an odd-length pad byte): the cheap integrity check of a native DICOM file."""
+    from pydicom.pixels.utils import get_expected_length
+
+    elem = ds["PixelData"] if "PixelData" in ds else None
+    if elem is None:
+        return  # float pixel data: decoded and checked by the caller
+    if getattr(elem, "is_undefined_length", False):
+        raise DataError(f"{path}: DICOM pixel data is encapsulated (compressed) but the transfer syntax "
+                        f"'{_ts_name(ds)}' says uncompressed: transfer syntax mislabelled")
+    try:
+        expected = get_expected_length(ds)
+    except Exception as exc:  # noqa: BLE001 - odd header values: one line
+        raise DataError(f"{path}: DICOM header does not describe the pixel data ({type(exc).__name__})") from None
+    got = len(elem.value or b"")
+    if not expected <= got <= expected + 1:
+        raise DataError(f"{path}: DICOM pixel data holds {got} bytes, the header needs {expected} "
+                        f"({int(ds.Rows)}x{int(ds.Columns)}, {int(ds.get('NumberOfFrames', 1) or 1)} frame(s), "
+                        f"{int(ds.BitsAllocated)} bits): file truncated or header wrong")
+
+
 def _decoder_available(ts) -> bool:
     """True when an installed plugin can decode pixel data in transfer syntax ``ts``."""
     try:
@@ -123,12 +236,15 @@ def dicom_info(path) -> dict:
     ds = _open(path, header_only=True)
     info: dict = {}
     for kw in SAFE_FIELDS:
-        val = ds.get(kw)
-        if val is not None:
-            info[kw] = int(val) if kw in ("BitsStored", "Rows", "Columns") else str(val)
-    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        try:
+            val = ds.get(kw)
+            if val is not None:
+                info[kw] = int(val) if kw in ("BitsStored", "Rows", "Columns") else str(val)
+        except Exception as exc:  # noqa: BLE001 - a value pydicom cannot convert: one line
+            raise DataError(f"{path}: unreadable DICOM {kw} ({type(exc).__name__})") from None
+    ts = _transfer_syntax(ds, path)
     info["TransferSyntax"] = _ts_name(ds)
-    if ts is not None and getattr(ts, "is_compressed", False):
+    if ts is not None and ts.is_compressed:
         info["decoder_available"] = _decoder_available(ts)
     return info
 
@@ -158,13 +274,35 @@ def _minmax(a: np.ndarray) -> np.ndarray:
 
 def read_dicom(path, data: bytes | None = None) -> np.ndarray:
     """Decode a DICOM file to float32 (H, W) in [0, 1], display-ready (bright = dense)."""
+    return _decode(_open(path, data), path)
+
+
+def verify_dicom(path, data: bytes | None = None) -> tuple[int, int]:
+    """(H, W) of a DICOM file whose pixels are usable; a one-line DataError otherwise.
+
+    Uncompressed integer pixel data is verified cheaply (header fields, rescale and the pixel
+    data's byte length); compressed and float pixel data are decoded."""
+    ds = _open(path, data)
+    ts = _transfer_syntax(ds, path)
+    if "PixelData" in ds and ts is not None and not ts.is_compressed:
+        check_header(ds, path)
+        check_native_length(ds, path)
+        return int(ds.Rows), int(ds.Columns)
+    h, w = _decode(ds, path).shape
+    return int(h), int(w)
+
+
+def _decode(ds, path) -> np.ndarray:
+    """Header checks, decode, modality LUT, VOI LUT or window, MONOCHROME1 inversion."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    ds = _open(path, data)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise DataError(f"{path}: DICOM file has no pixel data")
-    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if ts is not None and getattr(ts, "is_compressed", False) and not _decoder_available(ts):
+        raise DataError(f"{path}: DICOM file has no pixel data (file truncated, or not an image)")
+    ts = _transfer_syntax(ds, path)
+    check_header(ds, path)
+    if ts is not None and not ts.is_compressed:
+        check_native_length(ds, path)
+    if ts is not None and ts.is_compressed and not _decoder_available(ts):
         raise DataError(f"{path}: cannot decode DICOM pixel data in '{_ts_name(ds)}': no installed "
                         f"decoder supports it; install one: {_hint_for(ts)}")
     try:
@@ -204,6 +342,12 @@ def read_dicom(path, data: bytes | None = None) -> np.ndarray:
     except Exception as exc:
         raise DataError(f"{path}: cannot apply the DICOM rescale/VOI transform "
                         f"({type(exc).__name__}: {_scrub(exc, ds)})") from None
+    if not np.isfinite(values).all():
+        raise DataError(f"{path}: DICOM pixel values include NaN or infinity "
+                        f"({int((~np.isfinite(values)).sum())} pixels); fix the file or leave it out")
+    if not (np.isfinite(out).all() and np.isfinite(lo) and np.isfinite(hi)):
+        raise DataError(f"{path}: the DICOM window/VOI LUT gives NaN or infinite values "
+                        f"(WindowCenter/WindowWidth or VOILUTSequence unusable); fix the header or leave the file out")
 
     if hi == lo:
         img = np.zeros(out.shape, np.float32)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import DataError
 from . import dicom as _dicom
@@ -23,22 +24,51 @@ def _is_dicom(path, data: bytes | None = None) -> bool:
     return _dicom.is_dicom_file(path)
 
 
-def _open_pil(path, data: bytes | None, draft_size: int | None = None) -> Image.Image:
-    """Open and fully load an image with PIL; grayscale 'L' or float 'F'."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _verify_png(path, data: bytes) -> None:
     try:
-        img = Image.open(io.BytesIO(data) if data is not None else path)
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()  # every chunk's CRC, without decoding
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: cannot decode image ({_reason(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types on corrupt files
+        raise DataError(f"{path}: cannot decode image (corrupt PNG: {_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    msg = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", " ".join(str(exc).split()))[:160]
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _open_pil(path, data: bytes | None, draft_size: int | None = None) -> Image.Image:
+    """Open and fully load an image with PIL; grayscale 'L' or float 'F'.  A PNG's chunk
+    checksums are verified first: flipped bits in its pixel data do not decode silently."""
+    if data is None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+    if data[:8] == _PNG_SIGNATURE:
+        _verify_png(path, data)
+    try:
+        img = Image.open(io.BytesIO(data))
         if draft_size is not None and img.format == "JPEG":
             # DCT-domain downscale (never below the requested size): much faster decode
             img.draft("L", (draft_size, draft_size))
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        msg = " ".join(str(exc).split())[:160]
-        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {msg})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types on corrupt files
+        raise DataError(f"{path}: cannot decode image ({_reason(exc)})") from None
     mode = img.mode
     if mode == "L":
         return img
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:
+            raise DataError(f"{path}: float image holds NaN or infinite pixel values ({bad} of {arr.size}); "
+                            f"fix the file or leave it out")
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
         return Image.fromarray(arr.astype(np.float32), "F")
@@ -121,7 +151,22 @@ def header_size(path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             w, h = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        msg = " ".join(str(exc).split())[:160]
-        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {msg})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types (DecompressionBombError too)
+        raise DataError(f"{path}: cannot decode image ({_reason(exc)})") from None
     return int(h), int(w)
+
+
+def verify_image(path, data: bytes) -> tuple[tuple[int, int], list[str]]:
+    """((H, W), notes) of a file whose pixels decode; a one-line DataError otherwise.
+
+    DICOM: :func:`medtl.data.dicom.verify_dicom` (uncompressed pixel data checked by length).
+    Other images are decoded in full (a PNG's chunk checksums too: corrupt pixel data that
+    still inflates is caught there).  Notes name legal but odd content."""
+    if not data:
+        raise DataError(f"{path}: empty file (0 bytes)")
+    if _is_dicom(path, data):
+        return _dicom.verify_dicom(path, data), []
+    img = _open_pil(path, data)  # a PNG's checksums verified there
+    arr = np.asarray(img)
+    notes = ["blank image (a single gray value)"] if arr.size and arr.min() == arr.max() else []
+    return (int(img.height), int(img.width)), notes

@@ -169,13 +169,16 @@ def leak_notes(split_of: np.ndarray, patients: np.ndarray, hashes) -> list[str]:
 
 
 def _bundle_from_arrays(name, fmt, source, classes, multilabel, synthetic, images, labels, patients, ids,
-                        split_of, notes) -> DatasetBundle:
+                        split_of, notes, hashes=None, groups=None) -> DatasetBundle:
     splits = {}
     ids_arr = np.asarray(ids, dtype=object)
     for s in SPLITS:
         idx = np.flatnonzero(split_of == s)
         splits[s] = Split(images=images[idx], labels=labels[idx],
-                          patients=np.asarray(patients, dtype=object)[idx], ids=ids_arr[idx].tolist())
+                          patients=np.asarray(patients, dtype=object)[idx], ids=ids_arr[idx].tolist(),
+                          hashes=None if hashes is None else np.asarray(hashes)[idx],
+                          groups=None if groups is None else {c: np.asarray(v, dtype=object)[idx]
+                                                              for c, v in groups.items()})
     return DatasetBundle(name=name, format=fmt, source=source, classes=list(classes), multilabel=multilabel,
                          synthetic=synthetic, splits=splits, notes=notes)
 
@@ -186,14 +189,14 @@ def _load_files(cfg: DataConfig, fmt: str, cache_dir: Path | None) -> DatasetBun
     plan = make_plan(cfg, fmt)
     images, hashes, _ = _decode_plan(plan, cfg, cache_dir)
     split_of, split_notes = assign_splits(plan.labels, plan.patients, plan.given_splits,
-                                          cfg.val_fraction, cfg.split_seed, plan.source)
+                                          cfg.val_fraction, cfg.split_seed, plan.source, hashes=hashes)
     notes = list(plan.notes) + split_notes
     dn = duplicate_note(hashes, plan.ids)
     if dn:
         notes.append(dn)
     notes += leak_notes(split_of, plan.patients, hashes)
     return _bundle_from_arrays(plan.name, fmt, cfg.path, plan.classes, plan.multilabel, False, images,
-                               plan.labels, plan.patients, plan.ids, split_of, notes)
+                               plan.labels, plan.patients, plan.ids, split_of, notes, hashes, plan.groups)
 
 
 def image_hashes(images: np.ndarray) -> np.ndarray:
@@ -225,14 +228,16 @@ def _load_npz(cfg: DataConfig, cache_dir: Path | None) -> DatasetBundle:
     given = np.concatenate([np.array([s] * len(arrays[f"{s}_images"]), dtype=object) for s in present])
     ids = [f"npz:{s}:{i}" for s in present for i in range(len(arrays[f"{s}_images"]))]
     patients = np.array(ids, dtype=object)  # unknown: one patient per image
-    split_of, notes = assign_splits(labels, patients, given, cfg.val_fraction, cfg.split_seed, str(path))
+    split_of, notes = assign_splits(labels, patients, given, cfg.val_fraction, cfg.split_seed, str(path),
+                                    hashes=hashes)
     notes = ["patients unknown in .npz: each image counts as its own patient"] + notes
     dn = duplicate_note(hashes, ids)
     if dn:
         notes.append(dn)
     notes += leak_notes(split_of, patients, hashes)
     return _bundle_from_arrays(str(arrays["name"]), "npz", cfg.path, [str(c) for c in arrays["classes"]],
-                               bool(arrays["multilabel"]), False, images, labels, patients, ids, split_of, notes)
+                               bool(arrays["multilabel"]), False, images, labels, patients, ids, split_of, notes,
+                               hashes)
 
 
 def synthetic_sizes(cfg: DataConfig) -> dict[str, int]:
@@ -274,7 +279,7 @@ def _load_synthetic(cfg: DataConfig, cache_dir: Path | None) -> DatasetBundle:
                          multilabel=False, synthetic=True, splits=splits, notes=notes)
 
 
-def load_dataset(cfg: DataConfig, cache_dir: Path | None = None) -> DatasetBundle:
+def load_dataset(cfg: DataConfig, cache_dir: Path | None = None, on_leak: str | None = None) -> DatasetBundle:
     """Load a dataset as uint8 arrays at cfg.image_size with train/val/test splits (then
     upscaled per ``cfg.sr`` when that is not 'none').
 
@@ -287,12 +292,20 @@ def load_dataset(cfg: DataConfig, cache_dir: Path | None = None) -> DatasetBundl
     it resolves to the fetched copy in the cache or the ``MEDTL_DATASET_<NAME>`` override; an
     unfetched name raises DataError with the fetch command.  The bundle's ``source`` is then
     the name, and its notes say where the copy came from and whether it is the official release.
+
+    Leaks between the test split and train/val (shared patients, byte-identical images) are
+    handled by ``cfg.on_leak`` (or ``on_leak``, which overrides it: evaluating a finished run
+    passes 'warn'); :func:`medtl.data.leaks.apply_leak_policy` records the counts in ``bundle.leaks``.
     """
+    from .leaks import apply_leak_policy
     from .registry import resolve_data_config
     from .upscale import apply_sr
+    from .validate import validate_bundle
 
     cfg, resolved = resolve_data_config(cfg)
     fmt = resolve_format(cfg)
+    from .groups import check_group_format
+    check_group_format(cfg.group_columns, fmt, cfg.path)
     if fmt == "synthetic":
         bundle = _load_synthetic(cfg, cache_dir)
     elif fmt == "npz":
@@ -302,4 +315,6 @@ def load_dataset(cfg: DataConfig, cache_dir: Path | None = None) -> DatasetBundl
     if resolved is not None:
         bundle.source = resolved.name
         bundle.notes = list(resolved.notes) + list(bundle.notes)
+    bundle = apply_leak_policy(bundle, on_leak or cfg.on_leak)
+    bundle = validate_bundle(bundle)  # refuses what cannot be meant; warns about odd data
     return apply_sr(bundle, cfg, cache_dir)  # data.sr: upscaled after decoding, cached

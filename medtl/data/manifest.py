@@ -219,6 +219,9 @@ def read_manifest(csv_path: Path, cfg) -> FilePlan:
     paths, ids = _image_paths(csv_path, rows, path_col)
     patients = _patients(csv_path, cfg, columns, rows, ids, present)
     given = _given_splits(csv_path, cfg, columns, rows, present)
+    from .groups import read_groups  # data.group_columns (subgroup metrics)
+    groups = read_groups(csv_path, getattr(cfg, "group_columns", None), columns, rows,
+                         cfg.patient_column or _find(columns, PATIENT_COLUMNS))
     notes = [f"labels from column(s) {', '.join(label_cols)}"
              + (f"; uncertain (-1) mapped to {1 if cfg.uncertain == 'ones' else 0}" if len(label_cols) > 1 else "")]
     base = csv_path.parent
@@ -226,5 +229,5 @@ def read_manifest(csv_path: Path, cfg) -> FilePlan:
     return FilePlan(
         name=name or csv_path.stem, format="csv", source=str(csv_path), root=base, classes=classes,
         multilabel=multilabel, paths=paths, ids=ids, labels=labels,
-        patients=np.array(patients, dtype=object), given_splits=given, notes=notes,
+        patients=np.array(patients, dtype=object), given_splits=given, notes=notes, groups=groups,
     )

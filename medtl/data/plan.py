@@ -28,6 +28,7 @@ class FilePlan:
     patients: np.ndarray       # object (N,)
     given_splits: np.ndarray | None  # 'train'/'val'/'test' per file, None when the data has none
     notes: list[str] = field(default_factory=list)
+    groups: dict[str, np.ndarray] | None = None  # data.group_columns: column -> value per file
 
 
 def patient_from_name(file_name: str, rid: str, regex: re.Pattern | None) -> str:
@@ -47,9 +48,40 @@ def compile_patient_regex(pattern: str | None) -> re.Pattern | None:
         raise DataError(f"data.patient_regex {pattern!r}: invalid regular expression ({exc})") from None
 
 
+def split_groups(patients: np.ndarray, hashes: np.ndarray | None) -> np.ndarray:
+    """The units a split made by medtl keeps together: a patient, merged with every other
+    patient that has a byte-identical image (union-find), so medtl never puts two copies of one
+    image on both sides of a split it makes."""
+    patients = np.asarray([str(p) for p in patients], dtype=object)
+    if hashes is None:
+        return patients
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first_of: dict[str, str] = {}
+    for p, h in zip(patients.tolist(), np.asarray(hashes).tolist()):
+        find(p)
+        if h in first_of:
+            a, b = find(first_of[h]), find(p)
+            if a != b:
+                parent[b] = a
+        else:
+            first_of[h] = p
+    return np.asarray([find(p) for p in patients.tolist()], dtype=object)
+
+
 def assign_splits(labels: np.ndarray, patients: np.ndarray, given: np.ndarray | None,
-                  val_fraction: float, seed: int, what: str) -> tuple[np.ndarray, list[str]]:
-    """Final 'train'/'val'/'test' per item, making the missing ones patient-level."""
+                  val_fraction: float, seed: int, what: str, hashes: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, list[str]]:
+    """Final 'train'/'val'/'test' per item, making the missing ones patient-level (patients with
+    byte-identical images kept together: :func:`split_groups`)."""
+    patients = split_groups(patients, hashes)
     n = len(patients)
     notes: list[str] = []
     strat = "any positive" if np.asarray(labels).ndim == 2 else "by class"

@@ -63,7 +63,7 @@ def preview_images(path_or_cfg, n: int = 16, split: str = "train", augment: bool
     else:
         if split not in SPLITS:
             raise DataError(f"split {split!r}: must be one of {', '.join(SPLITS)}")
-        bundle = load_dataset(cfg, cache_dir=cache_dir)
+        bundle = load_dataset(cfg, cache_dir=cache_dir, on_leak="warn")  # a look at images, not training
         sp = bundle.splits[split]
         if len(sp) == 0:
             raise DataError(f"{cfg.path}: split '{split}' is empty")
@@ -127,9 +127,33 @@ def render_preview(path_or_cfg, out: Path, n: int = 16, split: str = "train", au
     """
     if n < 1:
         raise DataError(f"n {n}: must be at least 1")
+    out = Path(out)
+    check_output_png(out)
     imgs, captions, title = preview_images(path_or_cfg, n=n, split=split, augment=augment, seed=seed)
     grid = compose_grid(imgs, captions, title)
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        grid.save(tmp, format="PNG")
+    try:
+        with atomic_path(out) as tmp:
+            grid.save(tmp, format="PNG")
+    except OSError as exc:
+        raise DataError(f"{out}: cannot write the preview ({exc.strerror or type(exc).__name__})") from None
     return out
+
+
+def check_output_png(out: Path) -> None:
+    """Refuse, before any work, an output that is a folder, lies under a file, or is an existing
+    file other than a PNG (a user's file is never overwritten)."""
+    if out.is_dir():
+        raise DataError(f"{out}: is a folder; the preview output is a PNG file name")
+    if out.exists():
+        try:
+            with open(out, "rb") as f:
+                head = f.read(8)
+        except OSError as exc:
+            raise DataError(f"{out}: cannot read the existing file ({exc.strerror})") from None
+        if head != b"\x89PNG\r\n\x1a\n":
+            raise DataError(f"{out}: exists and is not a PNG image; it is not overwritten: choose another file name")
+    anc = out.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise DataError(f"{out}: cannot be created: {anc} is a file")

@@ -24,6 +24,8 @@ class Split:
     labels: np.ndarray   # int64 (N,) single-label; float32 (N, C) of 0/1 multi-label
     patients: np.ndarray  # str/object (N,); unique per image when unknown
     ids: list[str]       # non-identifying id per image (relative path, "npz:train:17")
+    hashes: np.ndarray | None = None  # sha256 of each image's bytes (leak checks); None when not computed
+    groups: dict[str, np.ndarray] | None = None  # data.group_columns: column -> one value per image
 
     def __len__(self) -> int:
         return int(len(self.ids))
@@ -39,6 +41,8 @@ class DatasetBundle:
     synthetic: bool
     splits: dict[str, Split]
     notes: list[str] = field(default_factory=list)
+    # leak counts and what the data.on_leak policy did (medtl.data.leaks.apply_leak_policy)
+    leaks: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

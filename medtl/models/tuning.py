@@ -20,44 +20,61 @@ def _backbone(model: nn.Module) -> nn.Module:
     return model.backbone if isinstance(model, ImageClassifier) else model
 
 
-def apply_bn_gamma(model: nn.Module, rules: dict[str, float]) -> list[tuple[str, float]]:
-    """Set the weight (gamma) of BatchNorm layers whose names match glob rules.
+def _bn_rule(rule: str, value) -> dict[str, float]:
+    """A rule's value as ``{"gamma": g}`` and/or ``{"beta": b}``: a number sets gamma only."""
+    def finite(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-    Names are relative to the backbone (``bn1``, ``layer4.2.bn3``, ``layer1.0.downsample.1``;
-    resnet50d's stem BNs are ``conv1.1``/``conv1.4``/``bn1``).  When several rules match a
-    layer the last rule wins.  A rule matching no BatchNorm layer is a ConfigError.
-    Returns ``[(name, value), …]`` in module order.
+    if finite(value):
+        return {"gamma": float(value)}
+    if isinstance(value, dict) and value and set(value) <= {"gamma", "beta"} and all(map(finite, value.values())):
+        return {k: float(v) for k, v in value.items()}
+    raise ConfigError(f"train.bn_gamma: rule {rule!r} needs a finite number (gamma) or "
+                      f"{{gamma: G, beta: B}} (either or both), got {value!r}")
+
+
+def apply_bn_gamma(model: nn.Module, rules: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Set the weight (gamma), and optionally the bias (beta), of BatchNorm layers whose names
+    match glob rules.
+
+    A rule's value is a number (gamma; beta keeps its value: random init's 0, or the
+    pretrained beta) or ``{gamma: G, beta: B}`` (either or both).  Zero-init of a *pretrained*
+    residual block needs ``{gamma: 0, beta: 0}``: with gamma 0 alone the block still adds the
+    pretrained beta, so it does not start as the identity.  Names are relative to the backbone
+    (``bn1``, ``layer4.2.bn3``, ``layer1.0.downsample.1``; resnet50d's stem BNs are
+    ``conv1.1``/``conv1.4``/``bn1``).  When several rules match a layer the last rule wins.  A
+    rule matching no BatchNorm layer is a ConfigError.  Returns ``[(name, value), …]`` in module
+    order, value as given (number or dict).
     """
     if not rules:
         return []
     bns = [(n, m) for n, m in _backbone(model).named_modules()
            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for rule, value in rules.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise ConfigError(f"train.bn_gamma: rule {rule!r} needs a finite number, got {value!r}")
+    parsed = {rule: _bn_rule(rule, value) for rule, value in rules.items()}
     unmatched = [r for r in rules if not any(fnmatch.fnmatchcase(n, r) for n, _ in bns)]
     if unmatched:
         names = [n for n, _ in bns]
         examples = names[:2] + [n for n in names if n.startswith("layer4")][-2:]
         raise ConfigError(f"train.bn_gamma: rule {unmatched[0]!r} matches no BatchNorm layer "
                           f"(names look like {', '.join(examples)})")
-    resolved: list[tuple[str, float]] = []
+    resolved: list[tuple[str, Any]] = []
     import torch
 
     with torch.no_grad():
         for name, m in bns:
-            value = None
-            for rule, v in rules.items():
-                if fnmatch.fnmatchcase(name, rule):
-                    value = float(v)  # later rules override earlier ones
-            if value is None:
+            matched = [r for r in rules if fnmatch.fnmatchcase(name, r)]
+            if not matched:
                 continue
+            rule = matched[-1]  # later rules override earlier ones
             if m.weight is None:
                 raise ConfigError(f"train.bn_gamma: BatchNorm {name!r} has no affine weight")
-            m.weight.fill_(value)
-            resolved.append((name, value))
-    log.info("bn_gamma: set %d BatchNorm weights: %s", len(resolved),
-             ", ".join(f"{n}={v:g}" for n, v in resolved))
+            if "gamma" in parsed[rule]:
+                m.weight.fill_(parsed[rule]["gamma"])
+            if "beta" in parsed[rule]:
+                m.bias.fill_(parsed[rule]["beta"])
+            resolved.append((name, rules[rule] if not isinstance(rules[rule], dict) else parsed[rule]))
+    log.info("bn_gamma: set %d BatchNorm layers: %s", len(resolved),
+             ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, v in resolved))
     return resolved
 
 

@@ -420,6 +420,11 @@ def read_checkpoint(path: str | os.PathLike, safetensors: bool | None = None) ->
                                f"{msg}") from None
     import pickle
 
+    raw = _raw_pickle_objects(path)  # before torch.load, which would only fail (and warn) on it
+    if raw is not None:
+        raise WeightsError(f"{path}: refused: unsafe: a raw Python pickle, not a torch checkpoint"
+                           + (f" (it would create {', '.join(raw[:4])})" if raw else "")
+                           + "; pickled objects are not loaded (weights_only=True)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -438,6 +443,38 @@ def read_checkpoint(path: str | os.PathLike, safetensors: bool | None = None) ->
         msg = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise WeightsError(f"{path}: not a readable checkpoint (corrupt or truncated?): "
                            f"{msg}") from None
+
+
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."  # pickled magic number of torch's old format
+
+
+def _raw_pickle_objects(path: Path) -> list[str] | None:
+    """The globals a raw pickle (not a torch zip or legacy file) would import, [] for none;
+    None when the file is not a raw pickle.  Read with pickletools: nothing is executed."""
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return None
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    if head.startswith(_TORCH_LEGACY_MAGIC):
+        return None
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(head):
+            if isinstance(arg, str):
+                strings.append(arg)
+            if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                names.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            if op.name == "STOP":
+                return sorted(set(names))
+    except Exception:  # noqa: BLE001 - not a pickle (or cut short): not this case
+        return None
+    return None
 
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "net")

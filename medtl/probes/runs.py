@@ -80,7 +80,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> ProbeRun:
     model = model.float().to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    bundle = load_dataset(cfg.data)
+    bundle = load_dataset(cfg.data, on_leak="warn")  # the test split is the published one under every policy
     test = bundle.splits["test"]
     thr = (metrics.get("threshold") or {}).get("value")
     thr = 0.5 if thr is None else float(thr)

@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
+
 from ..errors import ConfigError
 from ..io import json_safe
 from ..runs import Run, discover_arms, seed_dirname
-from ..stats.robustness import aggregate
+from ..stats.comparison import leak_warnings
+from ..stats.robustness import aggregate, robustness_pairs
 
 PRESETS = {
     "full": {
@@ -42,6 +45,56 @@ def probe_params(quick: bool = False, n_images: int | None = None) -> dict:
     return p
 
 
+def input_units(metrics: Mapping, p_change_by_shift: Sequence[float]) -> dict:
+    """How a run's probe figures relate to its native image: shifts are in network-input pixels,
+    so for a run that upscales (``data.sr``) one native pixel is ``scale`` input pixels.
+
+    ``p_change_1native_px`` is P(decision change) for a shift of one native pixel (read at
+    ``scale`` input pixels; linearly interpolated for a non-integer scale; None when the probe's
+    largest shift is smaller).  L∞ ε bounds each pixel's intensity change, the same in native and
+    input pixels; the L2 budget ε·sqrt(H·W) equals the L2 norm of an ε-per-native-pixel
+    perturbation upscaled to the input, so both budgets compare across input sizes (the attacker
+    of an upscaled input also has sub-native-pixel detail to work with)."""
+    info = metrics.get("run") or {}
+    native, inp = info.get("image_size"), info.get("input_size")
+    scale = float(inp) / float(native) if native and inp else 1.0
+    k = len(p_change_by_shift) - 1
+    p1 = None
+    if scale <= k:
+        lo = int(np.floor(scale))
+        hi = min(lo + 1, k)
+        frac = scale - lo
+        a, b = p_change_by_shift[lo], p_change_by_shift[hi]
+        if a is not None and b is not None:
+            p1 = float(a + frac * (b - a)) if frac else float(a)
+    return {"image_size": native, "input_size": inp, "input_px_per_native_px": scale,
+            "shift_unit": "input px", "p_change_1native_px": p1}
+
+
+def calibration_record(run: Run) -> dict | None:
+    """The test calibration of a run for the report: from metrics.json where the run has it (with
+    the temperature-scaled ECE), else computed from its predictions_test.npz (binary runs written
+    before calibration existed; no temperature then); None for runs that have neither."""
+    from ..errors import DataError
+    from ..runs import METRICS, PREDICTIONS, read_predictions
+    from ..stats.calibration import calibration_metrics
+
+    test = run.metrics.get("test") or {}
+    if "ece" in test:
+        src, ts = test, test.get("temp_scaled") or {}
+        source = METRICS
+    elif run.metrics.get("task") == "binary":
+        try:
+            d = read_predictions(run.predictions_path)
+        except DataError:
+            return None
+        src, ts, source = calibration_metrics(d["y"], d["p"]), {}, PREDICTIONS
+    else:
+        return None
+    return {k: src.get(k) for k in ("ece", "ece_equal_mass", "mce", "brier", "nll", "reliability")} | {
+        "ece_after_temperature": ts.get("ece"), "temperature": ts.get("temperature"), "source": source}
+
+
 def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, force: bool = False) -> dict:
     """All probes of one run (cached); the per-run record of robustness.json."""
     from .adversarial import adversarial_probe
@@ -61,9 +114,11 @@ def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, for
                            for r in rows] for name, rows in tr["attacks"].items()})
     run = Run(run_dir)
     test = run.metrics.get("test") or {}
+    by_shift = t["protocols"][t["main_protocol"]]["p_change_by_shift"]
     return {
         "clean": {"auc": test.get("auc"), "acc": test.get("acc"),
                   "auc_fp32_probe_sample": a["clean"]["auc"], "n_probe_sample": a["n_images"]},
+        "units": input_units(run.metrics, by_shift),
         "translation": {k: t[k] for k in ("p_change_1px", "consistency", "jaggedness", "mean_abs_dp_per_px")}
         | {"main_protocol": t["main_protocol"], "scale_p_change_max": t["scale"]["p_change_max"],
            "p_change_by_shift": t["protocols"][t["main_protocol"]]["p_change_by_shift"],
@@ -72,6 +127,7 @@ def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, for
         "corruptions": {name: [{"severity": r["severity"], "auc": r["auc"]} for r in rows]
                         for name, rows in c["corruptions"].items()},
         "corruptions_mean_auc_drop": c["mean_auc_drop"],
+        "calibration": calibration_record(run),
         "explain": {"gradcam_layer": e.get("gradcam_layer"), "map_agreement": e.get("map_agreement"),
                     "panel": str(run.probes_dir / e["plots"]["panel"]) if e.get("plots") else None,
                     "embedding": str(run.probes_dir / e["plots"]["embedding"]) if e.get("plots") else None},
@@ -93,8 +149,21 @@ METHODS = [
     "each; mean AUC drop = clean AUC − mean AUC over corruptions and severities (same image sample).",
     "Explanations: Grad-CAM (captum, deepest ResNet stage with ≥4 px maps), |gradient| saliency, occlusion; "
     "PCA of penultimate features. Images are named only by their test-set index.",
-    "Per-arm statistics: mean over seeds and bootstrap 95% CI (medtl.stats.compare.describe; BCa, falling back to "
-    "percentile); with n < 2 seeds no CI is given.",
+    "Per-arm statistics: mean over seeds and bootstrap 95% CI over seeds (medtl.stats.compare.describe; BCa, "
+    "falling back to percentile); with fewer than 3 seeds no CI is given and the comparison is descriptive only.",
+    "Arm vs arm: for every pair of arms and every headline metric (clean AUC, P(change) at 1 px, consistency, AUC at "
+    "each attack's largest ε, mean corruption AUC drop) the difference with its bootstrap CI, a Wilcoxon signed-rank "
+    "test over the shared seeds (Mann-Whitney U when fewer than 2 seeds are shared), Holm-corrected over the "
+    "report's whole family of pairs x metrics; the same layout and rules as medtl compare.",
+    "Calibration (test set, positive class): ECE over 10 equal-width bins (and equal-mass bins), Brier score, "
+    "NLL, and ECE after temperature scaling fitted on val NLL, from each run's metrics.json (runs written before "
+    "calibration existed: computed from predictions_test.npz, without a temperature); per arm the mean and "
+    "bootstrap 95% CI over seeds, and the mean reliability diagram (per bin, mean over seeds of the observed "
+    "frequency, band = 95% CI over seeds). Not among the tested headline metrics.",
+    "Units: shifts are in network-input pixels. Where a run upscales its input (data.sr), P(change) is also read at "
+    "one native pixel (input_px_per_native_px input pixels) and the headline uses that, so arms at different input "
+    "sizes compare fairly. L∞ ε bounds each pixel's intensity change (the same in native and input pixels); the L2 "
+    "budget ε·sqrt(H·W) equals an ε-per-native-pixel perturbation upscaled to the input.",
 ]
 
 
@@ -115,7 +184,10 @@ def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int
             runs.append({"arm": arm_name, "seed": seed, "run_dir": str(run_dir)} | rec)
             if progress:
                 progress(f"{arm_name}/{seed_dirname(seed)}: probed in {time.time() - t:.1f}s")
-    result = {"runs": runs, "arms": aggregate(runs), "params": params, "methods": METHODS,
+    pairs = robustness_pairs(runs)
+    result = {"runs": runs, "arms": aggregate(runs), "pairs": pairs["pairs"], "holm": pairs["holm"],
+              "headline": pairs["headline"], "descriptive_only": pairs["descriptive_only"],
+              "leak_warnings": leak_warnings(arms), "params": params, "methods": METHODS,
               "n_failed": sum(len(a.failed) for a in arms.values()),
               "n_incomplete": sum(len(a.incomplete) for a in arms.values()),
               "seconds": time.time() - t0}

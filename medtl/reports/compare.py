@@ -15,9 +15,10 @@ from ..io import json_safe, write_json_atomic
 from ..stats.compare import TEST_LABELS, format_p
 from .render import ci, num, prepare_out, render, write_page, write_pngs
 
-ARM_HEADER = ["arm", "n", "failed", "mean", "sd", "95% CI of mean", "median", "min", "max", "CI method"]
-PAIR_HEADER = ["a", "b", "design", "test", "p", "Holm p", "diff (a−b)", "95% CI of diff", "effect size",
-               "significant"]
+ARM_HEADER = ["arm", "n", "failed", "mean", "sd", "95% CI over seeds", "95% CI over seeds + test cases", "median",
+              "min", "max", "CI method"]
+PAIR_HEADER = ["a", "b", "design", "test", "p", "Holm p", "diff (a−b)", "95% CI over seeds",
+               "95% CI over seeds + test cases", "effect size", "significant"]
 _EFFECT_LABELS = {"cohens_dz": "d_z", "cohens_d": "d"}
 
 
@@ -25,8 +26,8 @@ def arm_rows(result: Mapping, metric: str) -> list[list[str]]:
     rows = []
     for name, st in result["by_metric"][metric]["arms"].items():
         rows.append([name, str(st["n"]), str(st.get("n_failed", 0)), num(st["mean"]), num(st["sd"]),
-                     ci(st["ci_low"], st["ci_high"]), num(st["median"]), num(st["min"]), num(st["max"]),
-                     st["ci_method"] or "n/a"])
+                     ci(st["ci_low"], st["ci_high"]), ci(st.get("ci_seeds_cases_low"), st.get("ci_seeds_cases_high")),
+                     num(st["median"]), num(st["min"]), num(st["max"]), st["ci_method"] or "n/a"])
     return rows
 
 
@@ -41,10 +42,14 @@ def pair_rows(result: Mapping, metric: str) -> list[list[str]]:
         if p["metric"] != metric:
             continue
         design = f"paired (n={p['n_pairs']})" if p["paired"] else f"unpaired ({p['n_a']} vs {p['n_b']})"
+        dropped = (p.get("seeds_dropped") or {}).get("a", []) + (p.get("seeds_dropped") or {}).get("b", [])
+        if dropped:
+            design += f", seeds dropped: {', '.join(map(str, dropped))}"
         eff = f"{_EFFECT_LABELS.get(p['effect_size_name'], p['effect_size_name'])} = {num(p['effect_size'], 2)}"
         tested = p["p"] is not None
         rows.append([p["a"], p["b"], design, TEST_LABELS[p["test"]] if tested else "not tested", _p_cell(p["p"]),
-                     _p_cell(p["p_holm"]), num(p["diff"]), ci(p["diff_ci_low"], p["diff_ci_high"]), eff,
+                     _p_cell(p["p_holm"]), num(p["diff"]), ci(p["diff_ci_low"], p["diff_ci_high"]),
+                     ci(p.get("diff_ci_seeds_cases_low"), p.get("diff_ci_seeds_cases_high")), eff,
                      "yes" if p["significant"] else "no"])
     return rows
 
@@ -53,6 +58,48 @@ def markdown_table(result: Mapping, metric: str | None = None) -> str:
     """The per-arm markdown table of one metric (default: the first)."""
     metric = metric or result["metrics"][0]
     return render("_table.md.j2", header=ARM_HEADER, rows=arm_rows(result, metric)).rstrip("\n")
+
+
+IVE_HEADER = ["arm", "n", "internal (test) mean", "95% CI over seeds", "95% CI over seeds + test cases",
+              "external mean", "95% CI over seeds", "95% CI over seeds + test cases", "drop (internal − external)",
+              "95% CI of drop over seeds", "Wilcoxon p (no drop)", "Holm p"]
+
+
+def ive_rows(result: Mapping) -> list[list[str]]:
+    """Per arm: internal and external means with both CIs, the paired drop with its CI over seeds
+    and the test of no drop (the internal-vs-external view)."""
+    ive = result["internal_vs_external"]
+    by = result["by_metric"]
+    rows = []
+    for arm, r in ive["arms"].items():
+        i_st = by.get(ive["internal_metric"], {}).get("arms", {}).get(arm, {})
+        e_st = by.get(ive["external_metric"], {}).get("arms", {}).get(arm, {})
+        i, e, d, t = r["internal"], r["external"], r["drop"], r["no_drop_test"]
+        rows.append([arm, str(d["n"]), num(i["mean"]), ci(i["ci_low"], i["ci_high"]),
+                     ci(i_st.get("ci_seeds_cases_low"), i_st.get("ci_seeds_cases_high")), num(e["mean"]),
+                     ci(e["ci_low"], e["ci_high"]), ci(e_st.get("ci_seeds_cases_low"), e_st.get("ci_seeds_cases_high")),
+                     num(d["mean"]), ci(d["ci_low"], d["ci_high"]), _p_cell(t["p"]), _p_cell(t.get("p_holm"))])
+    return rows
+
+
+def ive_context(result: Mapping) -> dict | None:
+    """The internal-vs-external section of the compare page (None when not asked for)."""
+    ive = result.get("internal_vs_external")
+    if not ive:
+        return None
+    view = {"internal_vs_external": ive, "pairs": ive["pairs"]}
+    pairs = pair_rows(view, ive["drop_metric"])
+    return {"name": ive["name"], "metric": ive["metric"], "internal": ive["internal_metric"],
+            "external": ive["external_metric"], "header": IVE_HEADER, "rows": ive_rows(result),
+            "pair_header": PAIR_HEADER, "pair_rows": pairs,
+            "sentences": [p["sentence"] for p in ive["pairs"]],
+            "missing_lines": [f"{a}: {n} run(s) not evaluated on {ive['name']} (left out of the drop)"
+                              for a, n in ive["n_missing_external"].items() if n]}
+
+
+def ive_markdown(result: Mapping) -> str:
+    """The internal-vs-external view as markdown (the CLI prints it)."""
+    return render("_ive.md.j2", ive=ive_context(result)).rstrip("\n")
 
 
 def plot_metric(result: Mapping, metric: str) -> bytes:
@@ -93,7 +140,9 @@ def delong_sentence(d: Mapping) -> str:
 
 def method_notes(result: Mapping) -> list[str]:
     t = result["tests"]
-    return [f"Confidence intervals: {t['ci']}.", f"Paired design: {t['paired']}.", f"Unpaired design: {t['unpaired']}.",
+    return [f"Confidence intervals over seeds: {t['ci']}.",
+            f"Confidence intervals over seeds and test cases: {t['ci_seeds_cases']}.",
+            f"Paired design: {t['paired']}.", f"Unpaired design: {t['unpaired']}.",
             f"Effect size: {t['effect_size']}.", f"Multiplicity: {t['multiplicity']}; α={result['alpha']:g}.",
             "sd uses ddof=1. Failed and unfinished runs are excluded (counted in 'failed')."]
 
@@ -104,6 +153,10 @@ def page_context(result: Mapping, pngs: Mapping[str, bytes], images: Mapping[str
                  "png": pngs.get(m), "image": images.get(m)} for m in result["metrics"]]
     return {"result": result, "sections": sections, "arm_header": ARM_HEADER, "pair_header": PAIR_HEADER,
             "delong": delong_sentence(result["delong"]) if result.get("delong") else None,
+            "warnings": list((result.get("leak_warnings") or {}).values()),
+            "anchor": (result.get("anchor") or {}).get("statements", []),
+            "anchor_value": (result.get("anchor") or {}).get("value"),
+            "ive": ive_context(result),
             "notes": result["notes"], "methods": method_notes(result)}
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from ..figures import new_figure, png_bytes
 from ..io import json_safe, write_json_atomic
 from ..runs import seed_dirname
+from .compare import PAIR_HEADER, pair_rows
 from .render import prepare_out, write_page, write_pngs
 
 HEADER = ["arm", "metric", "n", "mean", "95% CI", "per seed"]
@@ -118,17 +119,70 @@ def _fmt(x: Any, d: int = 4) -> str:
     return f"{x:.{d}f}"
 
 
+CALIBRATION_ROWS = ["calibration.ece", "calibration.ece_equal_mass", "calibration.brier", "calibration.nll",
+                    "calibration.ece_after_temperature"]
+
+
+def calibration_pngs(result: Mapping) -> dict[str, bytes]:
+    """The mean reliability diagram of every arm that has the data (one picture)."""
+    from .calibration import mean_reliability_png
+
+    arms = {a: info["reliability"] for a, info in result["arms"].items() if info.get("reliability")}
+    return {"calibration": mean_reliability_png(arms)} if arms else {}
+
+
+def calibration_rows(result: Mapping) -> list[list[str]]:
+    """Per arm: mean test ECE (and the other calibration figures) with the CI over seeds."""
+    rows = []
+    for arm, info in result["arms"].items():
+        for k in CALIBRATION_ROWS:
+            d = info["metrics"].get(k)
+            if d is not None:
+                rows.append([arm, k, str(d["n"]), _fmt(d["mean"]), _ci_cell(d),
+                             ", ".join(_fmt(v) for v in d["values"])])
+    return rows
+
+
+def _ci_cell(d: Mapping) -> str:
+    if d.get("ci_low") is None or d.get("ci_high") is None:
+        return f"n = {d['n']}: too few seeds for a CI" if d["n"] < 3 else "n/a"
+    return f"[{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"
+
+
 def summary_rows(result: Mapping) -> list[list[str]]:
     rows = []
     for arm, info in result["arms"].items():
-        keys = SUMMARY_KEYS + [k for k in info["metrics"] if k.startswith("adversarial.") and k.endswith("@8/255")]
+        keys = list(dict.fromkeys(SUMMARY_KEYS + list(result.get("headline") or []) + [
+            k for k in info["metrics"] if k.startswith("adversarial.") and k.endswith("@8/255")]))
         for k in keys:
             d = info["metrics"].get(k)
             if d is None:
                 continue
-            rows.append([arm, k, str(d["n"]), _fmt(d["mean"]), f"[{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]",
-                         ", ".join(_fmt(v) for v in d["values"])])
+            rows.append([arm, k, str(d["n"]), _fmt(d["mean"]), _ci_cell(d), ", ".join(_fmt(v) for v in d["values"])])
     return rows
+
+
+def pair_sections(result: Mapping) -> list[dict]:
+    """Per headline metric: the pair table rows (compare's layout) and the sentences."""
+    out = []
+    for m in result.get("headline") or []:
+        rows = pair_rows(result, m)
+        if rows:
+            out.append({"metric": m, "rows": rows,
+                        "sentences": [p["sentence"] for p in result["pairs"] if p["metric"] == m]})
+    return out
+
+
+def units_note(result: Mapping) -> str | None:
+    """One sentence on probe units where some arms run at another input size than their images."""
+    scales = {r["arm"]: (r.get("units") or {}).get("input_px_per_native_px", 1.0) for r in result["runs"]}
+    if all(v == 1.0 for v in scales.values()):
+        return None
+    parts = ", ".join(f"{a}: {v:g} input px per native px" for a, v in scales.items())
+    return (f"Arms differ in input size ({parts}). Shifts in the plots and in translation.p_change@Kpx are in "
+            f"input pixels; translation.p_change_1native_px (used in the tests) is one native pixel for every arm. "
+            f"ε: L∞ bounds each pixel's change (the same unit in native and input pixels); the L2 budget "
+            f"ε·sqrt(H·W) equals an ε-per-native-pixel perturbation upscaled to the input.")
 
 
 def explain_pngs(result: Mapping) -> dict[str, bytes]:
@@ -149,11 +203,15 @@ def write_robustness(result: Mapping, out: str | Path) -> dict[str, Path]:
     out = prepare_out(out)
     clean = json_safe(result)
     pngs = {"adversarial": plot_adversarial(clean), "translation": plot_translation(clean),
-            "corruptions": plot_corruptions(clean)} | explain_pngs(clean)
+            "corruptions": plot_corruptions(clean)} | calibration_pngs(clean) | explain_pngs(clean)
     images = write_pngs(out, pngs)
     write_json_atomic(out / "robustness.json", clean)
     explain = [{"title": k[len("explain:"):], "png": v, "image": images[k]} for k, v in pngs.items()
                if k.startswith("explain:")]
     paths = write_page(out, "report", "robustness", result=clean, header=HEADER, rows=summary_rows(clean),
-                       pngs=pngs, images=images, explain=explain, methods=clean["methods"])
+                       pngs=pngs, images=images, explain=explain, methods=clean["methods"],
+                       pair_header=PAIR_HEADER, pair_sections=pair_sections(clean),
+                       warnings=list((clean.get("leak_warnings") or {}).values()),
+                       descriptive_only=bool(clean.get("descriptive_only")), units=units_note(clean),
+                       calibration_rows=calibration_rows(clean))
     return {"json": out / "robustness.json", **paths}

@@ -19,6 +19,8 @@ import numpy as np
 from scipy import stats
 
 CI_METHODS = ("bca", "percentile")
+# a bootstrap CI from 2 values is just their min and max: no interval below 3 values
+MIN_N_CI = 3
 
 PAIRED_TESTS = ("wilcoxon", "ttest_rel")
 UNPAIRED_TESTS = ("mannwhitneyu", "welch_t")
@@ -115,9 +117,9 @@ def bootstrap_mean_ci(values: Sequence[float], *, n_resamples: int = 10000, seed
     Fewer than 2 finite values: NaN bounds, ``ci_method`` None and a note.
     """
     x = _clean(values)
-    if x.size < 2:
+    if x.size < MIN_N_CI:
         return {"ci_low": float("nan"), "ci_high": float("nan"), "ci_method": None,
-                "note": f"n={x.size} < 2: no confidence interval"}
+                "note": f"n = {x.size}: too few seeds for a CI"}
     lo, hi, used, note = _bootstrap((x,), _mean_stat, n_resamples=n_resamples, seed=seed,
                                     method=method, confidence=confidence)
     return {"ci_low": lo, "ci_high": hi, "ci_method": used, "note": note}
@@ -132,14 +134,14 @@ def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], *, paired: bool, n
     if paired:
         if a.shape != b.shape:
             raise ValueError("paired samples must have the same length")
-        if a.size < 2:
+        if a.size < MIN_N_CI:
             return {"ci_low": float("nan"), "ci_high": float("nan"), "ci_method": None,
-                    "note": "fewer than 2 pairs: no confidence interval"}
+                    "note": f"{a.size} pairs: too few seeds for a CI"}
         data, stat = (a - b,), _mean_stat
     else:
-        if a.size < 2 or b.size < 2:
+        if a.size < MIN_N_CI or b.size < MIN_N_CI:
             return {"ci_low": float("nan"), "ci_high": float("nan"), "ci_method": None,
-                    "note": "an arm has fewer than 2 values: no confidence interval"}
+                    "note": f"an arm has fewer than {MIN_N_CI} values: too few seeds for a CI"}
         data, stat = (a, b), _diff_stat
     lo, hi, used, note = _bootstrap(data, stat, n_resamples=n_resamples, seed=seed, method=method,
                                     confidence=confidence)
@@ -288,34 +290,37 @@ def compare_pair(a: Mapping[int, float], b: Mapping[int, float], *, n_resamples:
                  method: str = "bca", confidence: float = 0.95) -> dict:
     """Compare two arms given as ``{seed: value}`` (NaN values are dropped first).
 
-    Identical seed sets (>= 2 seeds): paired design -- Wilcoxon (primary) and paired t,
-    effect size Cohen's d_z, diff = mean(a - b).  Otherwise unpaired -- Mann-Whitney U
-    (primary) and Welch t, effect size Cohen's d (pooled sd), diff = mean(a) - mean(b).
-    No multiplicity correction here: see :func:`compare_arms`.
+    At least 2 seeds in common: paired design on the shared seeds -- Wilcoxon (primary) and
+    paired t, effect size Cohen's d_z, diff = mean(a - b); seeds present in one arm only (a
+    failed or missing run, a NaN value) are dropped and listed in ``seeds_dropped``.  Otherwise
+    unpaired -- Mann-Whitney U (primary) and Welch t, effect size Cohen's d (pooled sd),
+    diff = mean(a) - mean(b).  No multiplicity correction here: see :func:`compare_arms`.
     """
     a = {int(k): float(v) for k, v in a.items() if v is not None and math.isfinite(float(v))}
     b = {int(k): float(v) for k, v in b.items() if v is not None and math.isfinite(float(v))}
     sa, sb = sorted(a), sorted(b)
-    paired = sa == sb and len(sa) >= 2
+    shared = sorted(set(sa) & set(sb))
+    only_a, only_b = sorted(set(sa) - set(sb)), sorted(set(sb) - set(sa))
+    seed_sets_differ = bool(only_a or only_b)
+    paired = len(shared) >= 2
     notes = []
+    dropped = {"a": only_a, "b": only_b} if paired and seed_sets_differ else {"a": [], "b": []}
     if paired:
-        xa = np.array([a[s] for s in sa])
-        xb = np.array([b[s] for s in sa])
+        if seed_sets_differ:
+            notes.append(f"paired on the {len(shared)} shared seeds; dropped seeds only in a: {only_a}, "
+                         f"only in b: {only_b}")
+        xa = np.array([a[s] for s in shared])
+        xb = np.array([b[s] for s in shared])
         t = paired_tests(xa, xb)
         primary, secondary = PAIRED_TESTS
         diff = float(np.mean(xa - xb))
         effect, effect_name = cohens_dz(xa, xb), "cohens_dz"
-        seed_sets_differ = False
         extra = {"median_diff": float(np.median(xa - xb)), "cliffs_delta": None, "hodges_lehmann": None}
     else:
         xa = np.array([a[s] for s in sa])
         xb = np.array([b[s] for s in sb])
-        seed_sets_differ = False
-        if sa != sb and sa and sb:
-            seed_sets_differ = True
-            only_a = sorted(set(sa) - set(sb))
-            only_b = sorted(set(sb) - set(sa))
-            notes.append(f"seed sets differ (only in a: {only_a}, only in b: {only_b}); unpaired tests used")
+        if seed_sets_differ and sa and sb:
+            notes.append(f"fewer than 2 shared seeds (only in a: {only_a}, only in b: {only_b}); unpaired tests used")
         t = unpaired_tests(xa, xb)
         primary, secondary = UNPAIRED_TESTS
         diff = float(np.mean(xa) - np.mean(xb)) if xa.size and xb.size else float("nan")
@@ -330,6 +335,8 @@ def compare_pair(a: Mapping[int, float], b: Mapping[int, float], *, n_resamples:
     out = {
         "paired": paired,
         "seed_sets_differ": seed_sets_differ,
+        "shared_seeds": shared if paired else [],
+        "seeds_dropped": dropped,
         "n_a": int(xa.size),
         "n_b": int(xb.size),
         "n_pairs": int(xa.size) if paired else 0,
@@ -389,10 +396,17 @@ def pair_sentence(pair: Mapping, alpha: float = 0.05, confidence: float = 0.95) 
     what = "mean difference" if pair["paired"] else "difference in means"
     level = f"{round(confidence * 100):d}%"
     head = f"{a} vs {b} on {metric}: {what} {_fmt_signed(diff, dec)}"
-    if math.isfinite(lo) and math.isfinite(hi):
-        head += f" ({level} CI {_fmt_signed(lo, dec)} to {_fmt_signed(hi, dec)})"
+    lo2, hi2 = _f(pair.get("diff_ci_seeds_cases_low")), _f(pair.get("diff_ci_seeds_cases_high"))
+    if math.isfinite(lo) and math.isfinite(hi) and math.isfinite(lo2) and math.isfinite(hi2):
+        head += (f" ({level} CI over seeds {_fmt_signed(lo, dec)} to {_fmt_signed(hi, dec)}; over seeds and "
+                 f"test cases {_fmt_signed(lo2, dec)} to {_fmt_signed(hi2, dec)})")
+    elif math.isfinite(lo) and math.isfinite(hi):
+        head += f" ({level} CI over seeds {_fmt_signed(lo, dec)} to {_fmt_signed(hi, dec)})"
     p, ph = _f(pair["p"]), _f(pair.get("p_holm"))
     design = f"paired over {pair['n_pairs']} seeds" if pair["paired"] else f"unpaired, n={pair['n_a']} vs {pair['n_b']}"
+    dropped = pair.get("seeds_dropped") or {}
+    if dropped.get("a") or dropped.get("b"):
+        design += f"; seeds dropped: {', '.join(map(str, dropped.get('a', []) + dropped.get('b', [])))}"
     if not math.isfinite(p):
         return f"{head} \u2014 not tested ({pair.get('note') or 'too few seeds'})."
     label = _SHORT_LABELS[pair["test"]]

@@ -20,13 +20,81 @@ def scalar_metrics(rec: Mapping) -> dict[str, float]:
         out[f"translation.{k}"] = _f(rec["translation"][k])
     for s, v in enumerate(rec["translation"]["p_change_by_shift"]):
         out[f"translation.p_change@{s}px"] = _f(v)
+    units = rec.get("units") or {}
+    if units.get("input_px_per_native_px", 1.0) != 1.0:
+        out["translation.p_change_1native_px"] = _f(units.get("p_change_1native_px"))
     for name, rows in rec["adversarial"].items():
         for r in rows:
             out[f"adversarial.{name}.auc@{r['eps'] * 255:g}/255"] = _f(r["auc"])
     for name, rows in rec["corruptions"].items():
         out[f"corruptions.{name}.mean_auc"] = float(np.nanmean([_f(r["auc"]) for r in rows]))
     out["corruptions.mean_auc_drop"] = _f(rec["corruptions_mean_auc_drop"])
+    cal = rec.get("calibration") or {}
+    for k in CALIBRATION_KEYS:
+        if cal.get(k) is not None:
+            out[f"calibration.{k}"] = _f(cal[k])
     return out
+
+
+CALIBRATION_KEYS = ("ece", "ece_equal_mass", "brier", "nll", "ece_after_temperature")
+
+
+def mean_reliability(recs: Sequence[Mapping], n_resamples: int = 2000) -> dict | None:
+    """An arm's mean reliability diagram: per equal-width bin, the mean over seeds of the mean
+    predicted probability and of the observed frequency (seeds with an empty bin left out of that
+    bin), with a bootstrap CI of the observed mean over seeds; None when no run has the data or
+    the runs' bins differ."""
+    rels = [(r.get("calibration") or {}).get("reliability") for r in recs]
+    rels = [x for x in rels if x and x.get("count")]
+    if not rels or len({tuple(x["bin_lower"]) for x in rels}) != 1:
+        return None
+    pred = np.array([[np.nan if v is None else v for v in x["mean_predicted"]] for x in rels], float)
+    obs = np.array([[np.nan if v is None else v for v in x["observed"]] for x in rels], float)
+    cis = [describe(obs[:, j], n_resamples=n_resamples) for j in range(obs.shape[1])]
+    ok = np.isfinite(pred)
+    mean_pred = np.where(ok.any(0), np.where(ok, pred, 0.0).sum(0) / np.maximum(ok.sum(0), 1), np.nan)
+    return {"bin_lower": rels[0]["bin_lower"], "bin_upper": rels[0]["bin_upper"], "n_runs": len(rels),
+            "mean_predicted": mean_pred.tolist(), "observed": [c["mean"] for c in cis],
+            "ci_low": [c["ci_low"] for c in cis], "ci_high": [c["ci_high"] for c in cis],
+            "n_seeds_per_bin": [c["n"] for c in cis]}
+
+
+def headline_metrics(runs: Sequence[Mapping]) -> list[str]:
+    """The metrics the arms are tested on: clean AUC, P(change) at one pixel (native pixels when
+    any run upscales its input), consistency, AUC at each attack's largest ε, mean corruption
+    AUC drop."""
+    flat = [scalar_metrics(r) for r in runs]
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    upscaled = any((r.get("units") or {}).get("input_px_per_native_px", 1.0) != 1.0 for r in runs)
+    out = ["clean.auc", "translation.p_change_1native_px" if upscaled else "translation.p_change_1px",
+           "translation.consistency"]
+    for attack in dict.fromkeys(a for r in runs for a in r["adversarial"]):
+        eps = [k for k in keys if k.startswith(f"adversarial.{attack}.auc@")]
+        if eps:
+            out.append(max(eps, key=lambda k: float(k.split("@")[1].split("/")[0])))
+    out.append("corruptions.mean_auc_drop")
+    return [k for k in out if k in keys]
+
+
+def robustness_pairs(runs: Sequence[Mapping], *, alpha: float = 0.05, n_resamples: int = 2000,
+                     seed: int = 0) -> dict:
+    """Every pair of arms on every headline metric, as ``medtl compare`` tests them (paired over
+    shared seeds, Holm over the whole family); ``descriptive_only`` when an arm has < 3 seeds."""
+    from .compare import MIN_N_CI, compare_arms
+
+    heads = headline_metrics(runs)
+    values: dict[str, dict[str, dict[int, float]]] = {m: {} for m in heads}
+    for r in runs:
+        flat = scalar_metrics(r)
+        for m in heads:
+            values[m].setdefault(r["arm"], {})[int(r["seed"])] = flat.get(m, float("nan"))
+    res = compare_arms(values, alpha=alpha, n_resamples=n_resamples, seed=seed) if len(values.get(
+        "clean.auc", {})) >= 2 else {"pairs": [], "holm": {"m_primary": 0, "m_secondary": 0}}
+    n_by_arm = {}
+    for r in runs:
+        n_by_arm[r["arm"]] = n_by_arm.get(r["arm"], 0) + 1
+    return {"pairs": res["pairs"], "holm": res["holm"], "headline": heads,
+            "descriptive_only": any(n < MIN_N_CI for n in n_by_arm.values())}
 
 
 def aggregate(runs: Sequence[Mapping], n_resamples: int = 2000) -> dict:
@@ -40,5 +108,6 @@ def aggregate(runs: Sequence[Mapping], n_resamples: int = 2000) -> dict:
         keys = list(dict.fromkeys(k for f in flat for k in f))
         arms[arm] = {"seeds": [r["seed"] for r in recs],
                      "metrics": {k: describe([f.get(k, float("nan")) for f in flat], n_resamples=n_resamples)
-                                 | {"values": [f.get(k) for f in flat]} for k in keys}}
+                                 | {"values": [f.get(k) for f in flat]} for k in keys},
+                     "reliability": mean_reliability(recs, n_resamples)}
     return arms

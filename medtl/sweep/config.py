@@ -85,6 +85,8 @@ def load_sweep(path: str | Path, arms: list[str] | None = None,
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (UnicodeDecodeError, OSError) as exc:  # a binary file, no permission
+        raise ConfigError(f"{p}: cannot read the sweep config as UTF-8 text ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: a sweep config must be a mapping")
     try:
@@ -104,7 +106,10 @@ def load_sweep(path: str | Path, arms: list[str] | None = None,
         bp = (p.parent / sweep.base) if not Path(sweep.base).is_absolute() else Path(sweep.base)
         if not bp.is_file():
             raise ConfigError(f"{p}: base config {sweep.base} not found (looked at {bp})")
-        base_raw = yaml.safe_load(bp.read_text(encoding="utf-8")) or {}
+        try:
+            base_raw = yaml.safe_load(bp.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(f"{bp}: base config is not readable YAML ({type(exc).__name__})") from None
         if not isinstance(base_raw, dict):
             raise ConfigError(f"{bp}: a config must be a mapping")
 

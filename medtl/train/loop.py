@@ -19,7 +19,9 @@ import csv
 import io
 import logging
 import math
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,8 @@ from ..config import RunConfig, config_to_yaml
 from ..errors import ConfigError, DataError, TrainingError
 from ..io import atomic_path, json_safe, write_json_atomic, write_text_atomic
 from ..models.inference import predict_logits
-from ..runs import Run
+from ..runs import (MARKER, Run, foreign_entries, is_legacy_run_folder, is_medtl_run_folder, remove_run_files,
+                    write_marker)
 from ..stats import binary_metrics, choose_threshold, multiclass_metrics, multilabel_metrics
 from .resumable import Progress, TrainingState, check_finite, settings_diff
 from .runtime import Runtime, resolve_runtime
@@ -44,7 +47,8 @@ from .schedule import lr_factor, scaled_lr
 log = logging.getLogger("medtl")
 
 STATE_KIND = "medtl-finetune-state"
-# keys that may differ between an interrupted run and its resumption
+# keys that may differ between an interrupted run and its resumption: the thread count, the
+# device *setting* (the resolved device and precision are compared in the state file) and caching
 RESUME_SAFE = {"train.num_threads", "train.device", "data.cache"}
 
 
@@ -66,16 +70,19 @@ class Task:
         self.num_outputs = len(self.classes)
         self.ls = label_smoothing
         y = bundle.splits["train"].labels
+        # class weights are kept on the CPU and moved to the logits' device in loss(): training
+        # logits (CUDA) and evaluation logits (CPU) can then never meet weights on another device
+        del device
         self.weight = None
         self.pos_weight = None
         if class_weighting == "balanced":
             if self.multilabel:
                 pos = np.clip(y.sum(0), 1, None)
-                self.pos_weight = torch.tensor((len(y) - pos) / pos, dtype=torch.float32, device=device)
+                self.pos_weight = torch.tensor((len(y) - pos) / pos, dtype=torch.float32)
             else:
                 counts = np.bincount(y, minlength=self.num_outputs).astype(np.float64)
                 w = len(y) / (self.num_outputs * np.clip(counts, 1, None))
-                self.weight = torch.tensor(w, dtype=torch.float32, device=device)
+                self.weight = torch.tensor(w, dtype=torch.float32)
 
     def targets(self, labels: np.ndarray) -> torch.Tensor:
         if self.multilabel:
@@ -84,17 +91,19 @@ class Task:
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, soft: torch.Tensor | None = None) -> torch.Tensor:
         logits = logits.float()
+        weight = None if self.weight is None else self.weight.to(logits.device)
+        pos_weight = None if self.pos_weight is None else self.pos_weight.to(logits.device)
         if self.multilabel:
             t = target if soft is None else soft
             t = t * (1 - self.ls) + 0.5 * self.ls
-            return F.binary_cross_entropy_with_logits(logits, t, pos_weight=self.pos_weight)
+            return F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight)
         if soft is not None:  # mixup: soft one-hot targets
             t = soft * (1 - self.ls) + self.ls / self.num_outputs
             logp = F.log_softmax(logits, 1)
-            if self.weight is not None:
-                logp = logp * self.weight
+            if weight is not None:
+                logp = logp * weight
             return -(t * logp).sum(1).mean()
-        return F.cross_entropy(logits, target, weight=self.weight, label_smoothing=self.ls)
+        return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.ls)
 
     def one_hot(self, target: torch.Tensor) -> torch.Tensor:
         if self.multilabel:
@@ -134,12 +143,42 @@ def evaluate(model, split, task: Task, rt: Runtime, batch_size: int, threshold: 
 
 # ---------------------------------------------------------------- the run folder
 
+def _check_creatable(path: Path) -> None:
+    """One line now, before any work, when ``path`` cannot become a run folder: a file, a path
+    under a file, a place where no folder can be made."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: output path is an existing file, not a folder; choose another output folder")
+    anc = path
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(f"{path}: cannot create the run folder: {anc} is a file")
+    try:  # os.access says yes to root everywhere, and /proc refuses anyway: try it
+        os.rmdir(tempfile.mkdtemp(prefix=".medtl-probe-", dir=path if path.exists() else anc))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the run folder there ({exc.strerror or type(exc).__name__})") from None
+
+
+def _check_ownership(run: Run, status: str) -> None:
+    """Refuse a non-empty folder medtl did not write: no marker and not a run folder of an older
+    medtl, or (legacy or starting afresh) holding files that medtl did not write."""
+    legacy = not is_medtl_run_folder(run.path)
+    if legacy and not is_legacy_run_folder(run.path):
+        raise ConfigError(f"{run.path}: folder exists and is not a medtl run folder (no {MARKER}); "
+                          "choose another output folder")
+    foreign = foreign_entries(run.path)
+    if foreign and (legacy or status == "new"):
+        raise ConfigError(f"{run.path}: holds files medtl did not write ({', '.join(foreign[:3])}"
+                          f"{', ...' if len(foreign) > 3 else ''}); move them away or choose another output folder")
+
+
 def check_existing(run: Run, cfg: RunConfig) -> str:
-    """'new', 'resume' or 'finished'; raises if the folder holds a different run."""
+    """'new', 'resume' or 'finished'; raises if the folder holds a different run, or is not
+    medtl's (:func:`_check_ownership`), or cannot be written."""
+    _check_creatable(run.path)
     if not run.path.exists() or not any(run.path.iterdir()):
         return "new"
-    if not run.is_run():
-        raise ConfigError(f"{run.path}: folder exists and is not a medtl run folder; choose another output folder")
+    _check_ownership(run, "new" if not (run.finished() or run.has_state()) else "old")
     try:
         old = run.raw_config()
     except DataError:
@@ -158,13 +197,25 @@ def check_existing(run: Run, cfg: RunConfig) -> str:
 
 
 def _discard(run: Run) -> None:
-    """Remove an existing run folder before a restart (only a medtl run folder or an empty one)."""
+    """Before a restart, remove the files medtl wrote in the run folder and nothing else.
+
+    Refused, with nothing removed, for a file, for a folder without medtl's marker that is not
+    a run folder of an older medtl, and for a folder holding anything medtl did not write."""
     if not run.path.exists():
         return
-    if run.path.is_dir() and (run.is_run() or not any(run.path.iterdir())):
-        shutil.rmtree(run.path)
-    else:
-        raise ConfigError(f"{run.path}: restart refuses to delete a folder that is not a medtl run folder")
+    if not run.path.is_dir():
+        raise ConfigError(f"{run.path}: restart refuses: the output path is a file, not a run folder")
+    if not any(run.path.iterdir()):
+        return
+    if not is_medtl_run_folder(run.path) and not is_legacy_run_folder(run.path):
+        raise ConfigError(f"{run.path}: restart refuses to delete a folder that is not a medtl run folder "
+                          f"(no {MARKER}); choose another output folder")
+    foreign = foreign_entries(run.path)
+    if foreign:
+        raise ConfigError(f"{run.path}: restart refuses: the folder holds files medtl did not write "
+                          f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); move them away "
+                          "or choose another output folder")
+    remove_run_files(run.path)
 
 
 def _write_log_csv(path: Path, history: list[dict]) -> None:
@@ -281,7 +332,7 @@ def _log_setup(s: _Setup, cfg: RunConfig) -> None:
                  getattr(s.weights_report, "missing", None), getattr(s.weights_report, "unexpected", None))
     if s.gamma_touched:
         log.info("bn_gamma applied to %d layers: %s", len(s.gamma_touched),
-                 ", ".join(f"{n}={v:g}" for n, v in s.gamma_touched))
+                 ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, v in s.gamma_touched))
     log.info("trainable: %s", s.trainable)
 
 
@@ -401,25 +452,76 @@ def _train(s: _Setup, cfg: RunConfig, run: Run, state: TrainingState, progress: 
 
 # ---------------------------------------------------------------- final evaluation
 
-def _final_evaluation(s: _Setup, cfg: RunConfig, run: Run) -> tuple[dict, dict, float]:
-    """Best checkpoint; threshold chosen on val and applied to test; test predictions written.
-    Returns (val metrics, test metrics, threshold)."""
+def _evaluate_fp32(model, split, task: Task, rt32: Runtime, batch_size: int, threshold: float = 0.5):
+    """:func:`evaluate` that also returns the logits: (metrics with loss, probabilities, logits)."""
+    images = torch.from_numpy(split.images).unsqueeze(1)
+    logits = predict_logits(model, images, device=rt32.device, batch_size=batch_size, amp_dtype=None,
+                            channels_last=rt32.channels_last)
+    target = task.targets(split.labels)
+    loss = float(task.loss(logits, target)) if len(target) else float("nan")
+    prob = task.probs(logits)
+    return task.metrics(split.labels, prob, threshold) | {"loss": loss}, prob, logits.numpy()
+
+
+def _save_predictions(path: Path, split, task: Task, prob: np.ndarray, logits: np.ndarray) -> None:
+    """Per-image predictions (y, p, logit, ids): binary p is the positive class and logit its
+    logit z1 - z0; otherwise both are per class."""
+    binary = task.kind == "binary"
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, y=split.labels, p=prob[:, 1] if binary else prob,
+                     logit=(logits[:, 1] - logits[:, 0]) if binary else logits, ids=np.asarray(split.ids, dtype=str))
+
+
+def _calibration(task: Task, val, val_out, test, test_out, threshold: float, val_m: dict, test_m: dict) -> dict:
+    """Calibration of val and test (ECE, MCE, Brier, NLL, reliability data), the temperature
+    fitted on val NLL and the temperature-scaled test calibration, subgroup metrics of test
+    (``data.group_columns``), added to ``val_m`` / ``test_m``; returns the run's calibration record."""
+    from ..stats.calibration import binary_margin, calibration_metrics, temperature_record, temperature_scaled
+    from ..stats.subgroups import group_metrics
+
+    if task.kind == "multilabel":
+        return {}
+    binary = task.kind == "binary"
+    (val_prob, val_logits), (test_prob, test_logits) = val_out, test_out
+    z_val = binary_margin(val_logits) if binary else val_logits
+    z_test = binary_margin(test_logits) if binary else test_logits
+    record = temperature_record(val.labels, z_val)
+    val_m.update(calibration_metrics(val.labels, val_prob[:, 1] if binary else val_prob))
+    test_m.update(calibration_metrics(test.labels, test_prob[:, 1] if binary else test_prob))
+    test_m["temp_scaled"] = temperature_scaled(test.labels, z_test, record["temperature"])
+    if binary and test.groups:
+        test_m["groups"], test_m["group_gaps"] = group_metrics(test.labels, test_prob[:, 1], threshold, test.groups)
+    return record
+
+
+def _final_evaluation(s: _Setup, cfg: RunConfig, run: Run) -> tuple[dict, dict, float, dict]:
+    """Best checkpoint; threshold chosen on val and applied to test; calibration and the
+    temperature fitted on val; val and test predictions and the reliability diagram written.
+    Returns (val metrics, test metrics, threshold, calibration record)."""
     best = torch.load(run.checkpoint_path, map_location="cpu", weights_only=True)
     s.model.load_state_dict(best["model"])
+    # fp32 whatever the training precision: the threshold, the test metrics and the per-image
+    # predictions (DeLong's input) must not carry bf16's 1/256 resolution near p = 1
+    rt32 = Runtime(s.rt.device, None, s.rt.channels_last, use_scaler=False)
     task, val = s.task, s.bundle.splits["val"]
-    val_m, val_prob = evaluate(s.model, val, task, s.rt, max(s.bs, 128))
+    val_m, val_prob, val_logits = _evaluate_fp32(s.model, val, task, rt32, max(s.bs, 128))
     threshold = 0.5
     if task.kind == "binary":
         threshold = choose_threshold(val.labels, val_prob[:, 1], cfg.train.threshold_rule)
         val_m = task.metrics(val.labels, val_prob, threshold) | {"loss": val_m["loss"]}
     test = s.bundle.splits["test"]
-    test_m, test_prob = evaluate(s.model, test, task, s.rt, max(s.bs, 128), threshold)
-    # per-image test predictions, for paired tests between models (DeLong) and probes
-    with atomic_path(run.predictions_path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, y=test.labels, p=test_prob[:, 1] if task.kind == "binary" else test_prob,
-                     ids=np.asarray(test.ids, dtype=str))
-    return val_m, test_m, threshold
+    test_m, test_prob, test_logits = _evaluate_fp32(s.model, test, task, rt32, max(s.bs, 128), threshold)
+    calib = _calibration(task, val, (val_prob, val_logits), test, (test_prob, test_logits), threshold, val_m, test_m)
+    # per-image predictions: test for paired tests between models (DeLong) and probes, val for
+    # post-hoc recalibration (the temperature) without re-running the model
+    _save_predictions(run.predictions_path, test, task, test_prob, test_logits)
+    _save_predictions(run.val_predictions_path, val, task, val_prob, val_logits)
+    if calib:
+        from ..reports.calibration import write_reliability_png
+
+        write_reliability_png(run.reliability_path, test_m, title=f"{cfg.name} seed {cfg.seed}: test")
+    return val_m, test_m, threshold, calib
 
 
 def _run_record(s: _Setup, cfg: RunConfig, best_epoch: int, wall: float) -> dict:
@@ -429,7 +531,8 @@ def _run_record(s: _Setup, cfg: RunConfig, best_epoch: int, wall: float) -> dict
         "data_format": s.bundle.format, "backbone": cfg.model.backbone, "weights": cfg.model.weights,
         "image_size": cfg.data.image_size, "input_size": int(s.bundle.splits["train"].images.shape[-1]),
         "sr": cfg.data.sr.method, "epochs": cfg.train.epochs, "best_epoch": best_epoch,
-        "device": str(s.rt.device), "precision": s.rt.precision, "fast_conv": bool(cfg.train.fast_conv),
+        "device": str(s.rt.device), "precision": s.rt.precision, "eval_precision": "fp32",
+        "fast_conv": bool(cfg.train.fast_conv), "leak_status": s.bundle.leaks.get("status", "unknown"),
         "threads": torch.get_num_threads(), "medtl_version": __version__, "torch_version": torch.__version__,
         "wall_time_s": round(wall, 2), "bn_gamma_layers": [[n, v] for n, v in s.gamma_touched],
     }
@@ -437,12 +540,14 @@ def _run_record(s: _Setup, cfg: RunConfig, best_epoch: int, wall: float) -> dict
 
 # ---------------------------------------------------------------- the run
 
-def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bool = False) -> dict:
+def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bool = False,
+             allow_runtime_change: bool = False) -> dict:
     """Fine-tune per ``cfg`` into the run folder ``out``; returns the metrics dict.
 
     Re-running with the same config resumes an interrupted run from its last finished
     epoch, or returns the stored metrics of a finished one.  ``restart`` discards an existing
-    run in ``out`` first.
+    run in ``out`` first.  A resume on another device type or precision is refused (the
+    resumed run would not be exact) unless ``allow_runtime_change``.
     """
     run = Run(out)
     if restart:
@@ -454,9 +559,16 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
     t0 = time.time()
     s = _prepare(cfg)
     fresh = status == "new"
-    run.path.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run.config_path, config_to_yaml(cfg))
-    state = TrainingState(run.state_path, STATE_KIND, cfg.model_dump(mode="json"), ignore=RESUME_SAFE)
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_marker(run.path)
+        write_text_atomic(run.config_path, config_to_yaml(cfg))
+    except OSError as exc:
+        raise ConfigError(f"{run.path}: cannot write the run folder ({exc.strerror or type(exc).__name__})") from None
+    settings = cfg.model_dump(mode="json") | {"runtime": {"device_type": s.rt.device.type,
+                                                           "precision": s.rt.precision}}
+    ignore = RESUME_SAFE | ({"runtime.device_type", "runtime.precision"} if allow_runtime_change else set())
+    state = TrainingState(run.state_path, STATE_KIND, settings, ignore=ignore)
     with _FileLog(run.train_log_path):
         _log_setup(s, cfg)
         try:
@@ -465,14 +577,16 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
             if fresh:
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
-        val_m, test_m, threshold = _final_evaluation(s, cfg, run)
+        val_m, test_m, threshold, calib = _final_evaluation(s, cfg, run)
         metrics = json_safe({
             "run": _run_record(s, cfg, best_epoch, time.time() - t0),
             "task": s.task.kind, "classes": s.task.classes,
             "threshold": {"rule": cfg.train.threshold_rule if s.task.kind == "binary" else "argmax",
-                          "value": threshold, "chosen_on": "val"},
+                          "value": threshold, "chosen_on": "val", "precision": "fp32"},
+            "data": {"source": s.bundle.source, "leaks": s.bundle.leaks,
+                     "n": {k: len(v) for k, v in s.bundle.splits.items()}},
             "val": val_m, "test": test_m, "history": history,
-        })
+        } | ({"calibration": calib} if calib else {}))
         write_json_atomic(run.metrics_path, metrics)
         shutil.rmtree(run.state_dir, ignore_errors=True)
         log.info("test: %s", {k: metrics["test"].get(k) for k in ("auc", "acc", "sensitivity", "specificity", "n")})

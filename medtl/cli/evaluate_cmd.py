@@ -1,0 +1,81 @@
+"""``medtl evaluate``: parse, then :func:`medtl.evaluate.evaluate_runs`; print one table per arm."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import ConfigError
+
+
+def _parse_map(items: List[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        src, sep, dst = item.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise ConfigError(f"--label-map expects SRC=DST (a data class = a run class, or SRC=- to drop it), "
+                              f"got {item!r}")
+        if src.strip() in out:
+            raise ConfigError(f"--label-map maps {src.strip()!r} twice")
+        out[src.strip()] = dst.strip()
+    return out
+
+
+def _table(result: dict) -> list[str]:
+    from ..reports.render import ci, num
+
+    head = ["arm", "n", "AUC (95% CI over seeds)", "sensitivity", "specificity", "ECE", "ECE after T", "Brier"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm, st in result["arms"].items():
+        def cell(k):
+            d = st[k]
+            return f"{num(d['mean'])} ({ci(d['ci_low'], d['ci_high'])})" if k == "auc" else num(d["mean"])
+        lines.append("| " + " | ".join([arm, str(st["auc"]["n"]), cell("auc"), cell("sensitivity"),
+                                         cell("specificity"), cell("ece"), cell("temp_scaled.ece"),
+                                         cell("brier")]) + " |")
+    return lines
+
+
+def evaluate(
+    dirs: List[Path] = typer.Argument(..., help="Sweep folders (ARM/seed-K/), arm folders (seed-K/) or run folders."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Another dataset (any format medtl reads, or a "
+                                       "dataset name). Without it: add calibration to runs that predate it."),
+    name: Optional[str] = typer.Option(None, "--name", help="Results go to RUN/external/NAME/ (default: from --data)."),
+    label_map: List[str] = typer.Option([], "--label-map", help="SRC=DST: a class of the data = a class of the run "
+                                        "(SRC=- drops it); repeat for each class whose names differ."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="The run's positive class (default: its second)."),
+    split: str = typer.Option("test", "--split", help="Split of --data to score: test, val, train or all."),
+    group: List[str] = typer.Option([], "--group", help="A CSV manifest column of --data that defines subgroups; "
+                                    "repeat for several."),
+    data_format: str = typer.Option("auto", "--format", help="Read --data as auto, folder, csv, npz."),
+    force: bool = typer.Option(False, "--force", help="Recompute even where a cached result matches."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the tables."),
+) -> None:
+    """Score finished runs on another dataset (external validation) with their own preprocessing,
+    checkpoint, threshold and temperature; calibration and subgroups included.
+
+    Writes RUN/external/NAME/metrics.json, predictions.npz and reliability.png (cached: a second
+    call computes nothing). Compare with: medtl compare DIRS --internal-vs-external NAME.
+    """
+    from ..evaluate import evaluate_runs
+    from .common import setup_logging, training_process
+
+    setup_logging(quiet)
+    if data_format not in ("auto", "folder", "csv", "npz"):
+        raise ConfigError(f"--format must be auto, folder, csv or npz (got {data_format!r})")
+    training_process(None)
+    say = None if quiet else (lambda msg: typer.echo(msg, err=True))
+    result = evaluate_runs(dirs, data, name=name, label_map=_parse_map(label_map), positive=positive, split=split,
+                           group_columns=group or None, data_format=data_format, force=force, progress=say)
+    info = result.get("data") or {}
+    where = f"{result['name']} ({info.get('source')}, split {info.get('split')}, n={(info.get('n'))})" \
+        if result["name"] else "own test split (calibration)"
+    typer.echo(f"evaluated {len(result['runs'])} run(s) on {where}; {result['n_cached']} from cache")
+    if info.get("label_map"):
+        typer.echo("label map: " + ", ".join(f"{k}={v}" for k, v in info["label_map"].items()))
+    for line in _table(result):
+        typer.echo(line)
+    if result["name"]:
+        typer.echo(f"compare: medtl compare {' '.join(map(str, dirs))} --internal-vs-external {result['name']} "
+                   f"--out OUT")

@@ -1,0 +1,111 @@
+"""The leak policy: what happens when the test split shares patients or images with train/val.
+
+A test image whose patient (or whose exact bytes) also appear in training makes the test AUC
+an optimistic, not an external, estimate.  Published splits do this (Kermany's shares 170
+patients between train and test), so medtl counts such leaks for every dataset and applies
+``data.on_leak``:
+
+* ``error`` (default): refuse, with one line giving the counts and the two ways out;
+* ``drop_train``: remove every train and val image whose patient or bytes occur in test; the
+  test split stays exactly as published, so results remain comparable with others on it;
+* ``warn``: go on; the run records ``status: leaky`` and every page that shows it warns.
+
+Counts are per split pair (train-val, train-test, val-test), for patients (where the data
+names them: folders via ``data.patient_regex``, CSV patient columns; npz files name none) and
+for byte-identical images.  Only leaks that involve the test split trigger the policy; a
+train-val overlap is counted and noted (it flatters model selection, not the test).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from ..errors import DataError
+from .types import SPLITS, DatasetBundle, Split
+
+POLICIES = ("error", "drop_train", "warn")
+
+
+def _known(patients: np.ndarray) -> np.ndarray:
+    """Patient ids that name a patient (not medtl's one-per-image stand-ins)."""
+    p = np.asarray([str(x) for x in patients], dtype=object)
+    keep = np.array([not (x.startswith("img:") or x.startswith("npz:")) for x in p], dtype=bool)
+    return p[keep]
+
+
+def _pair_counts(sets: dict[str, set]) -> dict[str, int]:
+    out = {}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            out[f"{a}-{b}"] = len(sets[a] & sets[b])
+    return out
+
+
+def leak_counts(bundle: DatasetBundle) -> dict:
+    """``{"patients": {pair: n}, "images": {pair: n}, "images_checked": bool}`` for a bundle."""
+    pats = {s: set(_known(bundle.splits[s].patients).tolist()) for s in SPLITS}
+    checked = all(bundle.splits[s].hashes is not None for s in SPLITS)
+    imgs = {s: set(np.asarray(bundle.splits[s].hashes).tolist()) if checked else set() for s in SPLITS}
+    return {"patients": _pair_counts(pats), "images": _pair_counts(imgs), "images_checked": checked}
+
+
+def _test_leak_total(counts: dict, kind: str) -> int:
+    return counts[kind]["train-test"] + counts[kind]["val-test"]
+
+
+def _drop_overlap(split: Split, patients: set, hashes: set) -> tuple[Split, int]:
+    bad = np.array([str(p) in patients for p in split.patients], dtype=bool)
+    if split.hashes is not None:
+        bad |= np.array([h in hashes for h in np.asarray(split.hashes).tolist()], dtype=bool)
+    keep = np.flatnonzero(~bad)
+    kept = Split(images=split.images[keep], labels=split.labels[keep], patients=split.patients[keep],
+                 ids=[split.ids[i] for i in keep], hashes=None if split.hashes is None else split.hashes[keep])
+    return kept, int(bad.sum())
+
+
+def _describe(counts: dict) -> str:
+    p, i = counts["patients"], counts["images"]
+    return (f"{_test_leak_total(counts, 'patients')} patients (train-test {p['train-test']}, val-test "
+            f"{p['val-test']}) and {_test_leak_total(counts, 'images')} byte-identical images (train-test "
+            f"{i['train-test']}, val-test {i['val-test']})")
+
+
+def apply_leak_policy(bundle: DatasetBundle, policy: str) -> DatasetBundle:
+    """Count leaks and apply ``policy`` (see the module docstring); the returned bundle's
+    ``leaks`` records the counts, the policy, what was dropped and the resulting ``status``
+    (``clean``, ``dropped`` or ``leaky``)."""
+    if policy not in POLICIES:
+        raise DataError(f"data.on_leak must be one of {', '.join(POLICIES)} (got {policy!r})")
+    counts = leak_counts(bundle)
+    n_test_leaks = _test_leak_total(counts, "patients") + _test_leak_total(counts, "images")
+    record = {"policy": policy, "before": counts, "dropped": {"train": 0, "val": 0}, "status": "clean"}
+    notes = list(bundle.notes)
+    if counts["patients"]["train-val"] or counts["images"]["train-val"]:
+        notes.append(f"train and val share {counts['patients']['train-val']} patients and "
+                     f"{counts['images']['train-val']} byte-identical images (model selection may be optimistic)")
+    if n_test_leaks == 0:
+        return replace(bundle, leaks=record, notes=notes)
+    what = _describe(counts)
+    if policy == "error":
+        raise DataError(f"{bundle.source}: the test split shares {what} with train/val; set data.on_leak: "
+                        f"drop_train (drop them from train and val, keep the published test split) or "
+                        f"data.on_leak: warn (train anyway, every output marked as leaky)")
+    if policy == "warn":
+        record["status"] = "leaky"
+        notes.append(f"LEAKY SPLIT (data.on_leak: warn): the test split shares {what} with train/val; "
+                     f"test metrics are optimistic")
+        return replace(bundle, leaks=record, notes=notes)
+    test = bundle.splits["test"]
+    pats = set(_known(test.patients).tolist())
+    hashes = set(np.asarray(test.hashes).tolist()) if test.hashes is not None else set()
+    splits = dict(bundle.splits)
+    for s in ("train", "val"):
+        splits[s], record["dropped"][s] = _drop_overlap(bundle.splits[s], pats, hashes)
+    record["status"] = "dropped"
+    after = leak_counts(replace(bundle, splits=splits))
+    record["after"] = after
+    notes.append(f"data.on_leak: drop_train: the test split shared {what} with train/val; dropped "
+                 f"{record['dropped']['train']} train and {record['dropped']['val']} val images; the test split "
+                 f"is unchanged")
+    return replace(bundle, splits=splits, leaks=record, notes=notes)

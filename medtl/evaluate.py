@@ -1,0 +1,453 @@
+"""``medtl evaluate``: score finished runs on another dataset (external validation) with each
+run's own preprocessing, best checkpoint, val-chosen threshold and val-fitted temperature; and
+give run folders written before calibration existed their calibration fields, without retraining.
+
+For every finished run found in the given sweep, arm or run folders (as ``medtl compare`` finds
+them):
+
+1. **Calibration of the run itself.**  A run without ``test.ece`` or a temperature (written by an
+   older medtl) is re-scored on its own val and test splits in fp32: ``metrics.json`` gains the
+   calibration fields of ``val`` and ``test``, ``test.temp_scaled`` and the ``calibration``
+   record (the temperature fitted on val NLL), and the folder gains ``predictions_val.npz`` and
+   ``reliability.png``.  Its training results are not touched.
+2. **External data** (``data``): the dataset is read at the run's ``data.image_size``,
+   ``data.resize`` and ``data.sr`` (normalisation lives in the model); its class names are
+   mapped onto the run's (``label_map``: data class -> run class, ``-`` drops a class); the
+   logits of the chosen split come from the best checkpoint in fp32.  ``RUN/external/<name>/``
+   receives ``predictions.npz`` (y, p, logit, ids; never a patient id), ``reliability.png`` and,
+   last, ``metrics.json``: the ``metrics`` section has the keys of a run's ``test`` section
+   (AUC, accuracy, sensitivity and specificity at the run's threshold, calibration, the
+   temperature-scaled calibration, subgroups of ``group_columns``).  Every file is written
+   atomically.  The result is cached under a key of the checkpoint's sha256, the data's files
+   (path, sizes, modification times), the options and the run's threshold and temperature: a
+   second call reads it and computes nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+from .io import atomic_path, json_safe, sha256_file, write_json_atomic
+from .runs import CHECKPOINT, EXTERNAL_DIR, Run, discover_arms, iter_finished, read_json, read_predictions
+
+log = logging.getLogger("medtl")
+
+EVAL_VERSION = 1
+SPLIT_CHOICES = ("test", "val", "train", "all")
+DROP = "-"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+SUMMARY_KEYS = ("auc", "acc", "sensitivity", "specificity", "ece", "ece_equal_mass", "brier", "nll",
+                "temp_scaled.ece", "temp_scaled.brier", "temp_scaled.nll")
+
+
+@dataclass
+class ExternalSpec:
+    """What to evaluate on: the data, its name under ``RUN/external/``, and how to read it."""
+
+    data: str
+    name: str
+    label_map: dict[str, str] = field(default_factory=dict)
+    positive: str | None = None
+    split: str = "test"
+    group_columns: list[str] | None = None
+    data_format: str = "auto"
+
+
+def default_name(data: str) -> str:
+    """``RUN/external/<name>`` for a data path or dataset name: its last component, letters,
+    digits, ``_`` and ``-`` only (``medmnist:pneumoniamnist`` -> ``pneumoniamnist``)."""
+    stem = Path(str(data).rstrip("/")).stem if ":" not in str(data) else str(data).split(":")[-1]
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-") or "external"
+
+
+def check_spec(spec: ExternalSpec) -> None:
+    if not _NAME_RE.match(spec.name):
+        raise ConfigError(f"name {spec.name!r}: use letters, digits, '_' and '-' (it becomes "
+                          f"{EXTERNAL_DIR}/<name>/ and the metric prefix external.<name>. in compare)")
+    if spec.split not in SPLIT_CHOICES:
+        raise ConfigError(f"split must be one of {', '.join(SPLIT_CHOICES)} (got {spec.split!r})")
+    for src, dst in spec.label_map.items():
+        if not src or not dst:
+            raise ConfigError(f"label_map: empty class name in {src!r}={dst!r} (expected SRC=DST)")
+
+
+# ------------------------------------------------------------------------------ the model
+
+def _device(cfg):
+    import torch
+
+    return torch.device("cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def _load_model(run: Run, cfg, n_classes: int):
+    from .models import create_model
+
+    ckpt = run.load_checkpoint()
+    model, _ = create_model(cfg.model.backbone, n_classes, weights="none", drop_rate=cfg.model.drop_rate,
+                            trim_convs=cfg.train.fast_conv)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise DataError(f"{run.checkpoint_path}: does not fit the run's model ({str(exc).splitlines()[0]})") from None
+    return model.float().to(_device(cfg)).eval()
+
+
+def _logits(model, images: np.ndarray, cfg) -> np.ndarray:
+    """fp32 logits (n, C) of uint8 images (n, H, W)."""
+    import torch
+
+    from .models.inference import predict_logits
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
+    return predict_logits(model, x, device=_device(cfg), batch_size=256, amp_dtype=None).numpy()
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def _binary_run(run: Run) -> tuple[dict, list[str], float]:
+    m = run.metrics
+    if m.get("task") != "binary":
+        raise ConfigError(f"{run.path}: evaluate scores binary runs; this run's task is {m.get('task')!r}")
+    classes = [str(c) for c in (m.get("classes") or [])]
+    if len(classes) != 2:
+        raise DataError(f"{run.path}: metrics.json lists {len(classes)} classes for a binary run")
+    thr = (m.get("threshold") or {}).get("value")
+    return m, classes, 0.5 if thr is None else float(thr)
+
+
+# ------------------------------------------------------------------------------ a run's own calibration
+
+def _own_data_config(run: Run, cfg):
+    """The run's data config for re-scoring its own splits: the leak policy it trained with (runs
+    that predate the policy trained on the splits as given, which 'warn' reproduces)."""
+    raw = (run.raw_config().get("data") or {})
+    return cfg.data.model_copy(update={"on_leak": raw.get("on_leak", "warn")})
+
+
+def _add_calibration(section: dict, y, p, z, temperature: float | None) -> None:
+    from .stats.calibration import calibration_metrics, temperature_scaled
+
+    section.update(calibration_metrics(y, p))
+    if temperature is not None:
+        section["temp_scaled"] = temperature_scaled(y, z, temperature)
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def ensure_calibration(run: Run) -> tuple[dict, bool]:
+    """The run's temperature record; for a run that predates calibration, computed first (its
+    own val and test splits re-scored in fp32, the results added to its folder).  Returns
+    (record, whether it was computed now)."""
+    from .data import load_dataset
+    from .reports.calibration import write_reliability_png
+    from .stats.calibration import binary_margin, temperature_record
+
+    m, classes, thr = _binary_run(run)
+    rec = m.get("calibration") or {}
+    if "temperature" in rec and "ece" in (m.get("test") or {}) and run.val_predictions_path.is_file():
+        return rec, False
+    run.require_finished(CHECKPOINT)
+    cfg = run.config()
+    bundle = load_dataset(_own_data_config(run, cfg))
+    model = _load_model(run, cfg, len(classes))
+    val, test = bundle.splits["val"], bundle.splits["test"]
+    zv, zt = _logits(model, val.images, cfg), _logits(model, test.images, cfg)
+    stored = read_predictions(run.predictions_path)
+    if "ids" in stored and list(map(str, stored["ids"])) != list(map(str, test.ids)):
+        raise DataError(f"{run.path}: its data no longer gives the test split it was scored on (the test image "
+                        f"ids differ from its predictions); calibration cannot be added")
+    pv, pt = _softmax(zv)[:, 1], _softmax(zt)[:, 1]
+    rec = temperature_record(val.labels, binary_margin(zv)) | {
+        "added_by": "medtl evaluate", "max_abs_diff_p_vs_stored_test_predictions":
+            float(np.max(np.abs(pt - np.asarray(stored["p"], float)))) if len(pt) else 0.0}
+    _add_calibration(m["val"], val.labels, pv, binary_margin(zv), None)
+    _add_calibration(m["test"], test.labels, pt, binary_margin(zt), rec["temperature"])
+    m["calibration"] = rec
+    _save_npz(run.val_predictions_path, y=val.labels, p=pv, logit=binary_margin(zv),
+              ids=np.asarray(val.ids, dtype=str))
+    write_reliability_png(run.reliability_path, m["test"], title=f"{run.path.name}: test")
+    write_json_atomic(run.metrics_path, json_safe(m))
+    log.info("%s: calibration added (temperature %.3f fitted on val)", run.path, rec["temperature"])
+    return rec, True
+
+
+# ------------------------------------------------------------------------------ external data
+
+def _fingerprint(path: Path) -> str:
+    """sha256 over (relative path, size, mtime) of every file at or under ``path``."""
+    h = hashlib.sha256()
+    if path.is_file():
+        st = path.stat()
+        h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return h.hexdigest()
+    h.update(str(path.resolve()).encode())
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for f in sorted(filenames):
+            p = Path(dirpath, f)
+            st = p.stat()
+            h.update(f"\n{p.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _data_path(data: str) -> Path:
+    from .data.registry import resolve_data_path
+
+    resolved = resolve_data_path(data)
+    p = resolved.path if resolved is not None else Path(data).expanduser()
+    if not p.exists():
+        raise DataError(f"{data}: no such file or directory")
+    return p
+
+
+def _cache_key(run: Run, spec: ExternalSpec, cfg, threshold: float, temperature: float, data_fp: str) -> str:
+    blob = {"v": EVAL_VERSION, "ckpt": sha256_file(run.checkpoint_path), "data": spec.data, "files": data_fp,
+            "format": spec.data_format, "split": spec.split, "label_map": sorted(spec.label_map.items()),
+            "positive": spec.positive, "groups": spec.group_columns, "threshold": threshold,
+            "temperature": temperature, "prep": [cfg.data.image_size, cfg.data.resize,
+                                                 cfg.data.sr.model_dump(mode="json")]}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def class_mapping(data_classes: Sequence[str], run_classes: Sequence[str], label_map: Mapping[str, str],
+                  where: str) -> dict[str, int | None]:
+    """Data class -> run class index (None: dropped).  Identical names map to themselves; every
+    other data class needs a ``label_map`` entry, else one line lists both class sets."""
+    data_classes, run_classes = [str(c) for c in data_classes], [str(c) for c in run_classes]
+    unknown = [s for s in label_map if s not in data_classes]
+    if unknown:
+        raise ConfigError(f"{where}: label_map names {', '.join(map(repr, unknown))}, not a class of the data "
+                          f"(data classes: {', '.join(data_classes)})")
+    bad = [d for d in label_map.values() if d != DROP and d not in run_classes]
+    if bad:
+        raise ConfigError(f"{where}: label_map maps to {', '.join(map(repr, bad))}, not a class of the run "
+                          f"(run classes: {', '.join(run_classes)}; '{DROP}' drops a data class)")
+    out: dict[str, int | None] = {}
+    for c in data_classes:
+        dst = label_map.get(c, c)
+        if dst != DROP and dst not in run_classes:
+            raise ConfigError(f"{where}: class names differ: the run has {', '.join(run_classes)}; the data has "
+                              f"{', '.join(data_classes)}; map each data class with label_map SRC=DST "
+                              f"(e.g. {c}={run_classes[-1]}, or {c}={DROP} to drop it)")
+        out[c] = None if dst == DROP else run_classes.index(dst)
+    return out
+
+
+@dataclass
+class _Scored:
+    """The evaluated cases of an external dataset at one preprocessing, mapped to run classes."""
+
+    images: np.ndarray
+    labels: np.ndarray          # run class index per case
+    ids: list[str]
+    groups: dict[str, np.ndarray] | None
+    info: dict
+
+
+def _select(bundle, split: str):
+    from .data.types import SPLITS
+
+    names = list(SPLITS) if split == "all" else [split]
+    parts = [bundle.splits[s] for s in names if s in bundle.splits]
+    images = np.concatenate([s.images for s in parts])
+    labels = np.concatenate([np.asarray(s.labels) for s in parts])
+    ids = [i for s in parts for i in s.ids]
+    groups = None
+    if all(s.groups for s in parts) and parts and parts[0].groups:
+        groups = {c: np.concatenate([np.asarray(s.groups[c], dtype=object) for s in parts]) for c in parts[0].groups}
+    return images, labels, ids, groups
+
+
+class ExternalData:
+    """External datasets loaded once per preprocessing (image size, resize, SR) and mapped."""
+
+    def __init__(self, spec: ExternalSpec):
+        self.spec = spec
+        self._bundles: dict[str, object] = {}
+
+    def scored(self, cfg, run_classes: Sequence[str]) -> _Scored:
+        from .config import DataConfig
+        from .data import load_dataset
+
+        spec = self.spec
+        key = json.dumps([cfg.data.image_size, cfg.data.resize, cfg.data.sr.model_dump(mode="json")])
+        if key not in self._bundles:
+            dc = DataConfig(path=spec.data, format=spec.data_format, image_size=cfg.data.image_size,
+                            resize=cfg.data.resize, sr=cfg.data.sr, cache=cfg.data.cache, on_leak="warn",
+                            group_columns=spec.group_columns)
+            self._bundles[key] = load_dataset(dc)
+        bundle = self._bundles[key]
+        if bundle.multilabel:
+            raise ConfigError(f"{spec.data}: multi-label data; evaluate needs single-label classes")
+        mapping = class_mapping(bundle.classes, run_classes, spec.label_map, spec.data)
+        images, labels, ids, groups = _select(bundle, spec.split)
+        idx_map = np.array([-1 if mapping[c] is None else mapping[c] for c in bundle.classes])
+        mapped = idx_map[np.asarray(labels, dtype=int)]
+        keep = np.flatnonzero(mapped >= 0)
+        if keep.size == 0:
+            raise DataError(f"{spec.data}: no images left in split {spec.split!r} after the label map")
+        info = {"path": spec.data, "source": bundle.source, "dataset": bundle.name, "format": bundle.format,
+                "synthetic": bool(bundle.synthetic), "split": spec.split, "classes": list(bundle.classes),
+                "label_map": {c: (run_classes[i] if i is not None else DROP) for c, i in mapping.items()},
+                "n_dropped_by_label_map": int(len(mapped) - keep.size), "notes": list(bundle.notes)}
+        return _Scored(images=images[keep], labels=mapped[keep], ids=[ids[i] for i in keep],
+                       groups=None if groups is None else {c: v[keep] for c, v in groups.items()}, info=info)
+
+
+def _external_metrics(y: np.ndarray, z: np.ndarray, threshold: float, temperature: float, groups) -> dict:
+    from .stats import binary_metrics
+    from .stats.calibration import scaled_probs
+    from .stats.subgroups import group_metrics
+
+    p = scaled_probs(z, 1.0)
+    m = binary_metrics(y, p, threshold)
+    _add_calibration(m, y, p, z, temperature)
+    if groups:
+        m["groups"], m["group_gaps"] = group_metrics(y, p, threshold, groups)
+    return m
+
+
+def _positive(spec: ExternalSpec, run_classes: list[str], threshold: float, where: Path) -> tuple[int, float]:
+    """(index of the positive class, threshold on its probability)."""
+    if spec.positive is None:
+        return 1, threshold
+    if spec.positive not in run_classes:
+        raise ConfigError(f"{where}: positive class {spec.positive!r} is not a class of the run "
+                          f"({', '.join(run_classes)})")
+    pos = run_classes.index(spec.positive)
+    # the run decides class 1 when p1 >= t, i.e. class 0 when p0 > 1 - t
+    return pos, threshold if pos == 1 else 1.0 - threshold
+
+
+def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp: str, *,
+                      force: bool = False) -> tuple[dict, bool]:
+    """``RUN/external/<name>/metrics.json`` (computed, or read from the cache); (record, cached?)."""
+    from .reports.calibration import write_reliability_png
+
+    t0 = time.time()
+    m, classes, thr = _binary_run(run)
+    calib, _ = ensure_calibration(run)
+    cfg = run.config()
+    pos, thr_pos = _positive(spec, classes, thr, run.path)
+    key = _cache_key(run, spec, cfg, thr, calib["temperature"], data_fp)
+    out = run.external_metrics_path(spec.name)
+    if out.is_file() and not force:
+        try:
+            old = read_json(out)
+        except DataError:
+            old = {}
+        if old.get("key") == key:
+            return old, True
+    scored = data.scored(cfg, classes)
+    model = _load_model(run, cfg, len(classes))
+    z2 = _logits(model, scored.images, cfg)
+    margin = z2[:, 1] - z2[:, 0]
+    z = margin if pos == 1 else -margin
+    y = (scored.labels == pos).astype(int)
+    metrics = _external_metrics(y, z, thr_pos, calib["temperature"], scored.groups)
+    extra = {f"group_{c}": np.asarray(v, dtype=str) for c, v in (scored.groups or {}).items()}
+    _save_npz(run.external_predictions_path(spec.name), y=y, p=metrics_p(z), logit=z,
+              ids=np.asarray(scored.ids, dtype=str), **extra)
+    write_reliability_png(run.external_reliability_path(spec.name), metrics,
+                          title=f"{run.path.name} on {spec.name}")
+    rec = json_safe({"kind": "medtl.external", "version": EVAL_VERSION, "key": key, "name": spec.name,
+                     "data": scored.info | {"n": int(len(y)), "n_pos": int(y.sum())},
+                     "run": {"dir": str(run.path), "classes": classes, "positive": classes[pos],
+                             "threshold": thr_pos, "threshold_rule": (m.get("threshold") or {}).get("rule"),
+                             "temperature": calib["temperature"], "eval_precision": "fp32"},
+                     "metrics": metrics, "wall_time_s": round(time.time() - t0, 2)})
+    write_json_atomic(out, rec)
+    return rec, False
+
+
+def metrics_p(z: np.ndarray) -> np.ndarray:
+    """The positive-class probability of a binary logit."""
+    from .stats.calibration import scaled_probs
+
+    return scaled_probs(z, 1.0)
+
+
+# ------------------------------------------------------------------------------ many runs
+
+def _pick(section: Mapping, key: str):
+    cur = section
+    for part in key.split("."):
+        cur = cur.get(part) if isinstance(cur, Mapping) else None
+    return cur
+
+
+def summarise(rows: Sequence[Mapping], keys: Sequence[str] = SUMMARY_KEYS) -> dict:
+    """Per arm and metric: mean, sd and bootstrap CI over seeds (:func:`medtl.stats.compare.describe`)."""
+    from .stats.compare import describe
+
+    by_arm: dict[str, list[Mapping]] = {}
+    for r in rows:
+        by_arm.setdefault(r["arm"], []).append(r)
+    out = {}
+    for arm, rs in by_arm.items():
+        out[arm] = {"seeds": [r["seed"] for r in rs]}
+        for k in keys:
+            vals = [r["metrics"].get(k) for r in rs]
+            vals = [float("nan") if v is None else float(v) for v in vals]
+            out[arm][k] = describe(vals, n_resamples=2000)
+    return out
+
+
+def evaluate_runs(dirs: Sequence[str | Path], data: str | None = None, *, name: str | None = None,
+                  label_map: Mapping[str, str] | None = None, positive: str | None = None, split: str = "test",
+                  group_columns: Sequence[str] | None = None, data_format: str = "auto", force: bool = False,
+                  progress: Callable[[str], None] | None = None) -> dict:
+    """Evaluate every finished run in ``dirs`` (sweep, arm or run folders): on ``data`` when given
+    (``RUN/external/<name>/``), and in any case make sure each run carries its calibration.
+    Returns ``{"name", "data", "runs": [...], "arms": summarise(...)}`` (JSON-ready)."""
+    arms = discover_arms(list(dirs))
+    spec = None
+    if data is not None:
+        spec = ExternalSpec(data=str(data), name=name or default_name(str(data)), label_map=dict(label_map or {}),
+                            positive=positive, split=split, data_format=data_format,
+                            group_columns=list(group_columns) if group_columns else None)
+        check_spec(spec)
+    elif label_map or positive or group_columns or name:
+        raise ConfigError("name, label_map, positive and group_columns describe external data: give data too")
+    data_fp = _fingerprint(_data_path(spec.data)) if spec else ""
+    loader = ExternalData(spec) if spec else None
+    rows = []
+    for arm, seed, run in iter_finished(arms):
+        t = time.time()
+        if spec is None:
+            _, computed = ensure_calibration(run)
+            rec, cached, metrics = None, not computed, run.metrics["test"]
+        else:
+            rec, cached = evaluate_external(run, spec, loader, data_fp, force=force)
+            metrics = rec["metrics"]
+        rows.append({"arm": arm, "seed": seed, "run_dir": str(run.path), "cached": cached,
+                     "metrics": {k: _pick(metrics, k) for k in SUMMARY_KEYS} | {"n": metrics.get("n")}})
+        if progress:
+            auc = rows[-1]["metrics"]["auc"]
+            progress(f"{arm}/seed {seed}: AUC {auc if auc is None else round(auc, 4)}, ECE "
+                     f"{_fmt(rows[-1]['metrics']['ece'])}{' (cached)' if cached else ''} ({time.time() - t:.1f}s)")
+    first = rec["data"] if rec else None
+    return json_safe({"name": spec.name if spec else None, "data": first, "runs": rows, "arms": summarise(rows),
+                      "n_cached": sum(r["cached"] for r in rows)})
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"

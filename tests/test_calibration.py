@@ -1,0 +1,131 @@
+"""Calibration (ECE, MCE, Brier, NLL, reliability data, temperature scaling) and subgroup metrics:
+hand-computed examples and planted effects."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.calibration import calibration_curve
+
+from medtl.stats.calibration import (brier, calibration_metrics, ece, fit_temperature, nll, reliability,
+                                     scaled_probs, temperature_record, temperature_scaled)
+from medtl.stats.metrics import auc
+from medtl.stats.subgroups import group_metrics
+
+Y = np.array([0, 0, 1, 1, 1])
+P = np.array([0.1, 0.4, 0.35, 0.8, 0.9])
+
+
+def test_ece_mce_brier_nll_match_a_hand_computed_example():
+    # two equal-width bins [0, .5] and (.5, 1]: {.1, .4, .35} with 1 positive, {.8, .9} with 2
+    # bin 1: mean p .85/3, observed 1/3 -> gap .05; bin 2: mean p .85, observed 1 -> gap .15
+    assert ece(Y, P, n_bins=2) == pytest.approx(3 / 5 * 0.05 + 2 / 5 * 0.15, abs=1e-12)
+    rel = reliability(Y, P, n_bins=2)
+    assert rel["mce"] == pytest.approx(0.15, abs=1e-12)
+    assert rel["count"] == [3, 2]
+    assert rel["mean_predicted"] == pytest.approx([0.85 / 3, 0.85]) and rel["observed"] == pytest.approx([1 / 3, 1])
+    assert brier(Y, P) == pytest.approx((0.01 + 0.16 + 0.65 ** 2 + 0.04 + 0.01) / 5, abs=1e-12)
+    assert nll(Y, P) == pytest.approx(-np.mean(np.log([0.9, 0.6, 0.35, 0.8, 0.9])), abs=1e-12)
+    # perfectly calibrated in every bin -> 0
+    assert ece([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.0)
+
+
+def test_bins_agree_with_sklearn_calibration_curve_and_empty_bins_stay_aligned():
+    rng = np.random.default_rng(0)
+    p = rng.beta(0.6, 0.6, 500)
+    y = (rng.random(500) < p ** 1.5).astype(int)
+    for strategy in ("uniform", "quantile"):
+        rel = reliability(y, p, n_bins=10, strategy=strategy)
+        obs, pred = calibration_curve(y, p, n_bins=10, strategy=strategy)
+        full = np.asarray(rel["observed"], float)
+        np.testing.assert_allclose(full[np.isfinite(full)], obs)
+        np.testing.assert_allclose(np.asarray(rel["mean_predicted"], float)[np.isfinite(full)], pred)
+        assert sum(rel["count"]) == 500 and len(rel["count"]) == 10
+    sparse = reliability([0, 1, 1], [0.05, 0.92, 0.97], n_bins=10)
+    assert sparse["count"] == [1] + [0] * 8 + [2] and math.isnan(sparse["observed"][4])
+    m = calibration_metrics(y, p)
+    assert {"ece", "ece_equal_mass", "mce", "brier", "nll", "reliability"} <= set(m)
+
+
+def test_temperature_scaling_recovers_a_planted_temperature_and_keeps_auc():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 2.0, 20000)                      # calibrated logits
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-z))).astype(int)
+    planted = 2.5
+    over = z * planted                                 # an overconfident model: logits x 2.5
+    t = fit_temperature(y, over)
+    assert t == pytest.approx(planted, rel=0.05)
+    scaled = temperature_scaled(y, over, t)
+    assert abs(scaled["auc"] - auc(y, over)) < 1e-9
+    before = calibration_metrics(y, scaled_probs(over, 1.0))
+    assert scaled["ece"] < before["ece"] and scaled["nll"] < before["nll"]
+    # two-column logits (z0, z1) are the same model: their margin z1 - z0
+    two = np.stack([np.zeros_like(over), over], 1)
+    assert fit_temperature(y, two) == pytest.approx(t, rel=1e-6)
+    rec = temperature_record(y, over)
+    assert rec["fitted_on"] == "val" and not rec["at_bound"] and rec["n_val"] == y.size
+
+
+def test_temperature_multiclass_and_degenerate_inputs():
+    rng = np.random.default_rng(2)
+    z = rng.normal(0, 1.5, (6000, 3))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    assert fit_temperature(y, z * 0.5) == pytest.approx(0.5, rel=0.05)  # underconfident: T < 1
+    assert fit_temperature([1, 1, 1], [2.0, 3.0, 4.0]) == 1.0           # one class: nothing to fit
+    assert fit_temperature([], []) == 1.0
+    m = calibration_metrics(y, p)
+    assert 0 <= m["ece"] <= 1 and m["brier"] > 0
+
+
+def _planted_groups(rng):
+    n = 300
+    y = rng.integers(0, 2, 3 * n + 40)
+    p = np.clip(0.5 + 0.35 * (2 * y - 1) + rng.normal(0, 0.15, y.size), 0, 1)   # informative
+    site = np.array(["good"] * n + ["chance"] * n + ["other"] * n + ["pos_only"] * 34 + ["tiny"] * 6, dtype=object)
+    p[site == "chance"] = rng.random(n)                                           # planted: at chance
+    y[site == "pos_only"] = 1
+    return y, p, site
+
+
+def test_a_planted_subgroup_at_chance_is_flagged_and_small_groups_are_kept():
+    y, p, site = _planted_groups(np.random.default_rng(3))
+    groups, gaps = group_metrics(y, p, 0.5, {"site": site}, n_resamples=500)
+    g = groups["site"]
+    assert set(g) == {"good", "chance", "other", "pos_only", "tiny"}
+    assert g["good"]["auc"] > 0.9 and not any("chance" in f for f in g["good"]["flags"])
+    assert g["chance"]["auc_ci_low"] <= 0.5 <= g["chance"]["auc_ci_high"]
+    assert any("chance" in f for f in g["chance"]["flags"])
+    assert g["pos_only"]["auc_status"].startswith("one class only") and math.isnan(g["pos_only"]["auc"])
+    assert g["pos_only"]["sensitivity_ci_low"] <= g["pos_only"]["sensitivity"] <= g["pos_only"]["sensitivity_ci_high"]
+    # its positives against every negative (the chance group's included)
+    assert math.isnan(g["pos_only"]["specificity"]) and 0.6 < g["pos_only"]["auc_vs_all_negatives"] < 1
+    assert g["tiny"]["n"] == 6 and "n < 10" in g["tiny"]["auc_status"] and any("small" in f for f in g["tiny"]["flags"])
+    assert gaps["site"]["auc"]["worst"] == "chance" and gaps["site"]["auc"]["gap"] > 0.3
+    assert gaps["site"]["auc"]["n_groups"] == 3   # groups without an AUC do not enter the gap
+
+
+def test_robustness_report_mean_reliability_and_calibration_rows():
+    from medtl.reports.robustness import calibration_pngs, calibration_rows
+    from medtl.stats.compare import describe
+    from medtl.stats.robustness import mean_reliability
+
+    rng = np.random.default_rng(4)
+    recs = []
+    for s in range(4):
+        p = rng.random(200)
+        y = (rng.random(200) < p).astype(int)
+        recs.append({"arm": "a", "seed": s, "calibration": calibration_metrics(y, p)})
+    rel = mean_reliability(recs, n_resamples=200)
+    assert rel["n_runs"] == 4 and len(rel["observed"]) == 10
+    obs = np.array([r["calibration"]["reliability"]["observed"] for r in recs], float)
+    np.testing.assert_allclose(rel["observed"], obs.mean(0))
+    assert all(lo <= m <= hi for lo, m, hi in zip(rel["ci_low"], rel["observed"], rel["ci_high"]))
+    assert mean_reliability([{"calibration": None}]) is None
+    eces = [r["calibration"]["ece"] for r in recs]
+    result = {"arms": {"a": {"metrics": {"calibration.ece": describe(eces, n_resamples=200) | {"values": eces}},
+                             "reliability": rel}}}
+    (row,) = calibration_rows(result)
+    assert row[:3] == ["a", "calibration.ece", "4"]
+    assert calibration_pngs(result)["calibration"][:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,211 @@
+"""`medtl evaluate` (external validation, calibration of old runs, subgroups) and its views in
+`medtl compare` (`external.<name>.*` metrics, `--internal-vs-external`), on one tiny trained run
+and on fabricated run folders."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _data_helpers import write_png
+from medtl.cli import run as cli
+from medtl.config import build_config
+from medtl.runs import EXTERNAL_DIR, METRICS, PREDICTIONS, PREDICTIONS_VAL, RELIABILITY_PNG, Run, foreign_entries
+
+TINY = ["data.path=builtin:synthetic", "data.image_size=16", "data.synthetic_n={train: 64, val: 32, test: 32}",
+        "train.epochs=1", "train.batch_size=32", "train.num_threads=1", "train.precision=fp32"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """One tiny finished run (synthetic classes normal/opacity) and a CSV dataset with other class
+    names and a 'site' group column."""
+    root = tmp_path_factory.mktemp("evaluate")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MEDTL_CACHE", str(root / "cache"))
+    from medtl.train import finetune
+
+    run_dir = root / "arm" / "seed-0"
+    finetune(build_config({}, TINY), run_dir, progress=False)
+    data = root / "other"
+    rows = []
+    for i in range(48):
+        split = "train" if i < 16 else ("val" if i < 24 else "test")
+        label = ["NORMAL", "PNEUMONIA"][i % 2]
+        rel = f"img/{i}.png"
+        write_png(data / rel, 60 if label == "NORMAL" else 190, size=(16, 16), seed=i)
+        rows.append({"path": rel, "label": label, "split": split, "site": ["A", "B"][(i // 2) % 2]})
+    with open(data / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "label", "split", "site"])
+        w.writeheader()
+        w.writerows(rows)
+    yield {"root": root, "run": run_dir, "data": data / "manifest.csv"}
+    mp.undo()
+
+
+MAP = ["--label-map", "NORMAL=normal", "--label-map", "PNEUMONIA=opacity"]
+
+
+def test_a_trained_run_carries_calibration_and_val_predictions(env):
+    run = Run(env["run"])
+    m = run.metrics
+    for k in ("ece", "ece_equal_mass", "mce", "brier", "nll", "reliability"):
+        assert k in m["test"] and k in m["val"]
+    assert m["calibration"]["fitted_on"] == "val" and m["calibration"]["temperature"] > 0
+    assert m["test"]["temp_scaled"]["temperature"] == m["calibration"]["temperature"]
+    assert abs(m["test"]["temp_scaled"]["auc"] - m["test"]["auc"]) < 1e-6
+    assert run.val_predictions_path.is_file() and run.reliability_path.is_file()
+    with np.load(run.predictions_path) as z:
+        assert {"y", "p", "logit", "ids"} <= set(z.files)
+
+
+def test_class_name_mismatch_exits_2_with_one_line(env, capsys):
+    rc = cli(["evaluate", str(env["run"]), "--data", str(env["data"]), "--name", "other", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "class names differ" in err[0] and "normal, opacity" in err[0] and "NORMAL, PNEUMONIA" in err[0]
+    assert not Run(env["run"]).external_dir("other").exists()
+    assert cli(["evaluate", str(env["run"]), "--data", str(env["data"]), "--label-map", "bogus"]) == 2
+
+
+def test_external_evaluation_writes_its_folder_then_rerunning_recomputes_nothing(env, capsys, monkeypatch):
+    args = ["evaluate", str(env["root"] / "arm"), "--data", str(env["data"]), "--name", "other", "--group", "site",
+            "-q"] + MAP
+    assert cli(args) == 0
+    out = capsys.readouterr().out
+    assert "evaluated 1 run(s) on other" in out and "0 from cache" in out and "| arm |" in out
+    run = Run(env["run"])
+    d = run.external_dir("other")
+    assert sorted(p.name for p in d.iterdir()) == sorted([METRICS, "predictions.npz", RELIABILITY_PNG])
+    rec = json.loads(run.external_metrics_path("other").read_text())
+    m = rec["metrics"]
+    assert rec["data"]["n"] == 24 and rec["data"]["label_map"] == {"NORMAL": "normal", "PNEUMONIA": "opacity"}
+    for k in ("auc", "acc", "sensitivity", "specificity", "n", "ece", "ece_equal_mass", "mce", "brier", "nll"):
+        assert k in m
+    assert m["temp_scaled"]["temperature"] == pytest.approx(run.metrics["calibration"]["temperature"])
+    assert set(m["groups"]["site"]) == {"A", "B"} and m["groups"]["site"]["A"]["n"] == 12
+    assert "auc" in m["group_gaps"]["site"]
+    with np.load(run.external_predictions_path("other")) as z:
+        assert {"y", "p", "logit", "ids", "group_site"} <= set(z.files)
+        assert all(str(i).startswith("img/") for i in z["ids"])  # image paths, no patient ids
+    assert foreign_entries(env["run"]) == []  # the external folder is medtl's
+    # a second call reads the cache: no data is loaded and no model runs
+    import medtl.data
+    import medtl.evaluate as ev
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(ev, "_logits", boom)
+    monkeypatch.setattr(medtl.data, "load_dataset", boom)
+    before = run.external_metrics_path("other").stat().st_mtime_ns
+    res = ev.evaluate_runs([env["root"] / "arm"], str(env["data"]), name="other", group_columns=["site"],
+                           label_map={"NORMAL": "normal", "PNEUMONIA": "opacity"})
+    assert res["n_cached"] == 1 and run.external_metrics_path("other").stat().st_mtime_ns == before
+    # compare reads external.<name>.* and the calibration metrics like any other
+    assert cli(["compare", str(env["root"] / "arm"), "--metric", "external.other.auc", "--metric", "test.ece",
+                "--metric", "external.other.groups.site.A.sensitivity", "--out", str(env["root"] / "cmp"),
+                "--no-plots", "-B", "200"]) == 0
+    cmp = json.loads((env["root"] / "cmp" / "compare.json").read_text())
+    assert cmp["by_metric"]["external.other.auc"]["arms"]["arm"]["mean"] == pytest.approx(m["auc"])
+
+
+def test_an_old_run_gains_calibration_without_retraining(env):
+    old = env["root"] / "old" / "seed-0"
+    shutil.copytree(env["run"], old)
+    shutil.rmtree(old / EXTERNAL_DIR, ignore_errors=True)
+    m = json.loads((old / METRICS).read_text())
+    want_t = m.pop("calibration")["temperature"]
+    for sec in ("val", "test"):
+        for k in ("ece", "ece_equal_mass", "mce", "brier", "nll", "calibration_bins", "reliability", "temp_scaled"):
+            m[sec].pop(k, None)
+    (old / METRICS).write_text(json.dumps(m))
+    (old / PREDICTIONS_VAL).unlink()
+    (old / RELIABILITY_PNG).unlink()
+    from medtl.evaluate import evaluate_runs
+    from medtl.probes.suite import calibration_record
+
+    assert calibration_record(Run(old))["source"] == PREDICTIONS  # the report computes it from predictions
+    res = evaluate_runs([old])
+    assert res["n_cached"] == 0
+    new = json.loads((old / METRICS).read_text())
+    assert new["calibration"]["temperature"] == pytest.approx(want_t, rel=1e-4)
+    assert new["calibration"]["max_abs_diff_p_vs_stored_test_predictions"] < 1e-5
+    assert new["test"]["auc"] == m["test"]["auc"] and "ece" in new["test"] and "temp_scaled" in new["test"]
+    assert (old / PREDICTIONS_VAL).is_file() and (old / RELIABILITY_PNG).is_file() and (old / PREDICTIONS).is_file()
+    assert evaluate_runs([old])["n_cached"] == 1
+    assert calibration_record(Run(old))["source"] == METRICS
+
+
+def _fake_run(d: Path, seed: int, internal: float, external: float, rng) -> None:
+    """A finished binary run with test and external predictions whose AUCs are about as given."""
+    d.mkdir(parents=True)
+    y = np.r_[np.zeros(60, int), np.ones(60, int)]
+
+    def preds(target):
+        # separation chosen so that the AUC is close to target (normal scores, equal variance)
+        from scipy.stats import norm
+        s = norm.ppf(target) * np.sqrt(2)
+        return 1 / (1 + np.exp(-(rng.normal(0, 1, y.size) + s * y - s / 2)))
+
+    pt, pe = preds(internal), preds(external)
+    from medtl.stats.metrics import auc
+
+    m = {"task": "binary", "classes": ["normal", "pneumonia"], "threshold": {"rule": "youden", "value": 0.5},
+         "run": {"seed": seed}, "data": {"leaks": {"status": "clean"}},
+         "test": {"auc": auc(y, pt), "ece": 0.1, "n": int(y.size)}}
+    (d / METRICS).write_text(json.dumps(m))
+    (d / "config.yaml").write_text(f"seed: {seed}\n")
+    np.savez(d / PREDICTIONS, y=y, p=pt, ids=np.arange(y.size).astype(str))
+    ext = d / EXTERNAL_DIR / "ext"
+    ext.mkdir(parents=True)
+    (ext / METRICS).write_text(json.dumps({"metrics": {"auc": auc(y, pe), "n": int(y.size)},
+                                           "run": {"threshold": 0.5}}))
+    np.savez(ext / "predictions.npz", y=y, p=pe, ids=np.arange(y.size).astype(str))
+
+
+def test_compare_internal_vs_external_view(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        _fake_run(tmp_path / "sw" / "drops" / f"seed-{k}", k, 0.92, 0.80, rng)
+        _fake_run(tmp_path / "sw" / "holds" / f"seed-{k}", k, 0.92, 0.92, rng)
+    out = tmp_path / "cmp"
+    assert cli(["compare", str(tmp_path / "sw"), "--internal-vs-external", "ext", "--out", str(out), "-B", "300",
+                "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    assert "Internal vs external: ext" in printed and "Do the arms differ in their drop?" in printed
+    res = json.loads((out / "compare.json").read_text())
+    ive = res["internal_vs_external"]
+    assert ive["arms"]["drops"]["drop"]["mean"] == pytest.approx(0.12, abs=0.05)
+    assert abs(ive["arms"]["holds"]["drop"]["mean"]) < 0.05
+    assert ive["arms"]["drops"]["no_drop_test"]["significant"]
+    (pair,) = ive["pairs"]
+    assert pair["paired"] and pair["n_pairs"] == 8 and pair["significant"] and pair["p_holm"] < 0.05
+    # both AUCs also get the CI over seeds and test cases (the external one from predictions.npz)
+    ext = res["by_metric"]["external.ext.auc"]["arms"]["drops"]
+    assert ext["ci_seeds_cases_low"] < ext["mean"] < ext["ci_seeds_cases_high"]
+    for f in ("compare.md", "compare.html"):
+        assert "Internal vs external: ext" in (out / f).read_text()
+    assert cli(["compare", str(tmp_path / "sw"), "--internal-vs-external", "nope", "--out", str(out)]) == 2
+
+
+def test_group_columns_are_read_from_a_csv_and_guarded(env, tmp_path, monkeypatch):
+    import medtl.data.groups
+    from medtl.data import load_dataset
+    from medtl.errors import DataError
+
+    cfg = build_config({}, [f"data.path={env['data']}", "data.image_size=16", "data.group_columns=[site]",
+                            "data.on_leak=warn"]).data
+    test = load_dataset(cfg, cache_dir=tmp_path).splits["test"]
+    assert list(test.groups) == ["site"] and len(test.groups["site"]) == len(test)
+    monkeypatch.setattr(medtl.data.groups, "MAX_GROUP_VALUES", 10)  # 'path' has 48: an identifier, refused
+    for bad, msg in (("[nope]", "missing group column 'nope'"), ("[path]", "48 distinct values")):
+        with pytest.raises(DataError, match=msg):
+            load_dataset(cfg.model_copy(update={"group_columns": [bad[1:-1]]}), cache_dir=tmp_path)
+    syn = build_config({}, TINY + ["data.group_columns=[site]"]).data
+    with pytest.raises(DataError, match="needs a CSV manifest"):
+        load_dataset(syn, cache_dir=tmp_path)
