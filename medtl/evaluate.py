@@ -240,15 +240,18 @@ def class_mapping(data_classes: Sequence[str], run_classes: Sequence[str], label
     if bad:
         raise ConfigError(f"{where}: label_map maps to {', '.join(map(repr, bad))}, not a class of the run "
                           f"(run classes: {', '.join(run_classes)}; '{DROP}' drops a data class)")
-    out: dict[str, int | None] = {}
-    for c in data_classes:
-        dst = label_map.get(c, c)
-        if dst != DROP and dst not in run_classes:
-            raise ConfigError(f"{where}: class names differ: the run has {', '.join(run_classes)}; the data has "
-                              f"{', '.join(data_classes)}; map each data class with label_map SRC=DST "
-                              f"(e.g. {c}={run_classes[-1]}, or {c}={DROP} to drop it)")
-        out[c] = None if dst == DROP else run_classes.index(dst)
-    return out
+    missing = [c for c in data_classes if label_map.get(c, c) != DROP and label_map.get(c, c) not in run_classes]
+    if missing:
+        raise ConfigError(f"{where}: class names differ: the run has {', '.join(run_classes)}; the data has "
+                          f"{', '.join(data_classes)}; map each data class with label_map SRC=DST, e.g. "
+                          f"{' '.join(_suggest(c, run_classes) for c in missing)} ('{DROP}' drops a class)")
+    return {c: None if label_map.get(c, c) == DROP else run_classes.index(label_map.get(c, c)) for c in data_classes}
+
+
+def _suggest(data_class: str, run_classes: Sequence[str]) -> str:
+    """An example map entry: the run class of the same name up to case, else the choices."""
+    same = [r for r in run_classes if r.casefold() == data_class.casefold()]
+    return f"{data_class}={same[0]}" if same else f"{data_class}=<{'|'.join([*run_classes, DROP])}>"
 
 
 @dataclass
@@ -394,8 +397,24 @@ def _pick(section: Mapping, key: str):
     return cur
 
 
+def temperature_effect(rows: Sequence[Mapping]) -> dict:
+    """Does temperature scaling lower ECE?  Per run ``temp_scaled.ece - ece`` (the same cases, so
+    paired per seed): mean change with its bootstrap CI over seeds and a Wilcoxon signed-rank test
+    of no change (:func:`medtl.stats.compare.paired_tests`)."""
+    from .stats.compare import describe, paired_tests
+
+    pairs = [(r["metrics"].get("ece"), r["metrics"].get("temp_scaled.ece")) for r in rows]
+    pairs = [(float(a), float(b)) for a, b in pairs if a is not None and b is not None
+             and np.isfinite(a) and np.isfinite(b)]
+    before, after = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
+    test = paired_tests(after, before)
+    return {"change": describe(after - before, n_resamples=2000), "n_lower": int(np.sum(after < before)),
+            "n": len(pairs), "wilcoxon_p": test["wilcoxon"]["p"], "note": test["note"]}
+
+
 def summarise(rows: Sequence[Mapping], keys: Sequence[str] = SUMMARY_KEYS) -> dict:
-    """Per arm and metric: mean, sd and bootstrap CI over seeds (:func:`medtl.stats.compare.describe`)."""
+    """Per arm and metric: mean, sd and bootstrap CI over seeds (:func:`medtl.stats.compare.describe`);
+    ``ece_change_after_T``: :func:`temperature_effect` of the arm."""
     from .stats.compare import describe
 
     by_arm: dict[str, list[Mapping]] = {}
@@ -408,6 +427,7 @@ def summarise(rows: Sequence[Mapping], keys: Sequence[str] = SUMMARY_KEYS) -> di
             vals = [r["metrics"].get(k) for r in rs]
             vals = [float("nan") if v is None else float(v) for v in vals]
             out[arm][k] = describe(vals, n_resamples=2000)
+        out[arm]["ece_change_after_T"] = temperature_effect(rs)
     return out
 
 

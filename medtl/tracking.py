@@ -94,6 +94,20 @@ def _local_db(uri: str) -> Path | None:
     return Path(rest).resolve()  # sqlite:////abs/x.db is absolute, sqlite:///x.db relative
 
 
+def local_store_problem(uri: str | None) -> str | None:
+    """Why a local SQLite store at ``uri`` could not be opened (a file where its folder must be),
+    or None; remote URIs are not contacted."""
+    db = _local_db(resolve_uri(uri))
+    if db is None:
+        return None
+    if db.exists() and not db.is_file():
+        return f"{db} is not a file"
+    for parent in db.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file, so the store {db} cannot be made"
+    return None
+
+
 def _client(uri: str | None):
     resolved = resolve_uri(uri)
     db = _local_db(resolved)

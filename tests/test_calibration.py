@@ -129,3 +129,20 @@ def test_robustness_report_mean_reliability_and_calibration_rows():
     (row,) = calibration_rows(result)
     assert row[:3] == ["a", "calibration.ece", "4"]
     assert calibration_pngs(result)["calibration"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_temperature_effect_pairs_runs_and_counts_the_ones_it_lowered():
+    from medtl.evaluate import summarise, temperature_effect
+
+    rng = np.random.default_rng(0)
+    before = rng.uniform(0.05, 0.15, 12)
+    rows = [{"arm": "a", "seed": i, "metrics": {"ece": float(b), "temp_scaled.ece": float(b - 0.02 - 0.001 * i)}}
+            for i, b in enumerate(before)]
+    rows.append({"arm": "a", "seed": 99, "metrics": {"ece": 0.1, "temp_scaled.ece": None}})  # not paired: left out
+    eff = temperature_effect(rows)
+    assert eff["n"] == 12 and eff["n_lower"] == 12 and eff["wilcoxon_p"] < 0.001
+    assert eff["change"]["mean"] == pytest.approx(-0.02 - 0.001 * np.mean(range(12)))
+    assert eff["change"]["ci_low"] < eff["change"]["mean"] < eff["change"]["ci_high"] < 0
+    same = [{"arm": "a", "seed": i, "metrics": {"ece": 0.1, "temp_scaled.ece": 0.1}} for i in range(3)]
+    assert temperature_effect(same)["wilcoxon_p"] == 1.0 and temperature_effect(same)["n_lower"] == 0
+    assert summarise(rows)["a"]["ece_change_after_T"]["n"] == 12

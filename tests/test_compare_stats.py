@@ -215,3 +215,28 @@ def test_delong_identical_and_clearly_different():
     assert r["auc_a"] > 0.9 and r["p"] < 1e-6
     with pytest.raises(ValueError):
         delong_test([1, 0, 0], [0.1, 0.2, 0.3], [0.1, 0.2, 0.3])
+
+
+def test_min_attainable_p_is_what_scipy_gives_at_complete_separation():
+    from medtl.stats.compare import min_attainable_p
+
+    for n in (3, 5, 7):
+        a, b = np.arange(n) + 10.0, np.arange(n) * 0.5  # every a - b > 0, distinct magnitudes
+        assert min_attainable_p({"paired": True, "n_pairs": n}) == pytest.approx(stats.wilcoxon(a, b).pvalue)
+    a, b = np.array([5.0, 6, 7]), np.array([1.0, 2, 3, 4])
+    assert min_attainable_p({"paired": False, "n_a": 3, "n_b": 4}) == pytest.approx(
+        stats.mannwhitneyu(a, b, method="exact").pvalue)
+
+
+def test_a_design_that_cannot_reach_significance_says_so():
+    rng = np.random.default_rng(0)
+    big = {f"m{k}": {"a": {s: 1.0 + s + rng.normal() * 1e-3 for s in range(5)},
+                     "b": {s: float(s) for s in range(5)}} for k in range(3)}
+    res = compare_arms(big, n_resamples=200)
+    # a + 1 everywhere: every p is the floor 2/2**5 = 0.0625; Holm over 3 tests: nothing can pass
+    assert all(p["p"] == pytest.approx(0.0625) and not p["significant"] for p in res["pairs"])
+    assert "smallest two-sided p the test can give is 0.0625" in res["design_note"]
+    assert "at least 7 paired seeds" in res["design_note"]  # 2/2**7 * 3 = 0.047 < 0.05
+    ten = {"m": {"a": {s: 1.0 + s for s in range(10)}, "b": {s: float(s) for s in range(10)}}}
+    res10 = compare_arms(ten, n_resamples=200)
+    assert res10["design_note"] is None and res10["pairs"][0]["significant"]

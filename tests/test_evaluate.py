@@ -68,6 +68,7 @@ def test_class_name_mismatch_exits_2_with_one_line(env, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert "class names differ" in err[0] and "normal, opacity" in err[0] and "NORMAL, PNEUMONIA" in err[0]
+    assert "NORMAL=normal PNEUMONIA=<normal|opacity|->" in err[0]  # the example maps same names up to case
     assert not Run(env["run"]).external_dir("other").exists()
     assert cli(["evaluate", str(env["run"]), "--data", str(env["data"]), "--label-map", "bogus"]) == 2
 

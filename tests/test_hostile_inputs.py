@@ -506,3 +506,15 @@ def test_fuzz_suite_sample(tmp_path):
     assert summary["cases"] >= 40 and set(summary["by_family"]) == set(fuzz.FAMILIES)
     assert summary["ok"], "\n".join(lines)
     assert f"cases={summary['cases']} clean={summary['cases']} traceback=0 silent=0 lost=0" in lines
+
+
+def test_an_unusable_mlflow_store_is_refused_before_training(tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    for store in (blocker, blocker / "mlruns"):  # a plain file; a store folder under a file
+        out = tmp_path / f"run-{store.name}"
+        assert cli(finetune_args(out) + ["--mlflow", str(store)]) == 2
+        assert str(blocker) in one_error(capsys) and not out.exists()
+        assert cli(["sweep", "--config", str(tmp_path / "none.yaml"), "--out", str(out), "--mlflow", str(store)]) == 2
+        assert str(blocker) in one_error(capsys) and not out.exists()
+    assert blocker.read_text() == "mine"

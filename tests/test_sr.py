@@ -345,3 +345,20 @@ def test_kermany_x4_beats_bicubic(tmp_path):
     # measured: +0.70 dB [0.60, 0.79] (the full default training: +1.68 dB on all 624 test images)
     assert r["psnr"]["learned"] > r["psnr"]["bicubic"], r["psnr"]
     assert r["psnr"]["diff_ci_low"] > 0, r["psnr"]
+
+
+def test_restart_deletes_only_a_training_state(tmp_path):
+    hr = smooth_images(16)
+    out = tmp_path / "x4.pt"
+    mine = state_path(out)
+    mine.write_text("my notes, not a training state")
+    with pytest.raises(ConfigError, match=r"x4.state.pt: not a .* training state, so restart does not delete it"):
+        train_sr(hr, 4, out, seed=0, restart=True, **TINY)
+    assert mine.read_text() == "my notes, not a training state" and not out.exists()
+    # a truncated state (torch.save's zip archive cut short) is medtl's: restart removes it and trains
+    torch.save({"format": "x", "pad": torch.zeros(4096)}, mine)
+    mine.write_bytes(mine.read_bytes()[:2000])
+    with pytest.raises(ConfigError, match="truncated or corrupt"):
+        train_sr(hr, 4, out, seed=0, **TINY)
+    train_sr(hr, 4, out, seed=0, restart=True, **TINY)
+    assert out.is_file() and not mine.exists()

@@ -46,6 +46,18 @@ def mlflow_uri(value: str | None) -> str | None:
     return None if value in (None, "", "default") else value
 
 
+def check_mlflow_option(value: str | None) -> None:
+    """``--mlflow`` checked before training, not after it: a file that is no store, or a local
+    store whose folder cannot be made (a file in the way), ends with one line now."""
+    from ..tracking import local_store_problem
+
+    if value is None:
+        return
+    problem = local_store_problem(mlflow_uri(value))
+    if problem:
+        raise ConfigError(f"{value}: {problem}; give another --mlflow")
+
+
 def log_to_mlflow(paths: list[Path], uri: str | None, experiment: str | None = None,
                   checkpoints: bool = False) -> dict[str, int]:
     """Log every finished run under ``paths``; returns summed counts (logged/existing/unfinished)."""

@@ -25,7 +25,8 @@ def _parse_map(items: List[str]) -> dict[str, str]:
 def _table(result: dict) -> list[str]:
     from ..reports.render import ci, num
 
-    head = ["arm", "n", "AUC (95% CI over seeds)", "sensitivity", "specificity", "ECE", "ECE after T", "Brier"]
+    head = ["arm", "n", "AUC (95% CI over seeds)", "sensitivity", "specificity", "ECE", "ECE after T",
+            "ECE change (95% CI; runs lower; Wilcoxon p)", "Brier"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, st in result["arms"].items():
         def cell(k):
@@ -33,8 +34,17 @@ def _table(result: dict) -> list[str]:
             return f"{num(d['mean'])} ({ci(d['ci_low'], d['ci_high'])})" if k == "auc" else num(d["mean"])
         lines.append("| " + " | ".join([arm, str(st["auc"]["n"]), cell("auc"), cell("sensitivity"),
                                          cell("specificity"), cell("ece"), cell("temp_scaled.ece"),
-                                         cell("brier")]) + " |")
+                                         _t_cell(st["ece_change_after_T"]), cell("brier")]) + " |")
     return lines
+
+
+def _t_cell(eff: dict) -> str:
+    from ..reports.render import ci, num
+
+    c = eff["change"]
+    p = eff["wilcoxon_p"]
+    p_txt = "n/a" if p is None or p != p else f"{p:.2g}"
+    return f"{num(c['mean'])} ({ci(c['ci_low'], c['ci_high'])}; {eff['n_lower']}/{eff['n']}; p {p_txt})"
 
 
 def evaluate(

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import MLFLOW_HELP, mlflow_hook, setup_logging, training_process
+from .common import MLFLOW_HELP, check_mlflow_option, mlflow_hook, setup_logging, training_process
 
 
 def finetune(
@@ -33,6 +33,7 @@ def finetune(
     from ..train import finetune as run_finetune
 
     setup_logging(quiet)
+    check_mlflow_option(mlflow)
     overrides = list(set_) + ([f"seed={seed}"] if seed is not None else [])
     cfg = load_config(config, overrides)
     out_dir = out or default_run_dir(cfg.name, cfg.seed)

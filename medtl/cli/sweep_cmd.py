@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError
-from .common import MLFLOW_HELP, mlflow_hook, setup_logging
+from .common import MLFLOW_HELP, check_mlflow_option, mlflow_hook, setup_logging
 
 
 def sweep(
@@ -35,6 +35,7 @@ def sweep(
     blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocked is not None:  # refused before any run, not a traceback at mkdir
         raise ConfigError(f"{out}: cannot be the sweep folder: {blocked} is a file; choose another --out folder")
+    check_mlflow_option(mlflow)
     setup_logging(True)
     summary = run_sweep(config, out, executor=executor, workers=workers, arms=list(arms) or None,
                         seeds=list(range(seeds)) if seeds else None, address=address, progress=not quiet)

@@ -187,6 +187,7 @@ def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int
     pairs = robustness_pairs(runs)
     result = {"runs": runs, "arms": aggregate(runs), "pairs": pairs["pairs"], "holm": pairs["holm"],
               "headline": pairs["headline"], "descriptive_only": pairs["descriptive_only"],
+              "design_note": pairs["design_note"],
               "leak_warnings": leak_warnings(arms), "params": params, "methods": METHODS,
               "n_failed": sum(len(a.failed) for a in arms.values()),
               "n_incomplete": sum(len(a.incomplete) for a in arms.values()),

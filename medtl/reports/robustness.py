@@ -213,5 +213,6 @@ def write_robustness(result: Mapping, out: str | Path) -> dict[str, Path]:
                        pair_header=PAIR_HEADER, pair_sections=pair_sections(clean),
                        warnings=list((clean.get("leak_warnings") or {}).values()),
                        descriptive_only=bool(clean.get("descriptive_only")), units=units_note(clean),
+                       design_note=clean.get("design_note"),
                        calibration_rows=calibration_rows(clean))
     return {"json": out / "robustness.json", **paths}

@@ -417,6 +417,35 @@ def pair_sentence(pair: Mapping, alpha: float = 0.05, confidence: float = 0.95) 
     return f"{body} \u2014 no significant difference at \u03b1={alpha:g} after correction."
 
 
+def min_attainable_p(pair: Mapping) -> float:
+    """The smallest two-sided p-value the pair's primary test can give at its sample sizes, with
+    no ties: Wilcoxon signed-rank over n pairs 2 / 2**n (every difference of one sign), Mann-Whitney
+    U 2 / C(n_a + n_b, n_a) (complete separation).  Exact-distribution values; scipy uses them at
+    these sizes (and normal approximations only for larger n, where the floor is far below any
+    alpha)."""
+    if pair.get("paired"):
+        n = int(pair.get("n_pairs") or 0)
+        return min(1.0, 2.0 / 2.0 ** n) if n else float("nan")
+    na, nb = int(pair.get("n_a") or 0), int(pair.get("n_b") or 0)
+    return min(1.0, 2.0 / math.comb(na + nb, na)) if na and nb else float("nan")
+
+
+def design_note(pairs: Sequence[Mapping], alpha: float = 0.05) -> str | None:
+    """A sentence when the design cannot reach significance: if even the smallest attainable p,
+    multiplied by the number of tests (Holm's factor for the smallest p), is not below alpha, no
+    pair can be significant whatever the data; None otherwise."""
+    m = sum(1 for p in pairs if math.isfinite(_f(p.get("p"))))
+    floors = [min_attainable_p(p) for p in pairs if math.isfinite(_f(p.get("p")))]
+    if not m or not floors or min(floors) * m < alpha:
+        return None
+    paired = [p for p in pairs if p.get("paired")]
+    need = next(n for n in range(2, 64) if 2.0 / 2.0 ** n * m < alpha)
+    size = (f"{min(int(p['n_pairs']) for p in paired)} paired seeds" if paired else "these group sizes")
+    return (f"with {size} the smallest two-sided p the test can give is {min(floors):.3g}, and Holm over {m} "
+            f"tests multiplies it by {m}: no difference can be significant at \u03b1={alpha:g}, whatever the "
+            f"data; read the CIs (descriptively), or run at least {need} paired seeds per arm")
+
+
 def compare_arms(arms_by_metric: Mapping[str, Mapping[str, Mapping[int, float]]], *, alpha: float = 0.05,
                  n_resamples: int = 10000, seed: int = 0, method: str = "bca", confidence: float = 0.95) -> dict:
     """Describe every arm and compare every pair of arms, for every metric.
@@ -449,5 +478,6 @@ def compare_arms(arms_by_metric: Mapping[str, Mapping[str, Mapping[int, float]]]
         p["secondary_p_holm"] = float(sh)
         p["significant"] = bool(math.isfinite(h) and h < alpha)
         p["sentence"] = pair_sentence(p, alpha=alpha, confidence=confidence)
-    return {"by_metric": by_metric, "pairs": pairs,
+        p["min_attainable_p"] = min_attainable_p(p)
+    return {"by_metric": by_metric, "pairs": pairs, "design_note": design_note(pairs, alpha),
             "holm": {"m_primary": int(np.isfinite(ph).sum()), "m_secondary": int(np.isfinite(sph).sum())}}

@@ -266,6 +266,8 @@ def _notes(res: dict, runs: dict, metrics: Sequence[str]) -> list[str]:
                                  for p in res["pairs"] if p["paired"] and p["seed_sets_differ"]))
     if dropped:
         notes.append("paired on the shared seeds only: " + "; ".join(dropped))
+    if res.get("design_note"):
+        notes.append(res["design_note"])
     return notes
 
 

@@ -89,11 +89,11 @@ def robustness_pairs(runs: Sequence[Mapping], *, alpha: float = 0.05, n_resample
         for m in heads:
             values[m].setdefault(r["arm"], {})[int(r["seed"])] = flat.get(m, float("nan"))
     res = compare_arms(values, alpha=alpha, n_resamples=n_resamples, seed=seed) if len(values.get(
-        "clean.auc", {})) >= 2 else {"pairs": [], "holm": {"m_primary": 0, "m_secondary": 0}}
+        "clean.auc", {})) >= 2 else {"pairs": [], "holm": {"m_primary": 0, "m_secondary": 0}, "design_note": None}
     n_by_arm = {}
     for r in runs:
         n_by_arm[r["arm"]] = n_by_arm.get(r["arm"], 0) + 1
-    return {"pairs": res["pairs"], "holm": res["holm"], "headline": heads,
+    return {"pairs": res["pairs"], "holm": res["holm"], "headline": heads, "design_note": res.get("design_note"),
             "descriptive_only": any(n < MIN_N_CI for n in n_by_arm.values())}
 
 

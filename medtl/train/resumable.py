@@ -77,8 +77,23 @@ class TrainingState:
             torch.save({"format": self.kind, "settings": self.settings, **payload}, tmp)
 
     def clear(self) -> None:
-        if self.path.is_file():
-            self.path.unlink()
+        """Remove the state file, only when it is one: a readable state of this kind, or an
+        unreadable torch zip file (a truncated state).  Anything else is refused with one line:
+        the path may be a user's file that happens to carry the state's name."""
+        if not self.path.exists():
+            return
+        if not self.path.is_file():
+            raise ConfigError(f"{self.path}: not a file; medtl keeps its training state there, move it away")
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            ours = isinstance(state, dict) and state.get("format") == self.kind
+        except Exception:  # noqa: BLE001 - unreadable: ours only if it starts as torch.save's zip archive
+            with open(self.path, "rb") as fh:
+                ours = fh.read(4) == b"PK\x03\x04"
+        if not ours:
+            raise ConfigError(f"{self.path}: not a {self.kind} training state, so restart does not delete it; "
+                              f"move it away or write elsewhere")
+        self.path.unlink()
 
 
 class Progress:
