@@ -146,3 +146,17 @@ def test_temperature_effect_pairs_runs_and_counts_the_ones_it_lowered():
     same = [{"arm": "a", "seed": i, "metrics": {"ece": 0.1, "temp_scaled.ece": 0.1}} for i in range(3)]
     assert temperature_effect(same)["wilcoxon_p"] == 1.0 and temperature_effect(same)["n_lower"] == 0
     assert summarise(rows)["a"]["ece_change_after_T"]["n"] == 12
+
+
+def test_a_group_where_every_case_agrees_gets_a_wilson_interval_not_a_zero_width_one():
+    y = np.array([1] * 40 + [0] * 40)
+    p = np.array([0.9] * 40 + [0.8] * 10 + [0.1] * 30)  # all positives caught; 30 of 40 normals cleared
+    groups, _ = group_metrics(y, p, 0.5, {"g": np.array(["a"] * 40 + ["b"] * 40)}, n_resamples=300)
+    a, b = groups["g"]["a"], groups["g"]["b"]
+    assert a["sensitivity"] == 1.0 and a["sensitivity_ci_high"] == pytest.approx(1.0)
+    # Wilson for 40/40 at 95%: 1 / (1 + z^2/n) as the lower end
+    z2 = 1.959963984540054 ** 2
+    assert a["sensitivity_ci_low"] == pytest.approx(1 / (1 + z2 / 40), rel=1e-6)
+    assert a["sensitivity_ci_method"].startswith("Wilson")
+    assert b["specificity"] == 0.75 and b["specificity_ci_method"] == "bootstrap"
+    assert b["specificity_ci_low"] < 0.75 < b["specificity_ci_high"]

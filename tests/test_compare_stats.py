@@ -240,3 +240,10 @@ def test_a_design_that_cannot_reach_significance_says_so():
     ten = {"m": {"a": {s: 1.0 + s for s in range(10)}, "b": {s: float(s) for s in range(10)}}}
     res10 = compare_arms(ten, n_resamples=200)
     assert res10["design_note"] is None and res10["pairs"][0]["significant"]
+
+
+def test_p_values_near_alpha_are_not_rounded_onto_it():
+    from medtl.stats.compare import format_p
+
+    assert format_p(0.0498) == "p=0.0498" and format_p(0.0512) == "p=0.0512"
+    assert format_p(0.21) == "p=0.21" and format_p(0.004) == "p=0.004" and format_p(0.0004) == "p<0.001"

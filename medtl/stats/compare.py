@@ -384,6 +384,8 @@ def format_p(p: float) -> str:
         return "p<0.001"
     if p < 0.01:
         return f"p={p:.3f}"
+    if abs(p - 0.05) < 0.005:  # near the usual alpha two decimals would read "p=0.05" on either side
+        return f"p={p:.4f}"
     return f"p={p:.2f}"
 
 

@@ -42,6 +42,25 @@ def _ci(run: RunPredictions, metric: str, n_resamples: int, rng: np.random.Gener
     return point, float(lo), float(hi)
 
 
+WILSON_NOTE = "Wilson score (all cases agree, where the bootstrap interval has zero width)"
+
+
+def wilson_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (scipy.stats.binomtest), not degenerate at 0 or n."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _proportion_counts(y: np.ndarray, p: np.ndarray, threshold: float, metric: str) -> tuple[int, int]:
+    """(successes, trials) of sensitivity (positives called positive) or specificity."""
+    called = p >= threshold
+    if metric == "sensitivity":
+        return int(np.sum(called & (y == 1))), int(np.sum(y == 1))
+    return int(np.sum(~called & (y == 0))), int(np.sum(y == 0))
+
+
 def group_key(value) -> str:
     """A group value as a key of metrics.json (dots would split compare's dotted metric paths)."""
     s = str(value).strip()
@@ -69,6 +88,11 @@ def _one_group(y: np.ndarray, p: np.ndarray, threshold: float, idx: np.ndarray, 
         if defined:
             rec[metric], rec[f"{metric}_ci_low"], rec[f"{metric}_ci_high"] = _ci(run, metric, n_resamples, rng,
                                                                                 confidence)
+            rec[f"{metric}_ci_method"] = "bootstrap"
+            k, m = _proportion_counts(yg, pg, threshold, metric)
+            if k in (0, m):  # every case agrees: each resample gives the same value, a zero-width "CI"
+                rec[f"{metric}_ci_low"], rec[f"{metric}_ci_high"] = wilson_ci(k, m, confidence)
+                rec[f"{metric}_ci_method"] = WILSON_NOTE
         else:
             rec[metric] = rec[f"{metric}_ci_low"] = rec[f"{metric}_ci_high"] = nan
     neg = np.flatnonzero(y == 0)
