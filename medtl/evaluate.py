@@ -39,6 +39,7 @@ import numpy as np
 from .errors import ConfigError, DataError
 from .io import atomic_path, json_safe, sha256_file, write_json_atomic
 from .runs import CHECKPOINT, EXTERNAL_DIR, Run, discover_arms, iter_finished, read_json, read_predictions
+from .stats.calibration import scaled_probs
 
 log = logging.getLogger("medtl")
 
@@ -112,12 +113,6 @@ def _logits(model, images: np.ndarray, cfg) -> np.ndarray:
     return predict_logits(model, x, device=_device(cfg), batch_size=256, amp_dtype=None).numpy()
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
 def _binary_run(run: Run) -> tuple[dict, list[str], float]:
     m = run.metrics
     if m.get("task") != "binary":
@@ -174,7 +169,7 @@ def ensure_calibration(run: Run) -> tuple[dict, bool]:
     if "ids" in stored and list(map(str, stored["ids"])) != list(map(str, test.ids)):
         raise DataError(f"{run.path}: its data no longer gives the test split it was scored on (the test image "
                         f"ids differ from its predictions); calibration cannot be added")
-    pv, pt = _softmax(zv)[:, 1], _softmax(zt)[:, 1]
+    pv, pt = scaled_probs(zv, 1.0)[:, 1], scaled_probs(zt, 1.0)[:, 1]
     rec = temperature_record(val.labels, binary_margin(zv)) | {
         "added_by": "medtl evaluate", "max_abs_diff_p_vs_stored_test_predictions":
             float(np.max(np.abs(pt - np.asarray(stored["p"], float)))) if len(pt) else 0.0}
@@ -315,12 +310,11 @@ class ExternalData:
                        groups=None if groups is None else {c: v[keep] for c, v in groups.items()}, info=info)
 
 
-def _external_metrics(y: np.ndarray, z: np.ndarray, threshold: float, temperature: float, groups) -> dict:
+def _external_metrics(y: np.ndarray, z: np.ndarray, p: np.ndarray, threshold: float, temperature: float,
+                      groups) -> dict:
     from .stats import binary_metrics
-    from .stats.calibration import scaled_probs
     from .stats.subgroups import group_metrics
 
-    p = scaled_probs(z, 1.0)
     m = binary_metrics(y, p, threshold)
     _add_calibration(m, y, p, z, temperature)
     if groups:
@@ -365,9 +359,10 @@ def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp:
     margin = z2[:, 1] - z2[:, 0]
     z = margin if pos == 1 else -margin
     y = (scored.labels == pos).astype(int)
-    metrics = _external_metrics(y, z, thr_pos, calib["temperature"], scored.groups)
+    p = scaled_probs(z, 1.0)
+    metrics = _external_metrics(y, z, p, thr_pos, calib["temperature"], scored.groups)
     extra = {f"group_{c}": np.asarray(v, dtype=str) for c, v in (scored.groups or {}).items()}
-    _save_npz(run.external_predictions_path(spec.name), y=y, p=metrics_p(z), logit=z,
+    _save_npz(run.external_predictions_path(spec.name), y=y, p=p, logit=z,
               ids=np.asarray(scored.ids, dtype=str), **extra)
     write_reliability_png(run.external_reliability_path(spec.name), metrics,
                           title=f"{run.path.name} on {spec.name}")
@@ -379,13 +374,6 @@ def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp:
                      "metrics": metrics, "wall_time_s": round(time.time() - t0, 2)})
     write_json_atomic(out, rec)
     return rec, False
-
-
-def metrics_p(z: np.ndarray) -> np.ndarray:
-    """The positive-class probability of a binary logit."""
-    from .stats.calibration import scaled_probs
-
-    return scaled_probs(z, 1.0)
 
 
 # ------------------------------------------------------------------------------ many runs

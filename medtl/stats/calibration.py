@@ -93,33 +93,37 @@ def ece(y, prob, n_bins: int = DEFAULT_BINS, strategy: str = "uniform") -> float
     return reliability(y, prob, n_bins, strategy)["ece"]
 
 
+def _labels_and_probs(y, prob) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(labels, probabilities, class list) for the scikit-learn scores: a binary problem as the
+    positive-class probability (1-D, or (n, 2) reduced to its column 1), clipped to [0, 1]."""
+    y = np.asarray(y).astype(int).ravel()
+    prob = np.asarray(prob, dtype=np.float64)
+    if prob.ndim == 2 and prob.shape[1] == 2:
+        prob = prob[:, 1]
+    labels = [0, 1] if prob.ndim == 1 else list(range(prob.shape[1]))
+    return y, np.clip(prob, 0.0, 1.0), labels
+
+
 def brier(y, prob) -> float:
     """Brier score: mean squared error of the probabilities (multi-class: summed over classes)."""
     from sklearn.metrics import brier_score_loss
 
-    y = np.asarray(y).astype(int).ravel()
-    prob = np.asarray(prob, dtype=np.float64)
+    y, prob, labels = _labels_and_probs(y, prob)
     if y.size == 0:
         return float("nan")
-    if prob.ndim == 2 and prob.shape[1] == 2:
-        prob = prob[:, 1]
     if prob.ndim == 1:
-        return float(brier_score_loss(y, np.clip(prob, 0, 1), pos_label=1, labels=[0, 1]))
-    return float(brier_score_loss(y, prob, labels=list(range(prob.shape[1]))))
+        return float(brier_score_loss(y, prob, pos_label=1, labels=labels))
+    return float(brier_score_loss(y, prob, labels=labels))
 
 
 def nll(y, prob) -> float:
     """Mean negative log-likelihood of the labels (natural log; probabilities clipped by scikit-learn)."""
     from sklearn.metrics import log_loss
 
-    y = np.asarray(y).astype(int).ravel()
-    prob = np.asarray(prob, dtype=np.float64)
+    y, prob, labels = _labels_and_probs(y, prob)
     if y.size == 0:
         return float("nan")
-    if prob.ndim == 2 and prob.shape[1] == 2:
-        prob = prob[:, 1]
-    labels = [0, 1] if prob.ndim == 1 else list(range(prob.shape[1]))
-    return float(log_loss(y, np.clip(prob, 0, 1), labels=labels))
+    return float(log_loss(y, prob, labels=labels))
 
 
 def calibration_metrics(y, prob, n_bins: int = DEFAULT_BINS) -> dict:
