@@ -34,6 +34,10 @@ class AugmentConfig(_Strict):
     hflip: bool = False
     brightness: float = Field(0.1, ge=0, le=1, description="max additive brightness change")
     contrast: float = Field(0.1, ge=0, le=1, description="max relative contrast change")
+    # stylized X-rays (Geirhos et al. 2019, for radiographs): with this probability an image keeps its
+    # Fourier phase (shape) and takes another training image's amplitude spectrum (texture);
+    # seeded per (seed, epoch, index); medtl/data/stylize.py
+    stylize: float = Field(0.0, ge=0, le=1, description="probability that a training image is stylized")
 
 
 class SRConfig(_Strict):
@@ -103,6 +107,9 @@ class ModelConfig(_Strict):
     # 'none' (random init) | a registry weight name (`medtl weights list`) | a local file path
     weights: str = "none"
     drop_rate: float = Field(0.0, ge=0, lt=1)
+    # 'blurpool': the antialiased ResNet of Zhang (ICML 2019), a low-pass filter before every strided
+    # subsampling (timm's aa_layer; pretrained weights of the plain arch load fully; inputs >= 17 px)
+    antialias: Literal["none", "blurpool"] = "none"
 
 
 class TrainConfig(_Strict):

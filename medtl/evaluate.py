@@ -91,11 +91,10 @@ def _device(cfg):
 
 
 def _load_model(run: Run, cfg, n_classes: int):
-    from .models import create_model
+    from .models import model_for_run
 
     ckpt = run.load_checkpoint()
-    model, _ = create_model(cfg.model.backbone, n_classes, weights="none", drop_rate=cfg.model.drop_rate,
-                            trim_convs=cfg.train.fast_conv)
+    model, _ = model_for_run(cfg, n_classes)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

@@ -45,6 +45,11 @@ FAILED = "failed.json"
 PROBES_DIR = "probes"
 SWEEP_SUMMARY = "sweep.json"
 SWEEP_CONFIG = "sweep_config.yaml"
+# a study folder (medtl study): its resolved config, the sweep it ran, one folder per stage, the page
+STUDY_CONFIG = "study_config.yaml"
+STUDY_SWEEP = "study_sweep.yaml"
+STUDY_RUNS, STUDY_COMPARE, STUDY_ROBUSTNESS, STUDY_EVALUATE = "runs", "compare", "robustness", "evaluate"
+STUDY_PAGE = "study"  # study.html, study.md, study.json
 # the files worth keeping with a finished run (tracking uploads these; the checkpoint on request)
 ARTIFACTS = (CONFIG, METRICS, LOG_CSV, TRAIN_LOG, PREDICTIONS)
 MARKER = ".medtl-run.json"

@@ -32,7 +32,7 @@ def test_unknown_option_is_a_usage_error(argv, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["nosuch"], "No such command 'nosuch'"),
-    (["probe", "shape-bias", "RUN"], "No such command 'shape-bias'"),
+    (["probe", "no-such-probe", "RUN"], "No such command 'no-such-probe'"),
     (["finetune", "--seed", "abc"], "Invalid value for '--seed'"),
     (["compare", "somewhere"], "Missing option '--out'"),
     (["sweep", "--config"], "Option '--config' requires an argument"),

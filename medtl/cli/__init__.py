@@ -17,8 +17,8 @@ import warnings
 import typer
 
 from ..errors import MedtlError
-from . import (compare_cmd, data_cmd, evaluate_cmd, finetune_cmd, probe_cmd, report_cmd, sr_cmd, sweep_cmd, track_cmd,
-               weights_cmd)
+from . import (compare_cmd, data_cmd, evaluate_cmd, finetune_cmd, probe_cmd, report_cmd, sr_cmd, study_cmd, sweep_cmd,
+               track_cmd, weights_cmd)
 
 app = typer.Typer(
     name="medtl",
@@ -34,6 +34,7 @@ COMMANDS = {
     "compare": compare_cmd.compare,
     "evaluate": evaluate_cmd.evaluate,
     "robustness-report": report_cmd.robustness_report,
+    "study": study_cmd.study,
     "track": track_cmd.track,
 }
 GROUPS = {

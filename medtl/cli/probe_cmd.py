@@ -8,7 +8,7 @@ import typer
 
 from ..errors import ConfigError
 
-app = typer.Typer(help="Robustness probes of a finished run: translation, adversarial, corruptions, explain.",
+app = typer.Typer(help="Probes of a finished run: translation, adversarial, corruptions, explain, shape-bias, shortcut.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
@@ -124,3 +124,61 @@ def explain(
     probes = Run(run_dir).probes_dir
     typer.echo(f"panels: {probes / r['plots']['panel']}, {probes / r['plots']['embedding']}")
     _done(r, run_dir, "explain")
+
+
+@app.command()
+def shortcut(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    n_images: int = typer.Option(0, "--n-images", help="Seeded, stratified sample (0: all test images)."),
+    band: float = typer.Option(0.125, "--band", help="Border band width, fraction of the side."),
+    seed: int = typer.Option(0, "--seed"),
+    source_data: Optional[str] = typer.Option(None, "--source-data",
+                                              help="Another dataset: how well do the frozen features name the "
+                                                   "source (run's test set vs this)?"),
+    force: bool = typer.Option(False, "--force", help="Recompute even if cached."),
+) -> None:
+    """AUC with the lung fields removed, kept alone, or only the border band; flags a model that
+    scores from outside the lungs; --source-data: "name the source" AUC against another dataset."""
+    from ..probes.shortcut import VARIANTS, shortcut_probe, source_probe
+
+    src = source_probe(run_dir, source_data, seed=seed, force=force) if source_data else None
+    r = shortcut_probe(run_dir, n_images=n_images or None, band=band, seed=seed, force=force)
+    typer.echo("  ".join(f"{v}: AUC={r['variants'][v]['auc']:.3f}" for v in VARIANTS))
+    ret = r["masked_retention"]
+    typer.echo(f"retention {'n/a' if ret is None else f'{ret:.2f}'}; flagged: {r['flagged']}; "
+               f"lung mask prior used for {r['mask_fallback']}/{r['n_images']} images")
+    typer.echo(r["verdict"])
+    _done(r, run_dir, "shortcut")
+    if src is not None:
+        typer.echo(f"source AUC {src['auc']:.3f} (95% CI {src['ci_low']:.3f}-{src['ci_high']:.3f}, "
+                   f"n={src['n_per_source']} per source)")
+        typer.echo(src["verdict"])
+        _done(src, run_dir, "source")
+
+
+@app.command("shape-bias")
+def shape_bias(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    n_pairs: int = typer.Option(500, "--n-pairs", help="Cue-conflict images (pairs of correctly classified test "
+                                                       "images of different classes, balanced over class pairs)."),
+    sigma: float = typer.Option(0.04, "--sigma", help="Low-pass σ as a fraction of the image side (shape below, "
+                                                      "texture above)."),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", help="Recompute even if cached."),
+) -> None:
+    """Shape vs texture bias on cue-conflict X-rays (low frequencies of one class's image, high
+    frequencies of another's): the fraction of shape decisions (Geirhos et al. 2019)."""
+    from ..probes.shape_bias import shape_bias_probe
+
+    r = shape_bias_probe(run_dir, n_pairs=n_pairs, sigma=sigma, seed=seed, force=force)
+    if r.get("shape_bias") is None:
+        typer.echo(f"no shape bias: {r.get('note')}")
+    else:
+        typer.echo(f"shape bias {r['shape_bias']:.3f} (95% CI {r['ci_low']:.3f}-{r['ci_high']:.3f}; "
+                   f"{r['n_decided']} cue-conflict decisions, σ = {r['sigma_px']:.2f} px)")
+        typer.echo(f"accuracy on the shape cue alone {r['shape_only_acc']:.3f}, on the texture cue alone "
+                   f"{r['texture_only_acc']:.3f}")
+        for d, v in r["directions"].items():
+            frac = v["shape_fraction"]
+            typer.echo(f"  {d}: shape fraction {'n/a' if frac is None else f'{frac:.3f}'} (n={v['n']})")
+    _done(r, run_dir, "shape_bias")

@@ -17,6 +17,8 @@ def robustness_report(
     n_images: int = typer.Option(0, "--n-images", help="Override the images per probe (0: the preset's)."),
     source: Optional[Path] = typer.Option(None, "--source", help="Also black-box transfer from this run."),
     force: bool = typer.Option(False, "--force", help="Recompute cached probes."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Runs probed in parallel processes "
+                                          "(default: one per core), each with cores/workers threads."),
 ) -> None:
     """Run (or reuse cached) probes for every run; per-arm mean and 95% CI over seeds."""
     from ..probes.suite import run_probes
@@ -27,8 +29,10 @@ def robustness_report(
     blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocked is not None:  # refused now, not after the probes ran
         raise ConfigError(f"{out}: cannot be the report folder: {blocked} is a file; choose another --out folder")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1 (got {workers})")
     result = run_probes(run_dirs, quick=quick, n_images=n_images or None, source=source, force=force,
-                        progress=typer.echo)
+                        progress=typer.echo, workers=workers)
     write_robustness(result, out)
     typer.echo(f"wrote {Path(out) / 'report.html'}, report.md, robustness.json "
                f"({len(result['runs'])} runs, {len(result['arms'])} arms)")

@@ -18,6 +18,8 @@ def sweep(
     arms: List[str] = typer.Option([], "--arm", help="Run only these arms (repeatable)."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Override the number of seeds (0..N-1)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray address: auto or HOST:PORT."),
+    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="Ray: the GPU share of each run (0.25: four "
+                                       "runs per GPU); such runs train on the device Ray assigns."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI",
                                          help=MLFLOW_HELP.format(what="the sweep", runs="its finished runs")),
@@ -38,7 +40,8 @@ def sweep(
     check_mlflow_option(mlflow)
     setup_logging(True)
     summary = run_sweep(config, out, executor=executor, workers=workers, arms=list(arms) or None,
-                        seeds=list(range(seeds)) if seeds else None, address=address, progress=not quiet)
+                        seeds=list(range(seeds)) if seeds else None, address=address, progress=not quiet,
+                        gpus_per_run=gpus_per_run)
     c = summary["counts"]
     typer.echo(f"sweep {summary['name']}: {c['done']} run, {c['skipped']} already finished, "
                f"{c['failed']} failed, {summary['wall_time_s']:.0f} s wall; results in {out}")

@@ -8,7 +8,7 @@ Typical use::
     optimizer = torch.optim.SGD(param_groups(model, 1e-4), lr=0.01, momentum=0.9)
 """
 from .archs import ArchSpec, build_architecture, get_architecture, list_architectures
-from .classifier import ImageClassifier, LoadReport, create_model, load_pretrained
+from .classifier import ImageClassifier, LoadReport, create_model, load_pretrained, model_for_run
 from .tuning import apply_bn_gamma, param_groups, set_trainable
 from .weights import (FAMILIES, IMAGENET_MEAN, IMAGENET_STD, WeightSource, adapt_state_dict,
                       cached_file, check_hash, download_url, fetch_weights, get_weights,
@@ -17,7 +17,7 @@ from .weights import (FAMILIES, IMAGENET_MEAN, IMAGENET_STD, WeightSource, adapt
 
 __all__ = [
     "ArchSpec", "build_architecture", "get_architecture", "list_architectures",
-    "ImageClassifier", "LoadReport", "create_model", "load_pretrained",
+    "ImageClassifier", "LoadReport", "create_model", "load_pretrained", "model_for_run",
     "apply_bn_gamma", "param_groups", "set_trainable",
     "FAMILIES", "IMAGENET_MEAN", "IMAGENET_STD", "WeightSource", "adapt_state_dict",
     "cached_file", "check_hash", "download_url", "fetch_weights", "get_weights", "list_weights",

@@ -151,20 +151,23 @@ def _looks_like_path(text: str) -> bool:
 
 
 def create_model(backbone: str, num_classes: int, weights: str = "none", drop_rate: float = 0.0,
-                 allow_download: bool = True, trim_convs: bool = True) -> tuple[ImageClassifier, LoadReport | None]:
+                 allow_download: bool = True, trim_convs: bool = True,
+                 antialias: str = "none") -> tuple[ImageClassifier, LoadReport | None]:
     """Build ``backbone`` with a new ``num_classes`` head and load ``weights``.
 
     ``weights``: 'none' (random init, deterministic under ``torch.manual_seed``), a
     registry name (``medtl weights list``; must be for this backbone), or a local file
     (format detected; if its hash identifies a registry entry, that entry's metadata is used).
+    ``antialias``: 'none' or 'blurpool' (Zhang 2019; :mod:`medtl.models.archs`).
     """
     spec = get_architecture(backbone)
-    net = build_architecture(backbone)
+    net = build_architecture(backbone, antialias)
     num_features = _num_features(net)
     net.fc = nn.Identity()
     if trim_convs:
         trim_dead_taps(net)  # exact: skips taps that only see padding on tiny maps (fastconv.py)
-    info: dict[str, Any] = {"arch": backbone, "library": spec.library, "weights": "none",
+    info: dict[str, Any] = {"arch": backbone, "antialias": antialias,
+                            "library": "timm" if antialias != "none" else spec.library, "weights": "none",
                             "weights_file": None, "weights_sha256": None, "family": None,
                             "format": None, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                             "input_size": [3, 224, 224]}
@@ -219,3 +222,12 @@ def create_model(backbone: str, num_classes: int, weights: str = "none", drop_ra
     else:
         log.info("built %s with random initialisation", backbone)
     return model, report
+
+
+def model_for_run(cfg, num_classes: int, weights: str = "none", allow_download: bool = True
+                  ) -> tuple[ImageClassifier, LoadReport | None]:
+    """The network a run config describes (backbone, antialias, dropout, fast convs), with
+    ``weights`` ('none' to rebuild a trained run and load its checkpoint)."""
+    return create_model(cfg.model.backbone, num_classes, weights=weights, drop_rate=cfg.model.drop_rate,
+                        allow_download=allow_download, trim_convs=cfg.train.fast_conv,
+                        antialias=cfg.model.antialias)

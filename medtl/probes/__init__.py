@@ -6,9 +6,12 @@ Each ``*_probe(run_dir, **params)`` returns a JSON-able dict and caches it in
 from .adversarial import adversarial_probe, craft
 from .corruptions import CORRUPTIONS, corrupt, corruptions_probe
 from .explain import explain_probe
+from .lungmask import LungMasks, border_band, lung_masks, prior_mask
 from ..models.inference import predict_proba
 from .runs import ProbeRun, load_run
+from .shortcut import shortcut_probe, source_probe
 from .translation import shift_images, translation_probe
 
-__all__ = ["CORRUPTIONS", "ProbeRun", "adversarial_probe", "corrupt", "corruptions_probe", "craft", "explain_probe",
-           "load_run", "predict_proba", "shift_images", "translation_probe"]
+__all__ = ["CORRUPTIONS", "LungMasks", "ProbeRun", "adversarial_probe", "border_band", "corrupt", "corruptions_probe",
+           "craft", "explain_probe", "load_run", "lung_masks", "predict_proba", "prior_mask", "shift_images",
+           "shortcut_probe", "source_probe", "translation_probe"]

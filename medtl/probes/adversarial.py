@@ -160,6 +160,20 @@ def craft(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, e
     return torch.cat(outs)
 
 
+def auc_se(task: str, y: np.ndarray, prob: np.ndarray) -> float | None:
+    """DeLong standard error of a binary run's AUC on these images: the sampling error of an AUC
+    measured on a subset of the test set (None for multi-class runs or too few cases)."""
+    if task != "binary":
+        return None
+    from ..stats.delong import delong_covariance
+
+    try:
+        _, cov = delong_covariance(y, prob[:, 1])
+    except ValueError:
+        return None
+    return float(np.sqrt(max(float(cov[0, 0]), 0.0)))
+
+
 def compute_adversarial(run: ProbeRun, *, eps=DEFAULT_EPS, attacks=ATTACKS, steps: int = 10,
                         random_start: bool = True, l2_scale: float = 1.0, n_images: int | None = None,
                         seed: int = 0, batch_size: int = 128, source: ProbeRun | None = None,
@@ -204,7 +218,7 @@ def compute_adversarial(run: ProbeRun, *, eps=DEFAULT_EPS, attacks=ATTACKS, step
             linf = float((xa - x).abs().amax()) if len(x) else 0.0
             l2 = float((xa - x).flatten(1).norm(dim=1).max()) if len(x) else 0.0
             rows.append({"eps": e, "eps_255": e * 255, "auc": s["auc"], "acc": s["acc"], "success_rate": success,
-                         "max_linf": linf, "max_l2": l2})
+                         "max_linf": linf, "max_l2": l2, "auc_se": auc_se(run.task, y_np, prob)})
         out["attacks"][prefix + a] = rows
     out["clean"] = scores(run, y_np, clean_prob)
     out["seconds"] = time.time() - t0

@@ -62,7 +62,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> ProbeRun:
     Raises :class:`DataError` (one line) for a folder that is not a finished run.
     """
     from ..data import load_dataset
-    from ..models import create_model
+    from ..models import model_for_run
 
     run = Run(run_dir).require_finished(CHECKPOINT)
     metrics = run.metrics
@@ -72,8 +72,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> ProbeRun:
         raise ConfigError(f"{run.path}: probes support binary and multi-class runs, not {task!r}")
     ckpt = run.load_checkpoint()
     classes = list(ckpt.get("classes") or metrics.get("classes") or [])
-    model, _ = create_model(cfg.model.backbone, len(classes), weights="none", drop_rate=cfg.model.drop_rate,
-                            trim_convs=cfg.train.fast_conv)
+    model, _ = model_for_run(cfg, len(classes))
     model.load_state_dict(ckpt["model"])
     dev = torch.device(device or ("cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available()
                                   else "cpu"))

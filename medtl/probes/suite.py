@@ -27,12 +27,16 @@ PRESETS = {
         "adversarial": {"steps": 10, "n_images": None},
         "corruptions": {"n_images": None},
         "explain": {"n_samples": 8, "n_embed": 2000},
+        "shape_bias": {"n_pairs": 500},
+        "shortcut": {"n_images": None},
     },
     "quick": {
         "translation": {"max_shift": 4, "n_images": 128, "n_pairs": 2, "scale_pct": 4},
         "adversarial": {"steps": 5, "n_images": 128},
         "corruptions": {"n_images": 256},
         "explain": {"n_samples": 4, "n_embed": 500},
+        "shape_bias": {"n_pairs": 256},
+        "shortcut": {"n_images": 256},
     },
 }
 
@@ -40,7 +44,7 @@ PRESETS = {
 def probe_params(quick: bool = False, n_images: int | None = None) -> dict:
     p = {k: dict(v) for k, v in PRESETS["quick" if quick else "full"].items()}
     if n_images:
-        for k in ("translation", "adversarial", "corruptions"):
+        for k in ("translation", "adversarial", "corruptions", "shortcut"):
             p[k]["n_images"] = n_images
     return p
 
@@ -100,24 +104,28 @@ def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, for
     from .adversarial import adversarial_probe
     from .corruptions import corruptions_probe
     from .explain import explain_probe
+    from .shape_bias import shape_bias_probe
+    from .shortcut import shortcut_probe
     from .translation import translation_probe
 
     t = translation_probe(run_dir, force=force, **params["translation"])
     a = adversarial_probe(run_dir, force=force, **params["adversarial"])
     c = corruptions_probe(run_dir, force=force, **params["corruptions"])
     e = explain_probe(run_dir, force=force, **params["explain"])
-    adv = {name: [{"eps": r["eps"], "auc": r["auc"], "acc": r["acc"], "success_rate": r["success_rate"]}
-                  for r in rows] for name, rows in a["attacks"].items()}
+    sb = shape_bias_probe(run_dir, force=force, **params.get("shape_bias", {}))
+    sc = shortcut_probe(run_dir, force=force, **params.get("shortcut", {}))
+    keep = ("eps", "auc", "acc", "success_rate", "auc_se")
+    adv = {name: [{k: r.get(k) for k in keep} for r in rows] for name, rows in a["attacks"].items()}
     if source is not None and Path(source).resolve() != Path(run_dir).resolve():
         tr = adversarial_probe(run_dir, source=source, force=force, **params["adversarial"])
-        adv.update({name: [{"eps": r["eps"], "auc": r["auc"], "acc": r["acc"], "success_rate": r["success_rate"]}
-                           for r in rows] for name, rows in tr["attacks"].items()})
+        adv.update({name: [{k: r.get(k) for k in keep} for r in rows] for name, rows in tr["attacks"].items()})
     run = Run(run_dir)
     test = run.metrics.get("test") or {}
     by_shift = t["protocols"][t["main_protocol"]]["p_change_by_shift"]
     return {
         "clean": {"auc": test.get("auc"), "acc": test.get("acc"),
-                  "auc_fp32_probe_sample": a["clean"]["auc"], "n_probe_sample": a["n_images"]},
+                  "auc_fp32_probe_sample": a["clean"]["auc"], "n_probe_sample": a["n_images"],
+                  "n_test": test.get("n")},
         "units": input_units(run.metrics, by_shift),
         "translation": {k: t[k] for k in ("p_change_1px", "consistency", "jaggedness", "mean_abs_dp_per_px")}
         | {"main_protocol": t["main_protocol"], "scale_p_change_max": t["scale"]["p_change_max"],
@@ -131,9 +139,26 @@ def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, for
         "explain": {"gradcam_layer": e.get("gradcam_layer"), "map_agreement": e.get("map_agreement"),
                     "panel": str(run.probes_dir / e["plots"]["panel"]) if e.get("plots") else None,
                     "embedding": str(run.probes_dir / e["plots"]["embedding"]) if e.get("plots") else None},
+        "shape_bias": shape_bias_record(run.probes_dir, sb),
+        "shortcut": shortcut_record(run.probes_dir, sc),
         "seconds": {"translation": t.get("seconds"), "adversarial": a.get("seconds"),
-                    "corruptions": c.get("seconds"), "explain": e.get("seconds")},
+                    "corruptions": c.get("seconds"), "explain": e.get("seconds"), "shape_bias": sb.get("seconds"),
+                    "shortcut": sc.get("seconds")},
     }
+
+
+def shape_bias_record(probes_dir: Path, r: Mapping) -> dict:
+    """The shape-bias figures of one run for robustness.json."""
+    return {k: r.get(k) for k in ("shape_bias", "ci_low", "ci_high", "n_decided", "shape_only_acc",
+                                  "texture_only_acc", "sigma_px", "note")} | {
+        "examples": str(probes_dir / r["plots"]["examples"]) if r.get("plots") else None}
+
+
+def shortcut_record(probes_dir: Path, r: Mapping) -> dict:
+    """The lung-masking figures of one run for robustness.json."""
+    return {f"auc_{v}": (r["variants"].get(v) or {}).get("auc") for v in r["variants"]} | {
+        k: r.get(k) for k in ("masked_retention", "flagged", "mask_fallback", "n_images", "verdict")} | {
+        "masks": str(probes_dir / r["plots"]["masks"]) if r.get("plots") else None}
 
 
 METHODS = [
@@ -149,10 +174,20 @@ METHODS = [
     "each; mean AUC drop = clean AUC − mean AUC over corruptions and severities (same image sample).",
     "Explanations: Grad-CAM (captum, deepest ResNet stage with ≥4 px maps), |gradient| saliency, occlusion; "
     "PCA of penultimate features. Images are named only by their test-set index.",
+    "Shape bias (Geirhos et al. 2019) on cue-conflict X-rays: lowpass(A) + highpass(B) of two correctly "
+    "classified test images of different classes (Gaussian σ = 0.04 x side; pairs balanced over ordered class "
+    "pairs); shape bias = shape decisions / (shape + texture decisions). Also the accuracy on each cue alone. "
+    "medtl.probes.shape_bias documents the construction.",
+    "Shortcuts: AUC on the full image, with the lung fields replaced, on the lung fields alone and on the border "
+    "band (12.5% of the side) alone; replaced pixels take the median of the kept pixels of that image. Lung fields: "
+    "a classical mask (Otsu inside the body, dark regions not touching the border, two lungs), or a fixed "
+    "anatomical prior where it is implausible (counted). Flagged when the lung-masked AUC keeps >= 75% of the "
+    "full AUC's margin above 0.5. medtl.probes.lungmask documents the mask.",
     "Per-arm statistics: mean over seeds and bootstrap 95% CI over seeds (medtl.stats.compare.describe; BCa, "
     "falling back to percentile); with fewer than 3 seeds no CI is given and the comparison is descriptive only.",
     "Arm vs arm: for every pair of arms and every headline metric (clean AUC, P(change) at 1 px, consistency, AUC at "
-    "each attack's largest ε, mean corruption AUC drop) the difference with its bootstrap CI, a Wilcoxon signed-rank "
+    "each attack's largest ε, mean corruption AUC drop, shape bias) the difference with its bootstrap CI, a Wilcoxon "
+    "signed-rank "
     "test over the shared seeds (Mann-Whitney U when fewer than 2 seeds are shared), Holm-corrected over the "
     "report's whole family of pairs x metrics; the same layout and rules as medtl compare.",
     "Calibration (test set, positive class): ECE over 10 equal-width bins (and equal-mass bins), Brier score, "
@@ -167,23 +202,108 @@ METHODS = [
 ]
 
 
+def _probe_task(task: Mapping) -> dict:
+    """One run's probes in a worker process (local pool or Ray task): the unit every executor runs."""
+    import logging
+
+    from ..train import configure_process
+
+    configure_process(task["threads"])  # a worker: its entry point sets threads and malloc
+    logging.getLogger("medtl").setLevel(logging.WARNING)
+    import os
+
+    import torch
+
+    # where the worker ran: under Ray with a GPU share, CUDA_VISIBLE_DEVICES names the assigned device
+    where = {"cuda_available": torch.cuda.is_available(),
+             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return _probe_one(task) | {"worker": where}
+
+
+def _probe_one(task: Mapping) -> dict:
+    src = task.get("source")
+    t = time.time()
+    rec = probe_run(Path(task["run_dir"]), task["params"], source=Path(src) if src else None, force=task["force"])
+    return {"arm": task["arm"], "seed": task["seed"], "run_dir": task["run_dir"]} | rec | {
+        "probe_wall_s": time.time() - t}
+
+
+def _note(progress: Callable[[str], None] | None, rec: Mapping) -> None:
+    if progress:
+        progress(f"{rec['arm']}/{seed_dirname(rec['seed'])}: probed in {rec['probe_wall_s']:.1f}s")
+
+
+def probe_tasks(arms: Mapping, params: Mapping, source, force: bool, threads: int) -> list[dict]:
+    """Every run of every arm as a JSON-able task for :func:`_probe_task`, seed-major."""
+    tasks = [{"arm": a, "seed": seed, "run_dir": str(d), "params": dict(params), "force": force,
+              "source": str(source) if source else None, "threads": threads}
+             for a, arm in arms.items() for seed, d in sorted(arm.run_dirs.items())]
+    return sorted(tasks, key=lambda t: (t["seed"], list(arms).index(t["arm"])))
+
+
+def _run_tasks_local(tasks: list[dict], workers: int, progress: Callable[[str], None] | None) -> list[dict]:
+    """Run the probe tasks in ``workers`` spawned processes (in this process when 1)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    out = []
+    if workers == 1:
+        for t in tasks:
+            out.append(_probe_one(t))  # in this process: its thread settings are the caller's
+            _note(progress, out[-1])
+        return out
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_probe_task, t) for t in tasks]
+        try:
+            for fut in cf.as_completed(futures):
+                out.append(fut.result())
+                _note(progress, out[-1])
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return out
+
+
 def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int | None = None,
                source: str | Path | None = None, force: bool = False,
-               progress: Callable[[str], None] | None = None, params: Mapping | None = None) -> dict:
-    """Probe every finished run found in ``dirs`` (cached), aggregate per arm; JSON-ready result."""
+               progress: Callable[[str], None] | None = None, params: Mapping | None = None,
+               workers: int | None = 1, executor: str = "local", address: str | None = None,
+               gpus_per_run: float = 0.0) -> dict:
+    """Probe every finished run found in ``dirs`` (cached), aggregate per arm; JSON-ready result.
+
+    ``workers``: runs probed in parallel processes, each with ``cores // workers`` threads (as
+    the sweep trains them; None: one per core, at most one per run).  Every run's probes are
+    seeded and cached in its own folder, so the result does not depend on the worker count
+    beyond float rounding across thread counts.  ``executor="ray"`` runs the same per-run units as
+    Ray tasks (``address``; ``gpus_per_run``: the GPU share of each, whose device the run's model
+    then uses)."""
+    from ..sweep.worker import available_cores
+
     if n_images is not None and n_images < 0:
         raise ConfigError(f"n_images must be >= 0 (got {n_images})")
     arms = discover_arms(list(dirs))
     params = dict(params) if params is not None else probe_params(quick, n_images)
-    runs = []
+    cores = available_cores()
+    n_runs = sum(len(a.run_dirs) for a in arms.values())
+    workers = max(1, min(cores if workers is None else workers, max(n_runs, 1)))
+    if source is not None:
+        from .runs import load_run
+
+        load_run(source)  # a bad --source fails once, here, before any run is probed
     t0 = time.time()
-    for arm_name, arm in arms.items():
-        for seed, run_dir in sorted(arm.run_dirs.items()):
-            t = time.time()
-            rec = probe_run(run_dir, params, source=Path(source) if source else None, force=force)
-            runs.append({"arm": arm_name, "seed": seed, "run_dir": str(run_dir)} | rec)
-            if progress:
-                progress(f"{arm_name}/{seed_dirname(seed)}: probed in {time.time() - t:.1f}s")
+    tasks = probe_tasks(arms, params, source, force, max(1, cores // workers))
+    if executor == "local":
+        runs = _run_tasks_local(tasks, workers, progress)
+    elif executor == "ray":
+        from ..sweep.executors import ray_map
+
+        runs = ray_map(_probe_task, tasks, address=address, cpus_per_task=tasks[0]["threads"] if tasks else 1,
+                       gpus_per_task=gpus_per_run, max_cpus=workers * max(1, cores // workers),
+                       on_result=lambda rec: _note(progress, rec))
+    else:
+        raise ConfigError(f"executor must be local or ray (got {executor!r})")
+    runs.sort(key=lambda r: (list(arms).index(r["arm"]), r["seed"]))
     pairs = robustness_pairs(runs)
     result = {"runs": runs, "arms": aggregate(runs), "pairs": pairs["pairs"], "holm": pairs["holm"],
               "headline": pairs["headline"], "descriptive_only": pairs["descriptive_only"],
@@ -191,5 +311,5 @@ def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int
               "leak_warnings": leak_warnings(arms), "params": params, "methods": METHODS,
               "n_failed": sum(len(a.failed) for a in arms.values()),
               "n_incomplete": sum(len(a.incomplete) for a in arms.values()),
-              "seconds": time.time() - t0}
+              "workers": workers, "seconds": time.time() - t0}
     return json_safe(result)

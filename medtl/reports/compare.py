@@ -168,5 +168,6 @@ def write_compare(result: Mapping, out: str | Path, *, plots: bool = True) -> di
     pngs = {m: plot_metric(clean, m) for m in clean["metrics"]} if plots else {}
     images = write_pngs(out, pngs, prefix="compare_")
     write_json_atomic(out / "compare.json", clean)
-    paths = write_page(out, "compare", "compare", **page_context(clean, pngs, images))
+    ctx = page_context(clean, pngs, images)
+    paths = write_page(out, "compare", "compare", c=ctx, lv=2, **ctx)
     return {"json": out / "compare.json", **paths, **{f"png:{m}": out / f for m, f in images.items()}}

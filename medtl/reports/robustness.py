@@ -109,10 +109,6 @@ SUMMARY_KEYS = ["clean.auc", "translation.p_change_1px", "translation.consistenc
                 "translation.mean_abs_dp_per_px", "translation.scale_p_change_max", "corruptions.mean_auc_drop"]
 
 
-SUMMARY_KEYS = ["clean.auc", "translation.p_change_1px", "translation.consistency", "translation.jaggedness",
-                "translation.mean_abs_dp_per_px", "translation.scale_p_change_max", "corruptions.mean_auc_drop"]
-
-
 def _fmt(x: Any, d: int = 4) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
@@ -133,20 +129,16 @@ def calibration_pngs(result: Mapping) -> dict[str, bytes]:
 
 def calibration_rows(result: Mapping) -> list[list[str]]:
     """Per arm: mean test ECE (and the other calibration figures) with the CI over seeds."""
-    rows = []
-    for arm, info in result["arms"].items():
-        for k in CALIBRATION_ROWS:
-            d = info["metrics"].get(k)
-            if d is not None:
-                rows.append([arm, k, str(d["n"]), _fmt(d["mean"]), _ci_cell(d),
-                             ", ".join(_fmt(v) for v in d["values"])])
-    return rows
+    return metric_rows(result, CALIBRATION_ROWS)
 
 
 def _ci_cell(d: Mapping) -> str:
     if d.get("ci_low") is None or d.get("ci_high") is None:
         return f"n = {d['n']}: too few seeds for a CI" if d["n"] < 3 else "n/a"
-    return f"[{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"
+    cell = f"[{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"
+    if d.get("ci_low_subset") is not None:  # attacks on a test subset: its sampling error too
+        cell += f"; with the test-subset error [{_fmt(d['ci_low_subset'])}, {_fmt(d['ci_high_subset'])}]"
+    return cell
 
 
 def summary_rows(result: Mapping) -> list[list[str]]:
@@ -185,34 +177,88 @@ def units_note(result: Mapping) -> str | None:
             f"ε·sqrt(H·W) equals an ε-per-native-pixel perturbation upscaled to the input.")
 
 
-def explain_pngs(result: Mapping) -> dict[str, bytes]:
-    """The explanation panels of each arm's first seed, read from the runs' probe folders."""
+def first_seed_pngs(result: Mapping, section: str, whats: tuple[str, ...]) -> dict[str, bytes]:
+    """The figures ``whats`` of ``section`` of each arm's first seed, read from the runs' probe
+    folders, keyed ``"<section>:<arm> seed-<k> <what>"``."""
     out: dict[str, bytes] = {}
     for r in result["runs"]:
         if r["seed"] != min(x["seed"] for x in result["runs"] if x["arm"] == r["arm"]):
             continue
-        for what in ("panel", "embedding"):
-            p = r["explain"].get(what)
+        for what in whats:
+            p = (r.get(section) or {}).get(what)
             if p and Path(p).is_file():
-                out[f"explain:{r['arm']} {seed_dirname(r['seed'])} {what}"] = Path(p).read_bytes()
+                out[f"{section}:{r['arm']} {seed_dirname(r['seed'])} {what}"] = Path(p).read_bytes()
     return out
+
+
+def explain_pngs(result: Mapping) -> dict[str, bytes]:
+    """The explanation panels of each arm's first seed."""
+    return first_seed_pngs(result, "explain", ("panel", "embedding"))
+
+
+SHAPE_ROWS = ["shape_bias.shape_bias", "shape_bias.shape_only_acc", "shape_bias.texture_only_acc"]
+SHORTCUT_ROWS = ["shortcut.auc_full", "shortcut.auc_lung_masked", "shortcut.auc_lung_only", "shortcut.auc_border_only",
+                 "shortcut.masked_retention"]
+
+
+def metric_rows(result: Mapping, keys: list[str]) -> list[list[str]]:
+    """Per arm and metric of ``keys``: n, mean, CI over seeds, the per-seed values."""
+    rows = []
+    for arm, info in result["arms"].items():
+        for k in keys:
+            d = info["metrics"].get(k)
+            if d is not None:
+                rows.append([arm, k, str(d["n"]), _fmt(d["mean"]), _ci_cell(d),
+                             ", ".join(_fmt(v) for v in d["values"])])
+    return rows
+
+
+def shortcut_flags(result: Mapping) -> list[str]:
+    """One sentence per arm: how many of its seeds the lung-masking probe flags."""
+    out = []
+    for arm in result["arms"]:
+        recs = [r.get("shortcut") or {} for r in result["runs"] if r["arm"] == arm]
+        if recs and all("flagged" in r for r in recs):
+            k = sum(bool(r["flagged"]) for r in recs)
+            fb = sum(int(r.get("mask_fallback") or 0) for r in recs)
+            n_img = sum(int(r.get("n_images") or 0) for r in recs)
+            out.append(f"{arm}: {k} of {len(recs)} seeds flagged as reading the score outside the lungs"
+                       f" (lung mask: anatomical prior used for {fb} of {n_img} image masks)")
+    return out
+
+
+def _section_figures(pngs: Mapping, images: Mapping, section: str) -> list[dict]:
+    return [{"title": k[len(section) + 1:], "png": v, "image": images[k]} for k, v in pngs.items()
+            if k.startswith(section + ":")]
+
+
+def robustness_pngs(clean: Mapping) -> dict[str, bytes]:
+    """Every figure of the robustness page, keyed by name."""
+    return {"adversarial": plot_adversarial(clean), "translation": plot_translation(clean),
+            "corruptions": plot_corruptions(clean)} | calibration_pngs(clean) | explain_pngs(clean) | (
+        first_seed_pngs(clean, "shape_bias", ("examples",)) | first_seed_pngs(clean, "shortcut", ("masks",)))
+
+
+def page_context(clean: Mapping, pngs: Mapping[str, bytes], images: Mapping[str, str]) -> dict:
+    """What the robustness templates (the page, and the robustness part of a study page) show."""
+    return {"result": clean, "header": HEADER, "rows": summary_rows(clean), "pngs": pngs, "images": images,
+            "explain": _section_figures(pngs, images, "explain"),
+            "shape_rows": metric_rows(clean, SHAPE_ROWS), "shape_figures": _section_figures(pngs, images, "shape_bias"),
+            "shortcut_rows": metric_rows(clean, SHORTCUT_ROWS), "shortcut_flags": shortcut_flags(clean),
+            "shortcut_figures": _section_figures(pngs, images, "shortcut"), "methods": clean["methods"],
+            "pair_header": PAIR_HEADER, "pair_sections": pair_sections(clean),
+            "warnings": list((clean.get("leak_warnings") or {}).values()),
+            "descriptive_only": bool(clean.get("descriptive_only")), "units": units_note(clean),
+            "design_note": clean.get("design_note"), "calibration_rows": calibration_rows(clean)}
 
 
 def write_robustness(result: Mapping, out: str | Path) -> dict[str, Path]:
     """Write OUT/robustness.json, report.md (PNGs beside it) and a self-contained report.html."""
     out = prepare_out(out)
     clean = json_safe(result)
-    pngs = {"adversarial": plot_adversarial(clean), "translation": plot_translation(clean),
-            "corruptions": plot_corruptions(clean)} | calibration_pngs(clean) | explain_pngs(clean)
+    pngs = robustness_pngs(clean)
     images = write_pngs(out, pngs)
     write_json_atomic(out / "robustness.json", clean)
-    explain = [{"title": k[len("explain:"):], "png": v, "image": images[k]} for k, v in pngs.items()
-               if k.startswith("explain:")]
-    paths = write_page(out, "report", "robustness", result=clean, header=HEADER, rows=summary_rows(clean),
-                       pngs=pngs, images=images, explain=explain, methods=clean["methods"],
-                       pair_header=PAIR_HEADER, pair_sections=pair_sections(clean),
-                       warnings=list((clean.get("leak_warnings") or {}).values()),
-                       descriptive_only=bool(clean.get("descriptive_only")), units=units_note(clean),
-                       design_note=clean.get("design_note"),
-                       calibration_rows=calibration_rows(clean))
+    ctx = page_context(clean, pngs, images)
+    paths = write_page(out, "report", "robustness", c=ctx, lv=2, **ctx)
     return {"json": out / "robustness.json", **paths}

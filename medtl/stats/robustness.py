@@ -29,6 +29,16 @@ def scalar_metrics(rec: Mapping) -> dict[str, float]:
     for name, rows in rec["corruptions"].items():
         out[f"corruptions.{name}.mean_auc"] = float(np.nanmean([_f(r["auc"]) for r in rows]))
     out["corruptions.mean_auc_drop"] = _f(rec["corruptions_mean_auc_drop"])
+    sb = rec.get("shape_bias") or {}
+    for k in ("shape_bias", "shape_only_acc", "texture_only_acc"):
+        if k in sb:
+            out[f"shape_bias.{k}"] = _f(sb[k])
+    sc = rec.get("shortcut") or {}
+    for k in ("auc_full", "auc_lung_masked", "auc_lung_only", "auc_border_only", "masked_retention"):
+        if k in sc:
+            out[f"shortcut.{k}"] = _f(sc[k])
+    if "flagged" in sc:
+        out["shortcut.flagged"] = float(bool(sc["flagged"]))
     cal = rec.get("calibration") or {}
     for k in CALIBRATION_KEYS:
         if cal.get(k) is not None:
@@ -62,7 +72,7 @@ def mean_reliability(recs: Sequence[Mapping], n_resamples: int = 2000) -> dict |
 def headline_metrics(runs: Sequence[Mapping]) -> list[str]:
     """The metrics the arms are tested on: clean AUC, P(change) at one pixel (native pixels when
     any run upscales its input), consistency, AUC at each attack's largest ε, mean corruption
-    AUC drop."""
+    AUC drop, shape bias."""
     flat = [scalar_metrics(r) for r in runs]
     keys = list(dict.fromkeys(k for f in flat for k in f))
     upscaled = any((r.get("units") or {}).get("input_px_per_native_px", 1.0) != 1.0 for r in runs)
@@ -72,7 +82,7 @@ def headline_metrics(runs: Sequence[Mapping]) -> list[str]:
         eps = [k for k in keys if k.startswith(f"adversarial.{attack}.auc@")]
         if eps:
             out.append(max(eps, key=lambda k: float(k.split("@")[1].split("/")[0])))
-    out.append("corruptions.mean_auc_drop")
+    out += ["corruptions.mean_auc_drop", "shape_bias.shape_bias"]
     return [k for k in out if k in keys]
 
 
@@ -97,8 +107,33 @@ def robustness_pairs(runs: Sequence[Mapping], *, alpha: float = 0.05, n_resample
             "descriptive_only": any(n < MIN_N_CI for n in n_by_arm.values())}
 
 
+def subset_errors(rec: Mapping) -> dict[str, float]:
+    """Per adversarial AUC metric of one run: the DeLong standard error of that AUC on the attacked
+    images, where the attacks ran on a subset of the test set (empty when they ran on all of it)."""
+    n_sub, n_test = rec["clean"].get("n_probe_sample"), rec["clean"].get("n_test")
+    if not n_sub or not n_test or n_sub >= n_test:
+        return {}
+    return {f"adversarial.{name}.auc@{r['eps'] * 255:g}/255": float(r["auc_se"])
+            for name, rows in rec["adversarial"].items() for r in rows if r.get("auc_se") is not None}
+
+
+def with_subset_error(d: dict, se: Sequence[float], z: float = 1.959964) -> dict:
+    """Add ``ci_low_subset``/``ci_high_subset`` to a per-arm summary ``d``: the normal-approximation
+    interval of the arm mean with the between-seed variance and the test-subset sampling variance
+    (mean DeLong variance, counted in full: every seed is attacked on the same subset, so that
+    error does not average out over seeds)."""
+    vals = np.asarray([v for v in d.get("values") or [] if v is not None], float)
+    vals = vals[np.isfinite(vals)]
+    if len(vals) < 2 or not se:
+        return d
+    var = float(np.var(vals, ddof=1)) / len(vals) + float(np.mean(np.square(se)))
+    half = z * np.sqrt(var)
+    return d | {"ci_low_subset": float(d["mean"] - half), "ci_high_subset": float(d["mean"] + half)}
+
+
 def aggregate(runs: Sequence[Mapping], n_resamples: int = 2000) -> dict:
-    """``{arm: {"seeds": [...], "metrics": {key: describe(...) + values}}}`` over the runs' records."""
+    """``{arm: {"seeds": [...], "metrics": {key: describe(...) + values}}}`` over the runs' records
+    (adversarial AUCs measured on a test subset also get :func:`with_subset_error`)."""
     by_arm: dict[str, list[Mapping]] = {}
     for r in runs:
         by_arm.setdefault(r["arm"], []).append(r)
@@ -106,8 +141,13 @@ def aggregate(runs: Sequence[Mapping], n_resamples: int = 2000) -> dict:
     for arm, recs in by_arm.items():
         flat = [scalar_metrics(r) for r in recs]
         keys = list(dict.fromkeys(k for f in flat for k in f))
-        arms[arm] = {"seeds": [r["seed"] for r in recs],
-                     "metrics": {k: describe([f.get(k, float("nan")) for f in flat], n_resamples=n_resamples)
-                                 | {"values": [f.get(k) for f in flat]} for k in keys},
+        errs = [subset_errors(r) for r in recs]
+        metrics = {}
+        for k in keys:
+            d = describe([f.get(k, float("nan")) for f in flat], n_resamples=n_resamples) | {
+                "values": [f.get(k) for f in flat]}
+            se = [e[k] for e in errs if k in e]
+            metrics[k] = with_subset_error(d, se) if len(se) == len(recs) else d
+        arms[arm] = {"seeds": [r["seed"] for r in recs], "metrics": metrics,
                      "reliability": mean_reliability(recs, n_resamples)}
     return arms

@@ -67,39 +67,61 @@ def run_local(specs: list[RunSpec], workers: int, progress: bool = True) -> list
             bar.close()
 
 
-def run_ray(specs: list[RunSpec], address: str | None, workers: int, progress: bool = True) -> list[dict]:
+def ray_map(fn, tasks: list[dict], *, address: str | None, cpus_per_task: int, gpus_per_task: float = 0.0,
+            max_cpus: int | None = None, on_result=None) -> list[dict]:
+    """Run ``fn(task)`` for every task as a Ray task with ``cpus_per_task`` CPUs and
+    ``gpus_per_task`` GPUs (a fraction lets several tasks share one device: Ray sets each task's
+    CUDA_VISIBLE_DEVICES to the GPU it assigns, which torch then sees as ``cuda:0``).  Connects to
+    ``address`` (``auto`` or HOST:PORT) or starts a local Ray with ``max_cpus`` CPUs (and the GPUs
+    Ray detects); ``on_result(result)`` is called as tasks finish.  Results in completion order."""
     try:
         import ray
     except ImportError:
         raise ConfigError("the ray executor needs Ray: pip install 'ray>=2.9'") from None
+    if gpus_per_task < 0:
+        raise ConfigError(f"GPUs per run must be >= 0 (got {gpus_per_task})")
     started_here = False
     if not ray.is_initialized():
         try:
             if address:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             else:
-                ray.init(num_cpus=workers * max(1, specs[0].threads if specs else 1),
-                         include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=max_cpus, include_dashboard=False, log_to_driver=False)
         except Exception as exc:  # ConnectionError and Ray's own errors
             raise ConfigError(f"cannot connect to Ray at {address or 'a new local instance'}: "
                               f"{' '.join(str(exc).split())[:200]}") from None
         started_here = True
-    threads = specs[0].threads if specs else 1
-    remote = ray.remote(num_cpus=threads)(execute_run)
+    if gpus_per_task > 0 and ray.cluster_resources().get("GPU", 0) < gpus_per_task:
+        if started_here:
+            ray.shutdown()
+        raise ConfigError(f"{gpus_per_task} GPU per run asked, but the Ray cluster has "
+                          f"{ray.cluster_resources().get('GPU', 0) if ray.is_initialized() else 0} GPUs")
+    remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(fn)
     results: list[dict] = []
-    counts: dict = {}
-    bar = _bar(len(specs), progress)
     try:
-        pending = [remote.remote(asdict(s)) for s in specs]
+        pending = [remote.remote(t) for t in tasks]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
                 r = ray.get(ref)
                 results.append(r)
-                _tick(bar, r, counts)
+                if on_result is not None:
+                    on_result(r)
     finally:
-        if bar is not None:
-            bar.close()
         if started_here:
             ray.shutdown()
     return results
+
+
+def run_ray(specs: list[RunSpec], address: str | None, workers: int, progress: bool = True,
+            gpus_per_run: float = 0.0) -> list[dict]:
+    threads = specs[0].threads if specs else 1
+    counts: dict = {}
+    bar = _bar(len(specs), progress)
+    try:
+        return ray_map(execute_run, [asdict(s) for s in specs], address=address, cpus_per_task=threads,
+                       gpus_per_task=gpus_per_run, max_cpus=workers * max(1, threads),
+                       on_result=lambda r: _tick(bar, r, counts))
+    finally:
+        if bar is not None:
+            bar.close()

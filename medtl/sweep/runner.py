@@ -22,12 +22,17 @@ from .worker import RunSpec, available_cores
 
 log = logging.getLogger("medtl")
 
-def plan_runs(arms: dict[str, RunConfig], seeds: list[int], out: Path, threads: int) -> list[RunSpec]:
+def plan_runs(arms: dict[str, RunConfig], seeds: list[int], out: Path, threads: int,
+              device: str | None = None) -> list[RunSpec]:
+    """One spec per (arm, seed); ``device`` (e.g. 'cuda' for runs given a GPU share) overrides
+    ``train.device`` in every run's config, so the setting travels with the run to its worker."""
     specs = []
     # seed-major order: with a partial sweep every arm has the same seeds done (paired tests)
     for seed in seeds:
         for arm, cfg in arms.items():
             c = cfg.model_copy(update={"seed": seed})
+            if device is not None:
+                c = c.model_copy(update={"train": c.train.model_copy(update={"device": device})})
             specs.append(RunSpec(arm, seed, str(sweep_run_dir(out, arm, seed)), c.model_dump(mode="json"), threads))
     return specs
 
@@ -47,8 +52,11 @@ def _warm_data_cache(arms: dict[str, RunConfig]) -> None:
 
 def run_sweep(sweep_path: str | Path, out: str | Path, executor: str = "local", workers: int | None = None,
               arms: list[str] | None = None, seeds: list[int] | None = None, address: str | None = None,
-              progress: bool = True) -> dict[str, Any]:
-    """Run a sweep; returns the summary also written to ``OUT/sweep.json``."""
+              progress: bool = True, gpus_per_run: float = 0.0) -> dict[str, Any]:
+    """Run a sweep; returns the summary also written to ``OUT/sweep.json``.
+
+    ``gpus_per_run`` (Ray only): the GPU share each run asks for (0.25: four runs per GPU); such
+    runs train with ``train.device: cuda`` on the device Ray assigns them."""
     from .config import load_sweep
 
     sweep, arm_cfgs, seed_list = load_sweep(sweep_path, arms, seeds)
@@ -58,12 +66,15 @@ def run_sweep(sweep_path: str | Path, out: str | Path, executor: str = "local", 
         workers = cores
     if workers < 1:
         raise ConfigError(f"workers must be >= 1 (got {workers})")
+    if gpus_per_run < 0 or (gpus_per_run > 0 and executor != "ray"):
+        raise ConfigError(f"a GPU share per run needs the ray executor and must be >= 0 (got {gpus_per_run} "
+                          f"with the {executor} executor)")
     # the same thread count under every executor: the runs, and so the numbers, are identical
     threads = max(1, cores // workers)
     for cfg in arm_cfgs.values():
         if cfg.train.num_threads:
             threads = cfg.train.num_threads
-    specs = plan_runs(arm_cfgs, seed_list, out, threads)
+    specs = plan_runs(arm_cfgs, seed_list, out, threads, device="cuda" if gpus_per_run > 0 else None)
     _warm_data_cache(arm_cfgs)  # bad data fails here, once, before any run starts
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / SWEEP_CONFIG, _sweep_yaml(sweep, arm_cfgs, seed_list, sweep_path))
@@ -72,14 +83,14 @@ def run_sweep(sweep_path: str | Path, out: str | Path, executor: str = "local", 
     if executor == "local":
         results = run_local(specs, workers, progress)
     elif executor == "ray":
-        results = run_ray(specs, address, workers, progress)
+        results = run_ray(specs, address, workers, progress, gpus_per_run)
     else:
         raise ConfigError(f"executor must be local or ray (got {executor!r})")
     wall = time.time() - t0
     results.sort(key=lambda r: (list(arm_cfgs).index(r["arm"]), r["seed"]))
     summary = {
         "name": sweep.name, "sweep_config": str(sweep_path), "arms": list(arm_cfgs), "seeds": seed_list,
-        "executor": executor, "workers": workers, "threads_per_run": threads,
+        "executor": executor, "workers": workers, "threads_per_run": threads, "gpus_per_run": gpus_per_run,
         "wall_time_s": round(wall, 2),
         "counts": {s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "failed")},
         "runs": results,

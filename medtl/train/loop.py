@@ -276,10 +276,19 @@ class _Setup:
     weights_report: Any
 
 
+def _check_input_side(cfg: RunConfig, bundle) -> None:
+    from ..models.archs import BLURPOOL_MIN_SIDE
+
+    side = min(bundle.splits["train"].images.shape[-2:])
+    if cfg.model.antialias == "blurpool" and side < BLURPOOL_MIN_SIDE:
+        raise ConfigError(f"model.antialias: blurpool needs inputs of at least {BLURPOOL_MIN_SIDE} px (its reflect "
+                          f"padding); this run feeds {side} px (raise data.image_size or upscale with data.sr)")
+
+
 def _prepare(cfg: RunConfig) -> _Setup:
     """Data, task, model and optimiser.  Everything that can fail on bad input fails here."""
     from ..data import load_dataset
-    from ..models import apply_bn_gamma, create_model, param_groups, set_trainable
+    from ..models import apply_bn_gamma, model_for_run, param_groups, set_trainable
 
     rt = resolve_runtime(cfg.train)
     bundle = load_dataset(cfg.data)
@@ -288,8 +297,8 @@ def _prepare(cfg: RunConfig) -> _Setup:
             raise ConfigError(f"{cfg.data.path}: the {name} split is empty")
     task = Task(bundle, cfg.train.label_smoothing, cfg.train.class_weighting, rt.device)
     torch.manual_seed(cfg.seed)
-    model, report = create_model(cfg.model.backbone, task.num_outputs, weights=cfg.model.weights,
-                                 drop_rate=cfg.model.drop_rate, trim_convs=cfg.train.fast_conv)
+    _check_input_side(cfg, bundle)
+    model, report = model_for_run(cfg, task.num_outputs, weights=cfg.model.weights)
     gamma_touched = apply_bn_gamma(model, cfg.train.bn_gamma) if cfg.train.bn_gamma else []
     trainable = set_trainable(model, cfg.train.trainable)
     model.to(rt.device)
@@ -348,6 +357,11 @@ def _train_epoch(s: _Setup, cfg: RunConfig, epoch: int, images: torch.Tensor, ta
     g_order = _epoch_generator(cfg.seed, epoch, 0)
     g_aug = _epoch_generator(cfg.seed, epoch, 1)
     perm = torch.randperm(len(images), generator=g_order)
+    style = None
+    if cfg.data.augment.stylize > 0:
+        from ..data.stylize import stylize_plan
+
+        style = stylize_plan(len(images), cfg.data.augment.stylize, cfg.seed, epoch)
     t0 = time.time()
     total, count = 0.0, 0
     lr = s.base_lr
@@ -359,7 +373,12 @@ def _train_epoch(s: _Setup, cfg: RunConfig, epoch: int, images: torch.Tensor, ta
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = perm[i * s.bs:(i + 1) * s.bs]
-            x = augment_batch(images[idx].float().div_(255.0), cfg.data.augment, g_aug)
+            x = images[idx].float().div_(255.0)
+            if style is not None:
+                from ..data.stylize import stylize_batch
+
+                x = stylize_batch(x, idx, images, *style)
+            x = augment_batch(x, cfg.data.augment, g_aug)
             y = targets[idx]
             soft = None
             if tc.mixup_alpha > 0:
@@ -529,6 +548,7 @@ def _run_record(s: _Setup, cfg: RunConfig, best_epoch: int, wall: float) -> dict
         "name": cfg.name, "seed": cfg.seed, "dataset": s.bundle.name, "synthetic": bool(s.bundle.synthetic),
         "data_source": getattr(s.bundle, "source", None), "data_notes": list(s.bundle.notes),
         "data_format": s.bundle.format, "backbone": cfg.model.backbone, "weights": cfg.model.weights,
+        "antialias": cfg.model.antialias, "stylize": cfg.data.augment.stylize,
         "image_size": cfg.data.image_size, "input_size": int(s.bundle.splits["train"].images.shape[-1]),
         "sr": cfg.data.sr.method, "epochs": cfg.train.epochs, "best_epoch": best_epoch,
         "device": str(s.rt.device), "precision": s.rt.precision, "eval_precision": "fp32",

@@ -1,0 +1,120 @@
+"""The study config: one YAML that names a sweep, the comparison, the probes and external data.
+
+    name: warmup-study
+    sweep: sweeps/warmup.yaml           # a sweep config, relative to this file ...
+    # sweep: {base: ../pneumoniamnist28.yaml, seeds: 30, set: {train.epochs: 8},
+    #         arms: {warmup: {}, no_warmup: {train.warmup_epochs: 0}}}   # ... or inline
+    compare:
+      metrics: [test.auc, test.acc]
+      anchor: 0.944                     # optional published figure
+    probes:
+      preset: full                      # full | quick | none
+      n_images: null                    # override the images per probe
+      source: null                      # a run folder for black-box transfer attacks
+    evaluate:                           # optional external datasets (medtl evaluate)
+      - data: kermany:chest_xray
+        name: kermany
+        label_map: {NORMAL: normal, PNEUMONIA: pneumonia}
+
+Relative paths (``sweep``, an inline ``base``, ``probes.source``) are relative to the study file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CompareSpec(_Strict):
+    metrics: list[str] = Field(default_factory=lambda: ["test.auc", "test.acc"])
+    anchor: float | None = Field(None, gt=0, lt=1)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    bootstrap: int = Field(10000, ge=100)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one metric (e.g. test.auc)")
+        return v
+
+
+class ProbeSpec(_Strict):
+    preset: Literal["full", "quick", "none"] = "full"
+    n_images: int | None = Field(None, ge=1)
+    source: str | None = None
+
+
+class EvaluateSpec(_Strict):
+    data: str
+    name: str | None = None
+    label_map: dict[str, str] = Field(default_factory=dict)
+    positive: str | None = None
+    split: str = "test"
+
+
+class StudyConfig(_Strict):
+    name: str = "study"
+    sweep: str | dict[str, Any]
+    compare: CompareSpec = Field(default_factory=CompareSpec)
+    probes: ProbeSpec = Field(default_factory=ProbeSpec)
+    evaluate: list[EvaluateSpec] = Field(default_factory=list)
+
+
+def _errors(exc: ValidationError) -> str:
+    msgs = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        msgs.append(f"unknown key '{loc}'" if e["type"] == "extra_forbidden" else f"'{loc}': {e['msg']}")
+    return "; ".join(msgs)
+
+
+def load_study(path: str | Path) -> tuple[StudyConfig, Path]:
+    """The study config at ``path`` (validated; one-line errors) and its folder (paths in it are
+    relative to that folder)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: study config not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{p}: cannot read the study config as UTF-8 text ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a study config must be a mapping")
+    try:
+        cfg = StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{p}: invalid study config: {_errors(exc)}") from None
+    return cfg, p.resolve().parent
+
+
+def resolve(folder: Path, rel: str) -> Path:
+    q = Path(rel).expanduser()
+    return q if q.is_absolute() else folder / q
+
+
+def sweep_yaml(cfg: StudyConfig, folder: Path) -> str:
+    """The sweep config of a study as YAML text, with an inline ``base`` made absolute."""
+    if isinstance(cfg.sweep, str):
+        p = resolve(folder, cfg.sweep)
+        if not p.is_file():
+            raise ConfigError(f"sweep: {cfg.sweep} not found (looked at {p})")
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        if isinstance(raw, dict) and raw.get("base") and not Path(raw["base"]).is_absolute():
+            raw["base"] = str((p.parent / raw["base"]).resolve())
+    else:
+        raw = dict(cfg.sweep)
+        if raw.get("base") and not Path(str(raw["base"])).is_absolute():
+            raw["base"] = str(resolve(folder, str(raw["base"])).resolve())
+    raw.setdefault("name", cfg.name)
+    return yaml.safe_dump(raw, sort_keys=False)

@@ -1,0 +1,147 @@
+"""``medtl study``: every stage of a study in one folder, each resumable.
+
+Stages, in order (``DIR`` is the study folder; names in :mod:`medtl.runs`):
+
+1. **train**: the sweep, ``DIR/runs/<arm>/seed-<k>/`` (finished runs are skipped, interrupted ones
+   resume: :func:`medtl.sweep.run_sweep`);
+2. **compare**: ``DIR/compare/`` (:func:`medtl.stats.comparison.compare_runs`; cheap, recomputed);
+3. **robustness**: ``DIR/robustness/`` (:func:`medtl.probes.suite.run_probes`; every probe is cached
+   per run and parameters, so a re-run recomputes only what is missing);
+4. **evaluate**: per external dataset, ``RUN/external/<name>/`` (cached per run) and
+   ``DIR/evaluate/<name>/`` with the internal-vs-external comparison;
+5. **page**: ``DIR/study.html`` (self-contained), ``study.md`` and ``study.json``.
+
+Killing the command and running it again recomputes nothing that finished.  The local executor
+and Ray run the same per-run units (a training run, a run's probes).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from ..io import write_text_atomic
+from ..runs import STUDY_COMPARE, STUDY_CONFIG, STUDY_EVALUATE, STUDY_ROBUSTNESS, STUDY_RUNS, STUDY_SWEEP
+from .config import StudyConfig, load_study, resolve, sweep_yaml
+
+
+class _Stages:
+    """Stage bookkeeping: wall time per stage and one progress bar (with ETA) per stage."""
+
+    def __init__(self, progress: bool):
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    def bar(self, name: str, total: int):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=name, unit="run", dynamic_ncols=True)
+
+    def timed(self, name: str, fn, *args, **kw):
+        t = time.time()
+        try:
+            return fn(*args, **kw)
+        finally:
+            self.seconds[name] = round(time.time() - t, 2)
+
+
+def _out_folder(out: str | Path) -> Path:
+    out = Path(out)
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ConfigError(f"{out}: cannot be the study folder: {blocked} is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot create the study folder ({exc.strerror})") from None
+    return out
+
+
+def _train(cfg: StudyConfig, out: Path, st: _Stages, executor: str, workers, address, gpus_per_run) -> dict:
+    from ..sweep import run_sweep
+
+    return run_sweep(out / STUDY_SWEEP, out / STUDY_RUNS, executor=executor, workers=workers, address=address,
+                     progress=st.progress, gpus_per_run=gpus_per_run)
+
+
+def _compare(cfg: StudyConfig, out: Path) -> dict:
+    from ..reports import write_compare
+    from ..stats.comparison import compare_runs
+
+    c = cfg.compare
+    result = compare_runs([out / STUDY_RUNS], c.metrics, alpha=c.alpha, n_resamples=c.bootstrap, anchor=c.anchor)
+    write_compare(result, out / STUDY_COMPARE)
+    return result
+
+
+def _robustness(cfg: StudyConfig, folder: Path, out: Path, st: _Stages, executor: str, workers, address,
+                gpus_per_run) -> dict | None:
+    from ..probes.suite import run_probes
+    from ..reports import write_robustness
+    from ..runs import discover_arms
+
+    p = cfg.probes
+    if p.preset == "none":
+        return None
+    n = sum(len(a.run_dirs) for a in discover_arms([out / STUDY_RUNS]).values())
+    bar = st.bar("probes", n)
+    try:
+        result = run_probes([out / STUDY_RUNS], quick=p.preset == "quick", n_images=p.n_images,
+                            source=resolve(folder, p.source) if p.source else None, workers=workers,
+                            progress=(lambda _msg: bar.update(1)) if bar is not None else None,
+                            executor=executor, address=address, gpus_per_run=gpus_per_run)
+    finally:
+        if bar is not None:
+            bar.close()
+    write_robustness(result, out / STUDY_ROBUSTNESS)
+    return result
+
+
+def _evaluate(cfg: StudyConfig, out: Path, st: _Stages) -> list[dict]:
+    from ..evaluate import default_name, evaluate_runs
+    from ..reports import write_compare
+    from ..stats.comparison import compare_runs
+
+    done = []
+    for spec in cfg.evaluate:
+        name = spec.name or default_name(spec.data)
+        res = evaluate_runs([out / STUDY_RUNS], spec.data, name=name, label_map=spec.label_map,
+                            positive=spec.positive, split=spec.split)
+        ive = compare_runs([out / STUDY_RUNS], ["test.auc"], alpha=cfg.compare.alpha,
+                           n_resamples=cfg.compare.bootstrap, internal_vs_external_name=name)
+        write_compare(ive, out / STUDY_EVALUATE / name, plots=False)
+        done.append({"name": name, "data": spec.data, "evaluate": res, "compare": ive})
+    return done
+
+
+def run_study(path: str | Path, out: str | Path, *, executor: str = "local", workers: int | None = None,
+              address: str | None = None, gpus_per_run: float = 0.0, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) every stage of the study at ``path`` into ``out``; returns the study record
+    also written to ``OUT/study.json``."""
+    from ..reports.study import write_study
+
+    cfg, folder = load_study(path)
+    if gpus_per_run < 0 or (gpus_per_run > 0 and executor != "ray"):
+        raise ConfigError(f"gpus per run must be >= 0 and needs the ray executor (got {gpus_per_run} with "
+                          f"{executor})")
+    out = _out_folder(out)
+    write_text_atomic(out / STUDY_CONFIG, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_text_atomic(out / STUDY_SWEEP, sweep_yaml(cfg, folder))
+    st = _Stages(progress)
+    t0 = time.time()
+    sweep = st.timed("train", _train, cfg, out, st, executor, workers, address, gpus_per_run)
+    compare = st.timed("compare", _compare, cfg, out)
+    robustness = st.timed("robustness", _robustness, cfg, folder, out, st, executor, workers, address, gpus_per_run)
+    external = st.timed("evaluate", _evaluate, cfg, out, st) if cfg.evaluate else []
+    record = {"name": cfg.name, "config": cfg.model_dump(mode="json"), "study_file": str(Path(path)),
+              "executor": executor, "workers": workers, "gpus_per_run": gpus_per_run,
+              "train": {k: sweep[k] for k in ("arms", "seeds", "counts", "wall_time_s", "threads_per_run")},
+              "stage_seconds": st.seconds}
+    record["seconds"] = round(time.time() - t0, 2)
+    write_study(record, compare, robustness, external, out)
+    return record

@@ -1,0 +1,127 @@
+"""`medtl study`: every stage into one folder, resume after a kill, one self-contained page."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from _browser import render_page
+
+from medtl.cli import run as cli_run
+from medtl.errors import MedtlError
+from medtl.probes import suite
+from medtl.study import load_study, run_study
+
+STUDY = {
+    "name": "tiny-study",
+    "sweep": {
+        "seeds": 2,
+        "set": {"data.path": "builtin:synthetic", "data.image_size": 24,
+                "data.synthetic_n": {"train": 64, "val": 32, "test": 40}, "train.epochs": 1,
+                "train.batch_size": 32, "train.num_threads": 1, "train.precision": "fp32"},
+        "arms": {"a": {}, "b": {"train.lr": 0.01}},
+    },
+    "compare": {"metrics": ["test.auc", "test.acc"], "bootstrap": 200},
+    "probes": {"preset": "quick", "n_images": 16},
+}
+PARAMS = {  # even smaller than the quick preset: the test budget
+    "translation": {"max_shift": 1, "n_images": 12, "n_pairs": 1, "scale_pct": 1},
+    "adversarial": {"steps": 1, "n_images": 16, "attacks": ["fgsm_linf", "pgd_linf"], "eps": [0.0, 8 / 255]},
+    "corruptions": {"n_images": 16, "corruptions": ["gaussian_noise"]},
+    "explain": {"n_samples": 1, "n_embed": 16},
+    "shape_bias": {"n_pairs": 16},
+    "shortcut": {"n_images": 16},
+}
+
+
+@pytest.fixture(autouse=True)
+def _small(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(suite, "probe_params", lambda quick=False, n_images=None: {k: dict(v) for k, v in PARAMS.items()})
+
+
+def _write(tmp_path, doc=STUDY):
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def test_study_runs_every_stage_resumes_after_a_kill_and_renders(tmp_path, monkeypatch):
+    cfg = _write(tmp_path)
+    out = tmp_path / "out"
+    real = suite.probe_run
+    calls = {"n": 0}
+
+    def killed_after_two(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the study is killed during the probe stage
+        return real(*a, **kw)
+
+    monkeypatch.setattr(suite, "probe_run", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, out, workers=1, progress=False)
+    runs = sorted((out / "runs").glob("*/seed-*"))
+    assert len(runs) == 4 and all((r / "metrics.json").is_file() for r in runs)
+    probed = [r for r in runs if (r / "probes" / "shape_bias.json").is_file()]
+    assert len(probed) == 2
+    stamps = {p: p.stat().st_mtime_ns for r in runs for p in (r / "probes").glob("*.json")}
+    ckpts = {r: (r / "checkpoint_best.pt").stat().st_mtime_ns for r in runs}
+
+    monkeypatch.setattr(suite, "probe_run", real)
+    rec = run_study(cfg, out, workers=1, progress=False)
+    assert rec["train"]["counts"] == {"done": 0, "skipped": 4, "failed": 0}  # no run retrained
+    assert all((r / "checkpoint_best.pt").stat().st_mtime_ns == t for r, t in ckpts.items())
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # no finished probe recomputed
+    assert set(rec["stage_seconds"]) == {"train", "compare", "robustness"}
+
+    doc = json.loads((out / "study.json").read_text())
+    assert doc["study"]["name"] == "tiny-study" and set(doc["compare"]["arms"]) == {"a", "b"}
+    assert {r["arm"] for r in doc["robustness"]["runs"]} == {"a", "b"} and len(doc["robustness"]["runs"]) == 4
+    assert (out / "compare" / "compare.json").is_file() and (out / "robustness" / "robustness.json").is_file()
+    md = (out / "study.md").read_text()
+    for part in ("## 1. Comparison over seeds", "### test.auc", "## 2. Robustness", "### Shape vs texture",
+                 "### Shortcuts", "Pairwise comparisons"):
+        assert part in md, part
+    pair = next(p for p in doc["compare"]["pairs"] if p["metric"] == "test.auc")
+    assert pair["sentence"] in md
+    dom = render_page(out / "study.html", tmp_path, min_images=4)
+    assert "medtl study: tiny-study" in dom and "Arm vs arm" in dom
+
+
+def test_study_config_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(MedtlError, match="sweep"):
+        load_study(_write(tmp_path, {"name": "x"}))
+    with pytest.raises(MedtlError, match="unknown key 'probes.presets'"):
+        load_study(_write(tmp_path, {**STUDY, "probes": {"presets": "full"}}))
+    with pytest.raises(MedtlError, match="not found"):
+        load_study(tmp_path / "nope.yaml")
+    missing = _write(tmp_path, {**STUDY, "sweep": "no_such_sweep.yaml"})
+    assert cli_run(["study", str(missing), "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_sweep.yaml" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "file").write_text("x")
+    assert cli_run(["study", str(_write(tmp_path)), "--out", str(tmp_path / "file" / "o"), "-q"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert cli_run(["study", str(_write(tmp_path)), "--out", str(tmp_path / "o2"), "--gpus-per-run", "0.5"]) == 2
+    assert "ray" in capsys.readouterr().err
+
+
+def test_the_shipped_study_config_resolves(tmp_path):
+    """configs/studies/warmup.yaml names its sweep relative to itself; the sweep the study writes
+    into its folder loads from there (its base made absolute)."""
+    from pathlib import Path
+
+    from medtl.study.config import sweep_yaml
+    from medtl.sweep import load_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    cfg, folder = load_study(root / "configs" / "studies" / "warmup.yaml")
+    assert cfg.probes.preset == "full" and cfg.compare.anchor == 0.944
+    written = tmp_path / "elsewhere" / "study_sweep.yaml"
+    written.parent.mkdir()
+    written.write_text(sweep_yaml(cfg, folder))
+    _, arms, seeds = load_sweep(written)
+    assert set(arms) == {"warmup", "no_warmup"} and len(seeds) == 30
+    assert arms["warmup"].train.epochs == 8 and arms["no_warmup"].train.warmup_epochs == 0
