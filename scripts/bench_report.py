@@ -1,12 +1,15 @@
 """Wall time of ``medtl robustness-report`` against a plain baseline, in one run on the same runs.
 
 * **plain**: every probe of the default (full) preset as straightforward loops -- one run after
-  another, each probe loading its run, every attack and ε over *all* test images, fp32, one
-  process with all cores -- and nothing read from a cache (each variant works on its own fresh
-  copy of the runs, so neither can reuse the other's results);
+  another in one process with all cores, each probe loading its run, every attack and ε over
+  *all* test images in batches of 128, every forward in fp32 with the default memory format --
+  and nothing read from a cache (each variant works on its own fresh copy of the runs, so
+  neither can reuse the other's results);
 * **medtl**: :func:`medtl.probes.suite.run_probes` as the command runs it: the runs probed in
-  parallel worker processes (cores // workers threads each), the attacks on the preset's seeded,
-  stratified test subset (its size recorded, its sampling error in the attack CIs).
+  parallel worker processes (cores // workers threads each), channels-last fp32 attacks in
+  batches of 512 on the preset's seeded, stratified test subset (its size recorded, its sampling
+  error in the attack CIs), translation and corruption forwards at the training precision (the
+  agreement of their clean decisions with fp32 recorded per run).
 
 The attack strength is the same in both (steps, step size, random start; no early stopping).
 Prints both wall times and ``speedup=<plain / medtl>``.
@@ -46,15 +49,27 @@ def _copy(src: list[Path], dst: Path) -> list[Path]:
     return out
 
 
+def plain_params(params: dict) -> dict:
+    """The preset as a plain implementation runs it: all test images, fp32, batches of 128."""
+    plain = {k: dict(v) for k, v in params.items()}
+    plain["adversarial"].update(n_images=None, batch_size=128)
+    plain["translation"]["precision"] = "fp32"
+    plain["corruptions"]["precision"] = "fp32"
+    return plain
+
+
 def plain_report(run_dirs: list[Path], params: dict) -> float:
+    from medtl.probes import runs as probe_runs
     from medtl.probes.suite import probe_run
 
-    full = {k: dict(v) for k, v in params.items()}
-    full["adversarial"]["n_images"] = None  # every test image
-    t = time.perf_counter()
-    for d in run_dirs:
-        probe_run(d, full, force=True)
-    return time.perf_counter() - t
+    probe_runs.CHANNELS_LAST = False  # the default memory format
+    try:
+        t = time.perf_counter()
+        for d in run_dirs:
+            probe_run(d, plain_params(params), force=True)
+        return time.perf_counter() - t
+    finally:
+        probe_runs.CHANNELS_LAST = True
 
 
 def medtl_report(run_dirs: list[Path], params: dict, workers: int | None) -> tuple[float, int]:

@@ -152,3 +152,28 @@ def test_cli(runs, tmp_path):
     res = CliRunner().invoke(app, ["probe", "corruptions", str(tmp_path)])
     assert res.exit_code != 0 and isinstance(res.exception, MedtlError)
     assert "not a finished medtl run folder" in str(res.exception)
+
+
+def test_translation_and_corruptions_at_the_training_precision_record_the_fp32_agreement(tmp_path):
+    import shutil
+
+    from medtl.probes.runs import ProbeRun
+
+    run_dir = shutil.copytree(tiny_runs()["a0"], tmp_path / "run", ignore=shutil.ignore_patterns("probes"))
+    m = json.loads((run_dir / "metrics.json").read_text())
+    m["run"]["precision"] = "bf16"  # as a run trained in bf16 records it
+    (run_dir / "metrics.json").write_text(json.dumps(m))
+    run = load_run(run_dir)
+    assert run.amp_dtype("train") is torch.bfloat16 and run.amp_dtype("fp32") is None
+    assert run.amp_dtype("fp16") is None  # CPU: fp16 autocast is not a training precision here
+    with pytest.raises(MedtlError, match="precision"):
+        run.amp_dtype("half")
+    t = translation_probe(run_dir, **TRANS, precision="train")
+    c = corruptions_probe(run_dir, n_images=32, corruptions=["blur"], precision="train")
+    for r in (t, c):
+        assert r["precision"]["forward"] == "bf16"
+        assert 0.9 <= r["precision"]["clean_decision_agreement_with_fp32"] <= 1.0
+        assert 0 <= r["precision"]["max_abs_prob_diff"] < 0.1
+    fp32 = translation_probe(run_dir, **TRANS)
+    assert fp32["precision"] == {"forward": "fp32"} and fp32["key"] != t["key"]
+    assert isinstance(run, ProbeRun) and run.channels_last

@@ -58,3 +58,32 @@ def test_sweep_runs_given_a_gpu_share_train_on_cuda_in_their_worker(ray_with_a_g
 
     with pytest.raises(MedtlError, match="ray"):
         run_sweep(sweep, tmp_path / "out2", executor="local", gpus_per_run=0.5, progress=False)
+
+
+def test_probes_run_as_ray_tasks_give_the_local_result(tmp_path):
+    """robustness-report's per-run unit (a run's probes) on Ray equals the local result."""
+    import shutil
+
+    from test_probes_helpers import tiny_runs
+
+    from medtl.probes.suite import run_probes
+
+    PARAMS = {"translation": {"max_shift": 1, "n_images": 12, "n_pairs": 1, "scale_pct": 1},
+              "adversarial": {"steps": 1, "n_images": 16, "attacks": ["fgsm_linf"], "eps": [0.0, 8 / 255]},
+              "corruptions": {"n_images": 16, "corruptions": ["gaussian_noise"]},
+              "explain": {"n_samples": 1, "n_embed": 16}, "shape_bias": {"n_pairs": 16}, "shortcut": {"n_images": 16}}
+
+    runs = tiny_runs()
+    local = run_probes([runs["root"]], params=PARAMS, workers=1)
+    copy = tmp_path / "runs"
+    shutil.copytree(runs["root"], copy, ignore=shutil.ignore_patterns("probes"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = run_probes([copy], params=PARAMS, workers=2, executor="ray")
+    finally:
+        ray.shutdown()
+    assert [(r["arm"], r["seed"]) for r in remote["runs"]] == [(r["arm"], r["seed"]) for r in local["runs"]]
+    for a, b in zip(local["runs"], remote["runs"]):
+        assert b["worker"]["cuda_visible_devices"] in (None, "")  # no GPU share asked: none assigned
+        assert b["clean"]["auc_fp32_probe_sample"] == pytest.approx(a["clean"]["auc_fp32_probe_sample"], abs=1e-9)
+        assert b["corruptions_mean_auc_drop"] == pytest.approx(a["corruptions_mean_auc_drop"], abs=0.01)

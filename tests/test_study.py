@@ -41,6 +41,20 @@ def _small(tmp_path, monkeypatch):
     monkeypatch.setattr(suite, "probe_params", lambda quick=False, n_images=None: {k: dict(v) for k, v in PARAMS.items()})
 
 
+def _external_npz(tmp_path):
+    """Another 'hospital': fresh synthetic images (other indices) as a MedMNIST-style .npz."""
+    import numpy as np
+
+    from medtl.data import synthetic
+
+    arrays = {}
+    for split, start in (("train", 5000), ("val", 6000), ("test", 7000)):
+        im, y, _ = synthetic.generate("test", range(start, start + 40), 24)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = im, y[:, None]
+    np.savez(tmp_path / "other.npz", **arrays)
+    return tmp_path / "other.npz"
+
+
 def _write(tmp_path, doc=STUDY):
     p = tmp_path / "study.yaml"
     p.write_text(yaml.safe_dump(doc))
@@ -48,7 +62,8 @@ def _write(tmp_path, doc=STUDY):
 
 
 def test_study_runs_every_stage_resumes_after_a_kill_and_renders(tmp_path, monkeypatch):
-    cfg = _write(tmp_path)
+    cfg = _write(tmp_path, {**STUDY, "evaluate": [{"data": str(_external_npz(tmp_path)), "name": "synth-again",
+                                                   "label_map": {"0": "normal", "1": "opacity"}}]})
     out = tmp_path / "out"
     real = suite.probe_run
     calls = {"n": 0}
@@ -74,15 +89,17 @@ def test_study_runs_every_stage_resumes_after_a_kill_and_renders(tmp_path, monke
     assert rec["train"]["counts"] == {"done": 0, "skipped": 4, "failed": 0}  # no run retrained
     assert all((r / "checkpoint_best.pt").stat().st_mtime_ns == t for r, t in ckpts.items())
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # no finished probe recomputed
-    assert set(rec["stage_seconds"]) == {"train", "compare", "robustness"}
+    assert set(rec["stage_seconds"]) == {"train", "compare", "robustness", "evaluate"}
 
     doc = json.loads((out / "study.json").read_text())
     assert doc["study"]["name"] == "tiny-study" and set(doc["compare"]["arms"]) == {"a", "b"}
     assert {r["arm"] for r in doc["robustness"]["runs"]} == {"a", "b"} and len(doc["robustness"]["runs"]) == 4
     assert (out / "compare" / "compare.json").is_file() and (out / "robustness" / "robustness.json").is_file()
+    assert doc["external"][0]["name"] == "synth-again" and len(doc["external"][0]["evaluate"]["runs"]) == 4
+    assert all((r / "external" / "synth-again" / "metrics.json").is_file() for r in runs)
     md = (out / "study.md").read_text()
     for part in ("## 1. Comparison over seeds", "### test.auc", "## 2. Robustness", "### Shape vs texture",
-                 "### Shortcuts", "Pairwise comparisons"):
+                 "### Shortcuts", "Pairwise comparisons", "## 3. External validation", "synth-again"):
         assert part in md, part
     pair = next(p for p in doc["compare"]["pairs"] if p["metric"] == "test.auc")
     assert pair["sentence"] in md

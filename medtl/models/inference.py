@@ -32,9 +32,11 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, *, device: torch.dev
 
 
 def predict_proba(model: torch.nn.Module, x: torch.Tensor, device: torch.device | str = "cpu",
-                  batch_size: int = 512) -> np.ndarray:
-    """Softmax probabilities (n, C) as float64 numpy, fp32 forward in eval mode."""
-    logits = predict_logits(model, x, device=device, batch_size=batch_size)
+                  batch_size: int = 512, amp_dtype: torch.dtype | None = None,
+                  channels_last: bool = False) -> np.ndarray:
+    """Softmax probabilities (n, C) as float64 numpy, in eval mode; fp32 forward unless ``amp_dtype``."""
+    logits = predict_logits(model, x, device=device, batch_size=batch_size, amp_dtype=amp_dtype,
+                            channels_last=channels_last)
     if logits.numel() == 0:
         return np.zeros((0, 0))
     return torch.softmax(logits, 1).double().numpy()

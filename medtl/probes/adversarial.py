@@ -44,7 +44,6 @@ import torch
 
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
-from ..models.inference import predict_proba
 from .runs import ProbeRun, cached_probe, check_positive, load_run, sample_indices, scores
 
 ATTACKS = ("fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2")  # the default set
@@ -197,7 +196,7 @@ def compute_adversarial(run: ProbeRun, *, eps=DEFAULT_EPS, attacks=ATTACKS, step
     x = run.x(idx)
     y_np = run.labels[idx]
     y = torch.from_numpy(y_np)
-    clean_prob = predict_proba(run.model, x, run.device, batch_size)
+    clean_prob = run.proba(x, batch_size)
     clean_correct = (np.argmax(clean_prob, 1) if run.task != "binary"
                      else (clean_prob[:, 1] >= run.threshold).astype(int)) == y_np
     prefix = "" if source is None else "transfer_"
@@ -211,7 +210,7 @@ def compute_adversarial(run: ProbeRun, *, eps=DEFAULT_EPS, attacks=ATTACKS, step
                        seed=seed * 1009 + k, batch_size=batch_size, device=crafter.device,
                        threshold=crafter.threshold if crafter.task == "binary" else None)
             n_grad += 0 if e == 0 else _gradient_images(a, len(x), steps)
-            prob = clean_prob if e == 0 else predict_proba(run.model, xa, run.device, batch_size)
+            prob = clean_prob if e == 0 else run.proba(xa, batch_size)
             s = scores(run, y_np, prob)
             pred_ok = (np.argmax(prob, 1) if run.task != "binary" else (prob[:, 1] >= run.threshold).astype(int)) == y_np
             success = float(np.mean(~pred_ok[clean_correct])) if clean_correct.any() else float("nan")

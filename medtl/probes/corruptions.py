@@ -30,8 +30,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
-from ..models.inference import predict_proba
-from .runs import ProbeRun, cached_probe, sample_indices, scores
+from .runs import ProbeRun, cached_probe, precision_check, sample_indices, scores
 
 SEVERITIES = {
     "gaussian_noise": [0.02, 0.04, 0.06, 0.10, 0.15],
@@ -43,7 +42,7 @@ SEVERITIES = {
     "downup": [0.8, 0.65, 0.5, 0.4, 0.3],
 }
 CORRUPTIONS = tuple(SEVERITIES)
-DEFAULTS = {"corruptions": list(CORRUPTIONS), "n_images": None, "seed": 0, "batch_size": 512}
+DEFAULTS = {"corruptions": list(CORRUPTIONS), "n_images": None, "seed": 0, "batch_size": 512, "precision": "fp32"}
 
 _JPEG_LUMA = torch.tensor([
     [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55], [14, 13, 16, 24, 40, 57, 69, 56],
@@ -122,7 +121,10 @@ def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generato
 
 
 def compute_corruptions(run: ProbeRun, *, corruptions=CORRUPTIONS, n_images: int | None = None, seed: int = 0,
-                        batch_size: int = 512, plots: bool = True) -> dict:
+                        batch_size: int = 512, precision: str = "fp32", plots: bool = True) -> dict:
+    """``precision``: the forward passes' precision ('fp32', or 'train': the run's training
+    precision, for clean and corrupted images alike; the agreement with fp32 is recorded)."""
+    amp = run.amp_dtype(precision)
     for c in corruptions:
         if c not in SEVERITIES:
             raise ConfigError(f"unknown corruption {c!r}; use one of {', '.join(CORRUPTIONS)}")
@@ -130,8 +132,9 @@ def compute_corruptions(run: ProbeRun, *, corruptions=CORRUPTIONS, n_images: int
     idx = sample_indices(len(run.labels), n_images, seed, run.labels)
     x = run.x(idx)
     y = run.labels[idx]
-    clean = scores(run, y, predict_proba(run.model, x, run.device, batch_size))
-    out: dict = {"n_images": int(len(idx)), "clean": clean, "corruptions": {}, "severity_params": {}}
+    clean = scores(run, y, run.proba(x, batch_size, amp))
+    out: dict = {"n_images": int(len(idx)), "clean": clean, "corruptions": {}, "severity_params": {},
+                 "precision": precision_check(run, x, amp, batch_size)}
     drops = []
     for ci, c in enumerate(corruptions):
         rows = []
@@ -139,7 +142,7 @@ def compute_corruptions(run: ProbeRun, *, corruptions=CORRUPTIONS, n_images: int
             g = torch.Generator().manual_seed(seed * 100_003 + ci * 101 + sev)
             probs = []
             for i in range(0, len(x), batch_size):  # noise drawn per chunk from one seeded stream
-                probs.append(predict_proba(run.model, corrupt(x[i:i + batch_size], c, sev, g), run.device, batch_size))
+                probs.append(run.proba(corrupt(x[i:i + batch_size], c, sev, g), batch_size, amp))
             s = scores(run, y, np.concatenate(probs))
             rows.append({"severity": sev, "param": SEVERITIES[c][sev - 1], "auc": s["auc"], "acc": s["acc"]})
             drops.append(clean["auc"] - s["auc"])

@@ -3,7 +3,11 @@
 Conventions shared by every probe:
 
 * Inputs are float images in [0, 1], shape (B,1,H,W); the model normalises internally.
-* Inference and attacks run in fp32 (no autocast), in eval mode, on ``train.device``.
+* Inference and attacks run in fp32 (no autocast), in eval mode, on ``train.device``, with the
+  model in channels-last memory format (the same fp32 arithmetic, faster convolution kernels).
+  Translation and corruption forwards may run at the run's training precision
+  (``precision="train"``): every such probe also records how often its clean decisions agree
+  with fp32's, so the choice is checked on each run.
 * The *decision* of a binary run is ``p(class 1) >= threshold`` with the run's operating
   threshold (chosen on val, from metrics.json), so the clean accuracy of a probe equals the
   run's test accuracy; multi-class runs use argmax.  Multi-label runs are not supported.
@@ -24,6 +28,7 @@ import torch
 from ..errors import ConfigError
 from ..io import json_safe, sha256_file, write_json_atomic
 from ..runs import CHECKPOINT, Run
+from ..models.inference import predict_proba
 from ..stats.metrics import auc
 
 CACHE_VERSION = 1
@@ -45,6 +50,23 @@ class ProbeRun:
     device: torch.device
     metrics: dict = field(default_factory=dict)
     checkpoint_sha256: str = ""
+    channels_last: bool = False
+
+    def amp_dtype(self, precision: str) -> torch.dtype | None:
+        """The autocast dtype of ``precision``: 'fp32' (None), 'bf16', 'fp16', or 'train' (the
+        run's training precision, from metrics.json; fp32 where unknown or unsupported here)."""
+        if precision == "train":
+            precision = str((self.metrics.get("run") or {}).get("precision") or "fp32")
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be fp32, bf16, fp16 or train (got {precision!r})")
+        if precision == "fp16" and self.device.type != "cuda":
+            return None  # CPU autocast in fp16 is not what the run trained with: fp32 instead
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+    def proba(self, x: torch.Tensor, batch_size: int = 512, amp_dtype: torch.dtype | None = None) -> np.ndarray:
+        """Probabilities (n, C) of images ``x`` (uint8 or float in [0,1]); fp32 unless ``amp_dtype``."""
+        return predict_proba(self.model, x, self.device, batch_size, amp_dtype=amp_dtype,
+                             channels_last=self.channels_last)
 
     @property
     def probes_dir(self) -> Path:
@@ -54,6 +76,10 @@ class ProbeRun:
         """Float (n,1,H,W) images in [0,1] on CPU."""
         imgs = self.images if idx is None else self.images[idx]
         return torch.from_numpy(np.ascontiguousarray(imgs)).unsqueeze(1).float().div_(255.0)
+
+
+#: probes run the model in channels-last memory format (benchmarks switch it off for a plain baseline)
+CHANNELS_LAST = True
 
 
 def load_run(run_dir: str | Path, device: str | None = None) -> ProbeRun:
@@ -77,6 +103,8 @@ def load_run(run_dir: str | Path, device: str | None = None) -> ProbeRun:
     dev = torch.device(device or ("cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available()
                                   else "cpu"))
     model = model.float().to(dev).eval()
+    if CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)
     bundle = load_dataset(cfg.data, on_leak="warn")  # the test split is the published one under every policy
@@ -85,7 +113,8 @@ def load_run(run_dir: str | Path, device: str | None = None) -> ProbeRun:
     thr = 0.5 if thr is None else float(thr)
     return ProbeRun(path=run.path, cfg=cfg, model=model, classes=classes, task=task, threshold=thr,
                     images=test.images, labels=np.asarray(test.labels, dtype=np.int64), ids=list(test.ids),
-                    device=dev, metrics=metrics, checkpoint_sha256=sha256_file(run.checkpoint_path))
+                    device=dev, metrics=metrics, checkpoint_sha256=sha256_file(run.checkpoint_path),
+                    channels_last=CHANNELS_LAST)
 
 
 # ------------------------------------------------------------------------------------ inference
@@ -151,6 +180,18 @@ def cached_probe(run_dir: str | Path, probe: str, params: Mapping, compute: Call
     write_json_atomic(out, result)
     result["cached"] = False
     return result
+
+
+def precision_check(run: ProbeRun, x: torch.Tensor, amp_dtype: torch.dtype | None, batch_size: int) -> dict:
+    """How a probe's forward precision compares with fp32 on its clean images: the fraction of
+    decisions that agree, and the largest change of a probability."""
+    name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
+    if amp_dtype is None:
+        return {"forward": name}
+    p32, pa = run.proba(x, batch_size), run.proba(x, batch_size, amp_dtype)
+    agree = decide(p32, run.task, run.threshold) == decide(pa, run.task, run.threshold)
+    return {"forward": name, "clean_decision_agreement_with_fp32": float(agree.mean()) if len(agree) else None,
+            "max_abs_prob_diff": float(np.abs(p32 - pa).max()) if len(pa) else None}
 
 
 def check_positive(name: str, value, minimum=1) -> None:

@@ -21,19 +21,23 @@ from ..runs import Run, discover_arms, seed_dirname
 from ..stats.comparison import leak_warnings
 from ..stats.robustness import aggregate, robustness_pairs
 
+# Measured cost decisions (scripts/bench_report.py, reports/probe_speed.md): the attacks run on a
+# seeded, stratified test subset (its DeLong sampling error joins the attack CIs; attack strength
+# unchanged: steps, step size, random start), in batches of 512; translation and corruption
+# forwards run at the training precision (each run records its clean-decision agreement with fp32).
 PRESETS = {
     "full": {
-        "translation": {"max_shift": 8, "n_images": 500, "n_pairs": 4, "scale_pct": 8},
-        "adversarial": {"steps": 10, "n_images": None},
-        "corruptions": {"n_images": None},
+        "translation": {"max_shift": 8, "n_images": 500, "n_pairs": 4, "scale_pct": 8, "precision": "train"},
+        "adversarial": {"steps": 10, "n_images": 256, "batch_size": 512},
+        "corruptions": {"n_images": None, "precision": "train"},
         "explain": {"n_samples": 8, "n_embed": 2000},
         "shape_bias": {"n_pairs": 500},
         "shortcut": {"n_images": None},
     },
     "quick": {
-        "translation": {"max_shift": 4, "n_images": 128, "n_pairs": 2, "scale_pct": 4},
-        "adversarial": {"steps": 5, "n_images": 128},
-        "corruptions": {"n_images": 256},
+        "translation": {"max_shift": 4, "n_images": 128, "n_pairs": 2, "scale_pct": 4, "precision": "train"},
+        "adversarial": {"steps": 5, "n_images": 128, "batch_size": 512},
+        "corruptions": {"n_images": 256, "precision": "train"},
         "explain": {"n_samples": 4, "n_embed": 500},
         "shape_bias": {"n_pairs": 256},
         "shortcut": {"n_images": 256},
@@ -139,6 +143,7 @@ def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, for
         "explain": {"gradcam_layer": e.get("gradcam_layer"), "map_agreement": e.get("map_agreement"),
                     "panel": str(run.probes_dir / e["plots"]["panel"]) if e.get("plots") else None,
                     "embedding": str(run.probes_dir / e["plots"]["embedding"]) if e.get("plots") else None},
+        "precision": {"translation": t.get("precision"), "corruptions": c.get("precision")},
         "shape_bias": shape_bias_record(run.probes_dir, sb),
         "shortcut": shortcut_record(run.probes_dir, sc),
         "seconds": {"translation": t.get("seconds"), "adversarial": a.get("seconds"),
@@ -163,11 +168,15 @@ def shortcut_record(probes_dir: Path, r: Mapping) -> dict:
 
 METHODS = [
     "Decisions: p(positive) ≥ the run's operating threshold (chosen on val) for binary runs, argmax otherwise; "
-    "all probes run the model in fp32, eval mode.",
+    "the model in eval mode. Attacks, shape bias and shortcuts run in fp32; translation and corruption forwards "
+    "run at the run's training precision where the preset says so (each run records how often its clean "
+    "decisions agree with fp32's: 'Forward precision' above).",
     "Translation: shifts of ±1..k px along x, y and the diagonal; main protocol 'crop' = reflect-pad by k and crop "
     "(no black border); also 'black' (black canvas) and 'circular' (torch.roll). Consistency = agreement of "
     "decisions under random shift pairs (Zhang 2019); jaggedness = decision flips per 1-px step along a path.",
-    "Adversarial: torchattacks FGSM / PGD (step 2.5ε/steps, random start), L∞ ε in pixel units of [0,1] images; "
+    "Adversarial: torchattacks FGSM / PGD (step 2.5ε/steps, random start), L∞ ε in pixel units of [0,1] images, "
+    "on a seeded, stratified sample of the test set (n in the summary); where that sample is a subset, the attack "
+    "AUCs' CIs also show the interval with the subset's DeLong sampling error; "
     "L2 budget ε·sqrt(H·W); success rate = fraction of clean-correct images made wrong; transfer attacks "
     "(prefix transfer_) are crafted on the --source run.",
     "Corruptions: Gaussian and Poisson noise, Gaussian blur, contrast, gamma, JPEG, down-up sampling; 5 severities "

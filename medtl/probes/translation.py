@@ -40,13 +40,12 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
-from ..models.inference import predict_proba
-from .runs import ProbeRun, cached_probe, check_positive, decide, sample_indices
+from .runs import ProbeRun, precision_check, cached_probe, check_positive, decide, sample_indices
 
 PROTOCOLS = ("crop", "black", "circular")
 _PAD_MODE = {"crop": "reflect", "black": "constant", "circular": "circular"}
 DEFAULTS = {"max_shift": 8, "n_images": 500, "n_pairs": 4, "scale_pct": 8, "seed": 0,
-            "protocols": list(PROTOCOLS), "batch_size": 512}
+            "protocols": list(PROTOCOLS), "batch_size": 512, "precision": "fp32"}
 
 
 def shift_images(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, protocol: str, pad: int) -> torch.Tensor:
@@ -96,7 +95,8 @@ def path_shifts(k: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return shifts, index
 
 
-def _predict_flat(run: ProbeRun, x: torch.Tensor, params: np.ndarray, apply, batch_size: int) -> np.ndarray:
+def _predict_flat(run: ProbeRun, x: torch.Tensor, params: np.ndarray, apply, batch_size: int,
+                  amp: torch.dtype | None = None) -> np.ndarray:
     """Probabilities for image ``j % N`` transformed by ``params[j]``, j = 0..len(params)-1,
     in chunks of ``batch_size`` (each chunk one batched transform + forward pass)."""
     N = len(x)
@@ -104,22 +104,22 @@ def _predict_flat(run: ProbeRun, x: torch.Tensor, params: np.ndarray, apply, bat
     for s0 in range(0, len(params), batch_size):
         j = np.arange(s0, min(s0 + batch_size, len(params)))
         xb = x[torch.from_numpy(j % N)]
-        outs.append(predict_proba(run.model, apply(xb, params[j]), run.device, batch_size))
+        outs.append(run.proba(apply(xb, params[j]), batch_size, amp))
     return np.concatenate(outs) if outs else np.zeros((0, len(run.classes)))
 
 
 def _forward_shifted(run: ProbeRun, x: torch.Tensor, shifts: np.ndarray, protocol: str, pad: int,
-                     batch_size: int) -> np.ndarray:
+                     batch_size: int, amp: torch.dtype | None = None) -> np.ndarray:
     """Probabilities (S, N, C) of every image under every shift; batched over images x shifts."""
     flat = np.repeat(shifts, len(x), axis=0)                                 # shift-major
     apply = lambda xb, sh: shift_images(xb, torch.from_numpy(sh[:, 0]), torch.from_numpy(sh[:, 1]), protocol, pad)
-    return _predict_flat(run, x, flat, apply, batch_size).reshape(len(shifts), len(x), -1)
+    return _predict_flat(run, x, flat, apply, batch_size, amp).reshape(len(shifts), len(x), -1)
 
 
 def _protocol_metrics(run: ProbeRun, x: torch.Tensor, protocol: str, k: int, n_pairs: int, seed: int,
-                      batch_size: int) -> tuple[dict, np.ndarray, np.ndarray]:
+                      batch_size: int, amp: torch.dtype | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     shifts, index = path_shifts(k)
-    prob = _forward_shifted(run, x, shifts, protocol, k, batch_size)        # (S,N,C)
+    prob = _forward_shifted(run, x, shifts, protocol, k, batch_size, amp)   # (S,N,C)
     dec = decide(prob, run.task, run.threshold)                             # (S,N)
     zero = int(np.flatnonzero((shifts == 0).all(1))[0])
     ref_dec = dec[zero]
@@ -144,7 +144,7 @@ def _protocol_metrics(run: ProbeRun, x: torch.Tensor, protocol: str, k: int, n_p
     pb = g.integers(-k, k + 1, size=(n_pairs, N, 2))
     allp = np.concatenate([pa.reshape(-1, 2), pb.reshape(-1, 2)])            # pair-major, then image
     apply = lambda xb, sh: shift_images(xb, torch.from_numpy(sh[:, 0]), torch.from_numpy(sh[:, 1]), protocol, k)
-    pp = _predict_flat(run, x, allp, apply, batch_size)
+    pp = _predict_flat(run, x, allp, apply, batch_size, amp)
     dd = decide(pp, run.task, run.threshold).reshape(2, n_pairs, N)
     consistency = float((dd[0] == dd[1]).mean())
     m = {"p_change_1px": by_size[1] if k >= 1 else 0.0, "p_change_by_shift": by_size,
@@ -154,7 +154,8 @@ def _protocol_metrics(run: ProbeRun, x: torch.Tensor, protocol: str, k: int, n_p
     return m, curve, changed
 
 
-def _scale_metrics(run: ProbeRun, x: torch.Tensor, k_pct: int, batch_size: int) -> dict:
+def _scale_metrics(run: ProbeRun, x: torch.Tensor, k_pct: int, batch_size: int,
+                   amp: torch.dtype | None = None) -> dict:
     N = len(x)
     pcts = [p for p in range(-k_pct, k_pct + 1) if p != 0]
     factors = np.repeat(np.array([1.0] + [1 + p / 100 for p in pcts]), N)
@@ -165,7 +166,7 @@ def _scale_metrics(run: ProbeRun, x: torch.Tensor, k_pct: int, batch_size: int) 
         out[same] = xb[same]  # the reference is the untouched image, exactly
         return out
 
-    prob = _predict_flat(run, x, factors, apply, batch_size).reshape(len(pcts) + 1, N, -1)
+    prob = _predict_flat(run, x, factors, apply, batch_size, amp).reshape(len(pcts) + 1, N, -1)
     dec = decide(prob, run.task, run.threshold)
     changed = (dec[1:] != dec[0][None]).mean(1)
     by_pct = {str(p): float(c) for p, c in zip(pcts, changed)}
@@ -176,8 +177,11 @@ def _scale_metrics(run: ProbeRun, x: torch.Tensor, k_pct: int, batch_size: int) 
 
 def compute_translation(run: ProbeRun, max_shift: int = 8, n_images: int | None = 500, n_pairs: int = 4,
                         scale_pct: int = 8, seed: int = 0, protocols=PROTOCOLS, batch_size: int = 512,
-                        plots: bool = True) -> dict:
+                        precision: str = "fp32", plots: bool = True) -> dict:
+    """``precision``: the forward passes' precision ('fp32', or 'train': the run's training
+    precision; the result records the agreement of the clean decisions with fp32)."""
     check_positive("max_shift", max_shift, 0)
+    amp = run.amp_dtype(precision)
     check_positive("n_pairs", n_pairs, 1)
     for p in protocols:
         if p not in PROTOCOLS:
@@ -188,7 +192,7 @@ def compute_translation(run: ProbeRun, max_shift: int = 8, n_images: int | None 
     res: dict = {"n_images": int(len(idx)), "protocols": {}}
     curves = {}
     for p in protocols:
-        m, curve, _ = _protocol_metrics(run, x, p, max_shift, n_pairs, seed, batch_size)
+        m, curve, _ = _protocol_metrics(run, x, p, max_shift, n_pairs, seed, batch_size, amp)
         res["protocols"][p] = m
         curves[p] = curve
     main = "crop" if "crop" in protocols else protocols[0]
@@ -197,7 +201,8 @@ def compute_translation(run: ProbeRun, max_shift: int = 8, n_images: int | None 
     res["consistency"] = res["protocols"][main]["consistency"]
     res["jaggedness"] = res["protocols"][main]["jaggedness"]
     res["mean_abs_dp_per_px"] = res["protocols"][main]["mean_abs_dp_per_px"]
-    res["scale"] = _scale_metrics(run, x, scale_pct, batch_size)
+    res["scale"] = _scale_metrics(run, x, scale_pct, batch_size, amp)
+    res["precision"] = precision_check(run, x, amp, batch_size)
     n_forward = len(idx) * (len(path_shifts(max_shift)[0]) + 2 * n_pairs) * len(protocols) + len(idx) * (2 * scale_pct + 1)
     res["seconds"] = time.time() - t0
     res["images_per_s"] = n_forward / max(res["seconds"], 1e-9)

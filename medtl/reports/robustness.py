@@ -191,6 +191,22 @@ def first_seed_pngs(result: Mapping, section: str, whats: tuple[str, ...]) -> di
     return out
 
 
+def precision_note(result: Mapping) -> str | None:
+    """One sentence on the forward precision of translation and corruptions, with the worst
+    clean-decision agreement with fp32 over the runs; None when every forward ran in fp32."""
+    parts = []
+    for probe in ("translation", "corruptions"):
+        recs = [(r.get("precision") or {}).get(probe) or {} for r in result["runs"]]
+        kinds = sorted({x.get("forward") for x in recs if x.get("forward")})
+        agree = [x["clean_decision_agreement_with_fp32"] for x in recs
+                 if x.get("clean_decision_agreement_with_fp32") is not None]
+        if kinds and kinds != ["fp32"]:
+            parts.append(f"{probe} forwards in {'/'.join(kinds)}" + (
+                f" (clean decisions agree with fp32 on {min(agree):.2%} of images or more, over {len(agree)} runs)"
+                if agree else ""))
+    return "; ".join(parts) + "." if parts else None
+
+
 def explain_pngs(result: Mapping) -> dict[str, bytes]:
     """The explanation panels of each arm's first seed."""
     return first_seed_pngs(result, "explain", ("panel", "embedding"))
@@ -249,6 +265,7 @@ def page_context(clean: Mapping, pngs: Mapping[str, bytes], images: Mapping[str,
             "pair_header": PAIR_HEADER, "pair_sections": pair_sections(clean),
             "warnings": list((clean.get("leak_warnings") or {}).values()),
             "descriptive_only": bool(clean.get("descriptive_only")), "units": units_note(clean),
+            "precision": precision_note(clean),
             "design_note": clean.get("design_note"), "calibration_rows": calibration_rows(clean)}
 
 

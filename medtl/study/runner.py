@@ -62,7 +62,7 @@ def _out_folder(out: str | Path) -> Path:
     return out
 
 
-def _train(cfg: StudyConfig, out: Path, st: _Stages, executor: str, workers, address, gpus_per_run) -> dict:
+def _train(out: Path, st: _Stages, executor: str, workers, address, gpus_per_run) -> dict:
     from ..sweep import run_sweep
 
     return run_sweep(out / STUDY_SWEEP, out / STUDY_RUNS, executor=executor, workers=workers, address=address,
@@ -102,7 +102,7 @@ def _robustness(cfg: StudyConfig, folder: Path, out: Path, st: _Stages, executor
     return result
 
 
-def _evaluate(cfg: StudyConfig, out: Path, st: _Stages) -> list[dict]:
+def _evaluate(cfg: StudyConfig, out: Path) -> list[dict]:
     from ..evaluate import default_name, evaluate_runs
     from ..reports import write_compare
     from ..stats.comparison import compare_runs
@@ -134,10 +134,10 @@ def run_study(path: str | Path, out: str | Path, *, executor: str = "local", wor
     write_text_atomic(out / STUDY_SWEEP, sweep_yaml(cfg, folder))
     st = _Stages(progress)
     t0 = time.time()
-    sweep = st.timed("train", _train, cfg, out, st, executor, workers, address, gpus_per_run)
+    sweep = st.timed("train", _train, out, st, executor, workers, address, gpus_per_run)
     compare = st.timed("compare", _compare, cfg, out)
     robustness = st.timed("robustness", _robustness, cfg, folder, out, st, executor, workers, address, gpus_per_run)
-    external = st.timed("evaluate", _evaluate, cfg, out, st) if cfg.evaluate else []
+    external = st.timed("evaluate", _evaluate, cfg, out) if cfg.evaluate else []
     record = {"name": cfg.name, "config": cfg.model_dump(mode="json"), "study_file": str(Path(path)),
               "executor": executor, "workers": workers, "gpus_per_run": gpus_per_run,
               "train": {k: sweep[k] for k in ("arms", "seeds", "counts", "wall_time_s", "threads_per_run")},
