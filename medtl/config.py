@@ -254,6 +254,24 @@ def build_config(raw: dict | None = None, overrides: list[str] | None = None,
         raise ConfigError(_format_validation_error(exc, source)) from None
 
 
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """The YAML mapping in ``path`` (empty file: {}); one-line :class:`ConfigError` naming the
+    file and ``what`` it should be ('sweep config', 'study config') when it is missing, not YAML,
+    not UTF-8 text or not a mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (UnicodeDecodeError, OSError) as exc:  # a binary file, no permission
+        raise ConfigError(f"{p}: cannot read the {what} as UTF-8 text ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a {what} must be a mapping")
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     raw: dict = {}
     source = "config"

@@ -70,8 +70,9 @@ def file_stem(key: str) -> str:
 def prepare_out(out: str | Path) -> Path:
     """The output folder, created; one-line error where it cannot be one."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ConfigError(f"{out}: cannot be an output folder: {blocked} is a file")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -109,12 +109,6 @@ SUMMARY_KEYS = ["clean.auc", "translation.p_change_1px", "translation.consistenc
                 "translation.mean_abs_dp_per_px", "translation.scale_p_change_max", "corruptions.mean_auc_drop"]
 
 
-def _fmt(x: Any, d: int = 4) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:.{d}f}"
-
-
 CALIBRATION_ROWS = ["calibration.ece", "calibration.ece_equal_mass", "calibration.brier", "calibration.nll",
                     "calibration.ece_after_temperature"]
 

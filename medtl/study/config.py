@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..config import read_yaml_mapping
 from ..errors import ConfigError
 
 
@@ -81,16 +82,7 @@ def load_study(path: str | Path) -> tuple[StudyConfig, Path]:
     """The study config at ``path`` (validated; one-line errors) and its folder (paths in it are
     relative to that folder)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: study config not found")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    except (UnicodeDecodeError, OSError) as exc:
-        raise ConfigError(f"{p}: cannot read the study config as UTF-8 text ({type(exc).__name__})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: a study config must be a mapping")
+    raw = read_yaml_mapping(p, "study config")
     try:
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as exc:

@@ -24,6 +24,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..io import write_text_atomic
+from ..reports.render import prepare_out
 from ..runs import STUDY_COMPARE, STUDY_CONFIG, STUDY_EVALUATE, STUDY_ROBUSTNESS, STUDY_RUNS, STUDY_SWEEP
 from .config import StudyConfig, load_study, resolve, sweep_yaml
 
@@ -48,18 +49,6 @@ class _Stages:
             return fn(*args, **kw)
         finally:
             self.seconds[name] = round(time.time() - t, 2)
-
-
-def _out_folder(out: str | Path) -> Path:
-    out = Path(out)
-    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
-    if blocked is not None:
-        raise ConfigError(f"{out}: cannot be the study folder: {blocked} is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{out}: cannot create the study folder ({exc.strerror})") from None
-    return out
 
 
 def _train(out: Path, st: _Stages, executor: str, workers, address, gpus_per_run) -> dict:
@@ -129,7 +118,7 @@ def run_study(path: str | Path, out: str | Path, *, executor: str = "local", wor
     if gpus_per_run < 0 or (gpus_per_run > 0 and executor != "ray"):
         raise ConfigError(f"gpus per run must be >= 0 and needs the ray executor (got {gpus_per_run} with "
                           f"{executor})")
-    out = _out_folder(out)
+    out = prepare_out(out)
     write_text_atomic(out / STUDY_CONFIG, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     write_text_atomic(out / STUDY_SWEEP, sweep_yaml(cfg, folder))
     st = _Stages(progress)

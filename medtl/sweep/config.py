@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import RunConfig, apply_override, build_config
+from ..config import RunConfig, apply_override, build_config, read_yaml_mapping
 from ..errors import ConfigError
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -79,16 +79,7 @@ def load_sweep(path: str | Path, arms: list[str] | None = None,
     """Load a sweep file; return it, the resolved RunConfig of each selected arm (seed 0) and
     the seeds.  Every arm's config is validated up front, so a typo fails before any run."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: sweep config not found")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    except (UnicodeDecodeError, OSError) as exc:  # a binary file, no permission
-        raise ConfigError(f"{p}: cannot read the sweep config as UTF-8 text ({type(exc).__name__})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: a sweep config must be a mapping")
+    raw = read_yaml_mapping(p, "sweep config")
     try:
         sweep = SweepConfig.model_validate(raw)
     except ValidationError as exc:
