@@ -21,6 +21,27 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class CueConfig(_Strict):
+    """Training inputs that carry one cue only (``data.augment.cue``; :mod:`medtl.data.cues`), to make
+    models whose cue use is known by construction (validating the shape-bias probe).
+
+    With probability ``p`` per training image and epoch (seeded per (seed, epoch, index)) the image
+    is replaced by its cue version before the geometric/intensity augmentation; val and test are
+    never filtered.  ``lowpass``: Gaussian blur of σ = ``sigma`` x side (shape only);
+    ``highpass``: x - lowpass(x) + mean(x), clamped to [0, 1] (texture only); ``patch_shuffle``:
+    ``grid`` x ``grid`` tiles permuted per image (local texture kept, global layout destroyed);
+    ``conflict_shape`` / ``conflict_texture``: lowpass of one image + highpass of a training image of
+    another class, labelled by the shape / texture source (the probe's own construction: for
+    validating it only).  A list of kinds: each replaced image gets one of them, drawn uniformly.
+    """
+
+    kind: Literal["none", "lowpass", "highpass", "patch_shuffle", "conflict_shape", "conflict_texture"] | list[
+        Literal["lowpass", "highpass", "patch_shuffle", "conflict_shape", "conflict_texture"]] = "none"
+    p: float = Field(1.0, ge=0, le=1, description="probability that a training image is replaced by its cue version")
+    sigma: float = Field(0.08, gt=0, le=0.5, description="lowpass/highpass: Gaussian sigma as a fraction of the side")
+    grid: int = Field(4, ge=2, le=64, description="patch_shuffle: tiles per side")
+
+
 class AugmentConfig(_Strict):
     """Training-time augmentation, applied batch-wise on tensors with a seeded generator.
 
@@ -34,10 +55,13 @@ class AugmentConfig(_Strict):
     hflip: bool = False
     brightness: float = Field(0.1, ge=0, le=1, description="max additive brightness change")
     contrast: float = Field(0.1, ge=0, le=1, description="max relative contrast change")
-    # stylized X-rays (Geirhos et al. 2019, for radiographs): with this probability an image keeps its
-    # Fourier phase (shape) and takes another training image's amplitude spectrum (texture);
-    # seeded per (seed, epoch, index); medtl/data/stylize.py
+    # stylized X-rays (Geirhos et al. 2019, for radiographs): with this probability an image's pixels are
+    # permuted within stylize_window x side windows (local texture destroyed, layout kept) and its
+    # intensities histogram-matched to another training image's (the "style"); seeded per
+    # (seed, epoch, index); medtl/data/stylize.py
     stylize: float = Field(0.0, ge=0, le=1, description="probability that a training image is stylized")
+    stylize_window: float = Field(0.1, gt=0, le=0.5, description="stylize: scramble window as a fraction of the side")
+    cue: CueConfig = Field(default_factory=CueConfig)
 
 
 class SRConfig(_Strict):
@@ -71,6 +95,32 @@ class SRConfig(_Strict):
         return self
 
 
+class PlantConfig(_Strict):
+    """A planted cue (``data.plant``; :mod:`medtl.data.plant`) for validating the shortcut probe: a
+    burned-in bright square marker (a dark "L" inside, like a lead marker) in the top-left corner,
+    outside the lung fields and inside the probe's border band (sizes up to 0.1 of the side).
+
+    ``correlate: label``: on every image of class 1 and none of class 0 (the marker alone predicts
+    the label); ``random``: on a fraction ``p`` of images, independently of the label.  Which images
+    carry it depends on (data.split_seed, split, image id) only, never on the training seed.
+    Binary tasks only; applied to the listed splits after decoding, caching and the leak policy.
+    """
+
+    kind: Literal["none", "marker"] = "none"
+    correlate: Literal["label", "random"] = "label"
+    size: float = Field(0.1, gt=0, le=0.25, description="marker side as a fraction of the image side (at least 3 px)")
+    value: int = Field(255, ge=0, le=255, description="marker intensity (uint8)")
+    p: float = Field(0.5, ge=0, le=1, description="correlate random: fraction of images marked")
+    splits: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["train", "val", "test"])
+
+    @field_validator("splits")
+    @classmethod
+    def _unique_splits(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a split twice")
+        return v
+
+
 class DataConfig(_Strict):
     path: str = SYNTHETIC
     format: Literal["auto", "folder", "csv", "dicom", "npz", "synthetic"] = "auto"
@@ -100,6 +150,7 @@ class DataConfig(_Strict):
     cache: bool = True
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     sr: SRConfig = Field(default_factory=SRConfig)
+    plant: PlantConfig = Field(default_factory=PlantConfig)
 
 
 class ModelConfig(_Strict):

@@ -40,10 +40,11 @@ from .errors import ConfigError, DataError
 from .io import atomic_path, json_safe, sha256_file, write_json_atomic
 from .runs import CHECKPOINT, EXTERNAL_DIR, Run, discover_arms, iter_finished, read_json, read_predictions
 from .stats.calibration import scaled_probs
+from .stats.case_ci import summary_line
 
 log = logging.getLogger("medtl")
 
-EVAL_VERSION = 1
+EVAL_VERSION = 2  # 2: metrics carry their case CIs (``ci``)
 SPLIT_CHOICES = ("test", "val", "train", "all")
 DROP = "-"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -314,7 +315,10 @@ def _external_metrics(y: np.ndarray, z: np.ndarray, p: np.ndarray, threshold: fl
     from .stats import binary_metrics
     from .stats.subgroups import group_metrics
 
+    from .stats.case_ci import binary_cis
+
     m = binary_metrics(y, p, threshold)
+    m["ci"] = binary_cis(y, p, threshold)
     _add_calibration(m, y, p, z, temperature)
     if groups:
         m["groups"], m["group_gaps"] = group_metrics(y, p, threshold, groups)
@@ -386,8 +390,8 @@ def _pick(section: Mapping, key: str):
 
 def temperature_effect(rows: Sequence[Mapping]) -> dict:
     """Does temperature scaling lower ECE?  Per run ``temp_scaled.ece - ece`` (the same cases, so
-    paired per seed): mean change with its bootstrap CI over seeds and a Wilcoxon signed-rank test
-    of no change (:func:`medtl.stats.compare.paired_tests`)."""
+    paired per seed): mean change with its t interval over seeds and the paired t test of no change
+    that matches it (Wilcoxon beside it; :func:`medtl.stats.compare.paired_tests`)."""
     from .stats.compare import describe, paired_tests
 
     pairs = [(r["metrics"].get("ece"), r["metrics"].get("temp_scaled.ece")) for r in rows]
@@ -395,12 +399,13 @@ def temperature_effect(rows: Sequence[Mapping]) -> dict:
              and np.isfinite(a) and np.isfinite(b)]
     before, after = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
     test = paired_tests(after, before)
-    return {"change": describe(after - before, n_resamples=2000), "n_lower": int(np.sum(after < before)),
-            "n": len(pairs), "wilcoxon_p": test["wilcoxon"]["p"], "note": test["note"]}
+    return {"change": describe(after - before), "n_lower": int(np.sum(after < before)),
+            "n": len(pairs), "p": test["ttest_rel"]["p"], "test": "paired t", "wilcoxon_p": test["wilcoxon"]["p"],
+            "note": test["note"]}
 
 
 def summarise(rows: Sequence[Mapping], keys: Sequence[str] = SUMMARY_KEYS) -> dict:
-    """Per arm and metric: mean, sd and bootstrap CI over seeds (:func:`medtl.stats.compare.describe`);
+    """Per arm and metric: mean, sd and t CI over seeds (:func:`medtl.stats.compare.describe`);
     ``ece_change_after_T``: :func:`temperature_effect` of the arm."""
     from .stats.compare import describe
 
@@ -413,9 +418,31 @@ def summarise(rows: Sequence[Mapping], keys: Sequence[str] = SUMMARY_KEYS) -> di
         for k in keys:
             vals = [r["metrics"].get(k) for r in rs]
             vals = [float("nan") if v is None else float(v) for v in vals]
-            out[arm][k] = describe(vals, n_resamples=2000)
+            out[arm][k] = describe(vals)
         out[arm]["ece_change_after_T"] = temperature_effect(rs)
     return out
+
+
+CASE_KEYS = ("auc", "acc", "sensitivity", "specificity")
+
+
+def add_seed_case_intervals(summary: dict, arms: Mapping, name: str | None) -> None:
+    """Per arm, AUC, accuracy, sensitivity and specificity also get the interval over seeds *and*
+    the scored cases (``ci_seeds_cases_low/high``; :func:`medtl.stats.hierarchical.mean_ci`), from
+    each run's predictions on the data it was scored on: the interval for claims about patients."""
+    from .stats.comparison import run_predictions
+    from .stats.hierarchical import mean_ci
+
+    for arm_name, st in summary.items():
+        preds = run_predictions(arms[arm_name], name) if arm_name in arms else {}
+        runs = [preds[s] for s in st["seeds"] if s in preds]
+        for k in CASE_KEYS:
+            if k not in st:
+                continue
+            r = mean_ci(runs, k) if runs else {"ci_low": float("nan"), "ci_high": float("nan"),
+                                               "note": "no predictions"}
+            st[k].update(ci_seeds_cases_low=r["ci_low"], ci_seeds_cases_high=r["ci_high"],
+                         ci_seeds_cases_note=r.get("note"))
 
 
 def evaluate_runs(dirs: Sequence[str | Path], data: str | None = None, *, name: str | None = None,
@@ -446,14 +473,24 @@ def evaluate_runs(dirs: Sequence[str | Path], data: str | None = None, *, name: 
             rec, cached = evaluate_external(run, spec, loader, data_fp, force=force)
             metrics = rec["metrics"]
         rows.append({"arm": arm, "seed": seed, "run_dir": str(run.path), "cached": cached,
-                     "metrics": {k: _pick(metrics, k) for k in SUMMARY_KEYS} | {"n": metrics.get("n")}})
+                     "metrics": {k: _pick(metrics, k) for k in SUMMARY_KEYS} | {"n": metrics.get("n"),
+                                                                                 "ci": metrics.get("ci")}})
         if progress:
-            auc = rows[-1]["metrics"]["auc"]
-            progress(f"{arm}/seed {seed}: AUC {auc if auc is None else round(auc, 4)}, ECE "
+            progress(f"{arm}/seed {seed}: {summary_line(metrics)}; ECE "
                      f"{_fmt(rows[-1]['metrics']['ece'])}{' (cached)' if cached else ''} ({time.time() - t:.1f}s)")
     first = rec["data"] if rec else None
-    return json_safe({"name": spec.name if spec else None, "data": first, "runs": rows, "arms": summarise(rows),
-                      "n_cached": sum(r["cached"] for r in rows)})
+    arms_summary = summarise(rows)
+    add_seed_case_intervals(arms_summary, arms, spec.name if spec else None)
+    return json_safe({"name": spec.name if spec else None, "data": first, "runs": rows, "arms": arms_summary,
+                      "n_cached": sum(r["cached"] for r in rows), "leak_warnings": _leak_warnings(arms)})
+
+
+def _leak_warnings(arms) -> dict[str, str]:
+    """``{arm: warning}`` on the runs' own training data (leaky, unchecked, known overlap, or a
+    run that predates the leak record): :func:`medtl.stats.comparison.leak_warnings`."""
+    from .stats.comparison import leak_warnings
+
+    return leak_warnings(arms)
 
 
 def _fmt(x) -> str:

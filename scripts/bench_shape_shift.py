@@ -1,15 +1,18 @@
-"""Cost of ``model.antialias: blurpool`` and ``data.augment.stylize`` per training epoch, measured in one run.
+"""Cost of ``model.antialias: blurpool``, ``data.augment.stylize`` and ``data.augment.cue`` per training epoch,
+measured in one run.
 
-Three variants of medtl's own epoch (:func:`medtl.train.loop._train_epoch`, what ``medtl finetune``
+Variants of medtl's own epoch (:func:`medtl.train.loop._train_epoch`, what ``medtl finetune``
 runs) on the same in-memory uint8 images, batch size, optimiser, precision and memory format:
 
 * ``baseline``: the plain ResNet, stylize off;
 * ``blurpool``: the antialiased ResNet (BlurPool before every strided subsampling), stylize off;
-* ``stylize``:  the plain ResNet with ``data.augment.stylize`` (Fourier amplitude swap).
+* ``stylize``:  the plain ResNet with ``data.augment.stylize`` (window scramble + histogram matching);
+* ``cue_<kind>``: the plain ResNet with ``data.augment.cue.kind: <kind>`` at p = 1 (every image), one
+  per kind in ``--cue`` (default: lowpass, highpass, patch_shuffle; ``--cue`` with no kind: none).
 
 Rounds alternate in a rotating order so drift in machine load hits all variants alike; medians
-are compared.  The last lines print ``blurpool_ratio=`` and ``stylize_ratio=`` (seconds per epoch
-relative to the baseline; 1.0 = free).  ``--timm-blur`` adds timm's own ``BlurPool2d`` (depthwise
+are compared.  The last lines print ``blurpool_ratio=``, ``stylize_ratio=`` and ``cue_<kind>_ratio=``
+(seconds per epoch relative to the baseline; 1.0 = free).  ``--timm-blur`` adds timm's own ``BlurPool2d`` (depthwise
 conv) for comparison with medtl's pooling form of the same filter.
 
     python scripts/bench_shape_shift.py                      # resnet18, 28 px, batch 128
@@ -45,6 +48,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12, help="optimisation steps per timed round")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--stylize", type=float, default=0.5)
+    ap.add_argument("--cue", nargs="*", default=["lowpass", "highpass", "patch_shuffle"],
+                    choices=["lowpass", "highpass", "patch_shuffle"], help="cue kinds to time (p = 1)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--timm-blur", action="store_true", help="also time timm's BlurPool2d")
@@ -57,11 +62,11 @@ def main() -> None:
     from medtl.train.loop import Task, _train_epoch
     from medtl.train.runtime import resolve_runtime
 
-    def cfg_for(stylize: float):
+    def cfg_for(stylize: float, cue: str = "none"):
         return build_config({}, [
             f"model.backbone={args.arch}", f"data.image_size={args.size}", f"train.batch_size={args.batch}",
             f"train.precision={args.precision}", "train.epochs=1", "train.warmup_epochs=0",
-            f"data.augment.stylize={stylize}"])
+            f"data.augment.stylize={stylize}", f"data.augment.cue.kind={cue}"])
 
     cfg0, cfg_st = cfg_for(0.0), cfg_for(args.stylize)
     rt = resolve_runtime(cfg0.train)
@@ -94,6 +99,8 @@ def main() -> None:
 
     variants = {"baseline": (setup("none"), cfg0), "blurpool": (setup("blurpool"), cfg0),
                 "stylize": (setup("none"), cfg_st)}
+    for kind in args.cue:
+        variants[f"cue_{kind}"] = (setup("none"), cfg_for(0.0, kind))
     if args.timm_blur:
         variants["timm_blurpool2d"] = (setup("timm"), cfg0)
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -122,6 +129,8 @@ def main() -> None:
         print(f"timm_blurpool2d_ratio={med['timm_blurpool2d'] / med['baseline']:.3f}")
     print(f"blurpool_ratio={med['blurpool'] / med['baseline']:.3f}")
     print(f"stylize_ratio={med['stylize'] / med['baseline']:.3f}")
+    for kind in args.cue:
+        print(f"cue_{kind}_ratio={med[f'cue_{kind}'] / med['baseline']:.3f}")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from medtl.cli import run as cli_run
 from medtl.config import build_config
-from medtl.data.stylize import amplitude_swap, stylize_batch, stylize_plan
+from medtl.data.stylize import (match_histograms, stylize_batch, stylize_images, stylize_plan, window_ids,
+                                 window_px, window_scramble)
 from medtl.errors import MedtlError
 from medtl.models import create_model
 from medtl.models.blurpool import BinomialBlurPool
@@ -22,6 +24,10 @@ TINY = ["data.path=builtin:synthetic", "data.image_size=32", "data.synthetic_n={
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTL_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # train.num_threads is the entry point's job; tiny runs are fastest on one
+    yield
+    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------ blurpool
@@ -109,50 +115,94 @@ def test_blurpool_run_trains_and_records_it(tmp_path):
 # ------------------------------------------------------------------------------ stylize
 
 def test_stylize_plan_is_a_function_of_seed_epoch_and_index():
-    a1, p1 = stylize_plan(1000, 0.5, seed=3, epoch=2)
-    a2, p2 = stylize_plan(1000, 0.5, seed=3, epoch=2)
-    assert np.array_equal(a1, a2) and np.array_equal(p1, p2)
-    a3, _ = stylize_plan(1000, 0.5, seed=3, epoch=3)
-    a4, _ = stylize_plan(1000, 0.5, seed=4, epoch=2)
-    assert not np.array_equal(a1, a3) and not np.array_equal(a1, a4)
-    assert 0.44 < a1.mean() < 0.56 and (p1 != np.arange(1000)).all() and p1.min() >= 0 and p1.max() < 1000
-    assert not stylize_plan(50, 0.0, 0, 0)[0].any() and stylize_plan(50, 1.0, 0, 0)[0].all()
-    assert stylize_plan(1, 1.0, 0, 0)[0].sum() == 0  # a one-image set has no partner
+    a, b = stylize_plan(1000, 0.5, seed=3, epoch=2), stylize_plan(1000, 0.5, seed=3, epoch=2)
+    assert np.array_equal(a.apply, b.apply) and np.array_equal(a.partner, b.partner)
+    assert np.array_equal(a.offset, b.offset)
+    assert not np.array_equal(a.apply, stylize_plan(1000, 0.5, seed=3, epoch=3).apply)
+    assert not np.array_equal(a.apply, stylize_plan(1000, 0.5, seed=4, epoch=2).apply)
+    assert 0.44 < a.apply.mean() < 0.56 and (a.partner != np.arange(1000)).all()
+    assert a.partner.min() >= 0 and a.partner.max() < 1000 and ((a.offset >= 0) & (a.offset < 1)).all()
+    assert not stylize_plan(50, 0.0, 0, 0).apply.any() and stylize_plan(50, 1.0, 0, 0).apply.all()
+    assert stylize_plan(1, 1.0, 0, 0).apply.sum() == 0  # a one-image set has no partner
 
 
-def test_amplitude_swap_keeps_phase_and_mean_takes_the_partners_spectrum():
+@pytest.mark.parametrize("side,win,offset", [(16, 3, (0, 0)), (16, 3, (2, 1)), (28, 4, (3, 0)), (13, 2, (1, 1))])
+def test_window_scramble_only_permutes_pixels_within_windows(side, win, offset):
     g = torch.Generator().manual_seed(0)
-    x = 0.5 + 0.05 * torch.randn(3, 1, 32, 32, generator=g)   # stays inside [0,1]: no clamping
-    s = 0.4 + 0.05 * torch.randn(3, 1, 32, 32, generator=g)
-    y = amplitude_swap(x, s)
-    assert y.shape == x.shape and y.min() > 0 and y.max() < 1
-    fx, fs, fy = torch.fft.rfft2(x), torch.fft.rfft2(s), torch.fft.rfft2(y)
-    assert torch.allclose(y.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=1e-5)  # DC kept
-    amp_err = (fy.abs() - fs.abs())[..., 1:, :].abs().max()
-    assert amp_err < 1e-3  # the partner's amplitude spectrum (off DC)
-    big = fy.abs() > 1e-3
-    phase_err = torch.remainder(torch.angle(fy) - torch.angle(fx) + torch.pi, 2 * torch.pi) - torch.pi
-    assert phase_err[big].abs().max() < 1e-3  # the image's own phase
-    assert torch.allclose(amplitude_swap(x, x), x, atol=1e-5)
-    with pytest.raises(ValueError):
-        amplitude_swap(x, s[:, :, :16])
+    x = torch.rand(2, 1, side, side, generator=g)
+    off = torch.tensor([offset, offset[::-1]])
+    keys = torch.rand(2, side * side, generator=g, dtype=torch.float64)
+    y = window_scramble(x, win, off, keys)
+    ids = window_ids(side, side, win, off)
+    for b in range(2):
+        xf, yf = x[b].flatten(), y[b].flatten()
+        assert not torch.equal(xf, yf)  # pixels did move
+        for w in torch.unique(ids[b]):  # the multiset of every window is kept (before the histogram map)
+            inside = ids[b] == w
+            assert torch.equal(torch.sort(xf[inside]).values, torch.sort(yf[inside]).values)
+        # the grid is shifted by the offset: the first window is offset-sized
+        assert int((ids[b].view(side, side)[:, 0] == ids[b][0]).sum()) == win - int(off[b, 0])
+    # keys that follow raster order leave the image as it was
+    assert torch.equal(window_scramble(x, win, off, torch.linspace(0, 0.99, side * side).expand(2, -1)), x)
 
 
-def test_stylize_batch_follows_the_plan():
+def test_histogram_matching_is_a_monotone_map_onto_the_partners_intensities():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (3, 1, 20, 20), generator=g).float() / 255
+    style = torch.randint(40, 200, (3, 1, 20, 20), generator=g).float() / 255
+    y = match_histograms(x, style)
+    for b in range(3):
+        xf, yf = x[b].flatten(), y[b].flatten()
+        order = torch.argsort(xf)
+        assert (yf[order].diff() >= 0).all()                       # monotone in the input intensity
+        same = xf[:, None] == xf[None, :]
+        assert (yf[:, None] == yf[None, :])[same].all()            # pointwise: equal levels, equal outputs
+        assert set(yf.tolist()) <= set(style[b].flatten().tolist())   # the partner's intensities
+        assert abs(float(yf.mean()) - float(style[b].mean())) < 0.03
+    # every level distinct: the output's intensity distribution is exactly the partner's
+    perm = torch.randperm(256, generator=g).float().view(1, 1, 16, 16) / 255
+    ref = torch.randint(0, 256, (1, 1, 16, 16), generator=g).float() / 255
+    assert torch.equal(torch.sort(match_histograms(perm, ref).flatten()).values, torch.sort(ref.flatten()).values)
+    assert torch.equal(match_histograms(perm, perm), perm)
+
+
+def test_stylize_batch_follows_the_plan_and_not_the_batch():
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (10, 1, 16, 16), generator=g, dtype=torch.uint8)
-    idx = torch.tensor([4, 1, 7])
-    x = images[idx].float() / 255
-    none = np.zeros(10, bool)
-    assert stylize_batch(x, idx, images, none, np.zeros(10, np.int64)) is x
-    apply = np.zeros(10, bool)
-    apply[[1, 7]] = True
-    partner = np.arange(10)[::-1].copy()
-    y = stylize_batch(x, idx, images, apply, partner)
-    assert torch.equal(y[0], x[0])
-    assert torch.allclose(y[1], amplitude_swap(x[1:2], images[[8]].float() / 255)[0])
-    assert torch.allclose(y[2], amplitude_swap(x[2:3], images[[2]].float() / 255)[0])
-    assert not torch.equal(x, y)
+    plan = stylize_plan(10, 0.6, seed=2, epoch=1)
+    assert plan.apply.any() and not plan.apply.all()
+    full = stylize_batch(images.float() / 255, torch.arange(10), images, plan, 0.2)
+    for order in (torch.tensor([4, 1, 7]), torch.tensor([9, 3, 0, 8, 2, 6, 5, 1, 4, 7])):
+        assert torch.equal(stylize_batch(images[order].float() / 255, order, images, plan, 0.2), full[order])
+    keep = ~torch.from_numpy(plan.apply)
+    assert torch.equal(full[keep], images[keep].float() / 255)
+    i = int(np.flatnonzero(plan.apply)[0])
+    one = stylize_images(images[[i]].float() / 255, images[[int(plan.partner[i])]].float() / 255, np.array([i]),
+                         plan, 0.2)
+    assert torch.equal(full[i], one[0])
+    assert window_px(16, 0.2) == 3 and window_px(8, 0.1) == 2
+    none = stylize_plan(10, 0.0, 0, 0)
+    x = images.float() / 255
+    assert stylize_batch(x, torch.arange(10), images, none, 0.1) is x
+
+
+def test_old_amplitude_swap_runs_are_not_resumed_as_the_new_method(tmp_path):
+    from medtl.config import config_to_yaml
+    from medtl.runs import Run, write_marker
+
+    cfg = build_config({}, TINY + ["data.augment.stylize=0.5", "train.epochs=1"])
+    old = Run(tmp_path / "old")  # a run folder as medtl wrote it before the method changed
+    old.path.mkdir()
+    write_marker(old.path)
+    raw = yaml.safe_load(config_to_yaml(cfg))
+    del raw["data"]["augment"]["stylize_window"]
+    old.config_path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(MedtlError, match="amplitude swap"):
+        finetune(cfg, old.path, progress=False)
+    raw["data"]["augment"]["stylize"] = 0.0  # stylize off: the run is the same as before
+    old.config_path.write_text(yaml.safe_dump(raw))
+    assert loop_mod.check_existing(old, build_config({}, TINY + ["train.epochs=1"])) == "new"
+    assert loop_mod.method_changes({"data": {"augment": {"stylize": 0.0}}}) == []  # stylize off: nothing changed
 
 
 def test_stylized_training_is_reproducible_and_resumes_identically(tmp_path, monkeypatch):

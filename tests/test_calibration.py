@@ -79,6 +79,28 @@ def test_temperature_multiclass_and_degenerate_inputs():
     assert 0 <= m["ece"] <= 1 and m["brier"] > 0
 
 
+def test_temperature_keeps_binary_auc_but_can_change_a_multiclass_one_vs_rest_auc():
+    """Binary: p1 is monotone in the margin z1 - z0, so the AUC is the same at every T.
+    Multi-class: class 0's softmax probability depends on the other logits, and its ranking
+    across cases flips between T = 0.1 and T = 1 here (case A: one rival 1 below; case B: one
+    rival 0.5 below, the other far away)."""
+    logits = np.array([[1.0, 0.0, 0.0],      # A, class 0
+                       [3.0, 2.5, -20.0],    # B, class 1
+                       [-5.0, -5.0, 5.0]])   # C, class 2
+    y = np.array([0, 1, 2])
+    p0 = {t: scaled_probs(logits, t)[:, 0] for t in (0.1, 1.0)}
+    assert p0[0.1][0] > p0[0.1][1] and p0[1.0][0] < p0[1.0][1]       # A above B, then below
+    ovr0 = {t: auc((y == 0).astype(int), p0[t]) for t in p0}
+    assert ovr0[0.1] == 1.0 and ovr0[1.0] == 0.5
+    macro = {t: temperature_scaled(y, logits, t)["auc"] for t in (0.1, 1.0)}
+    assert macro[0.1] != pytest.approx(macro[1.0])
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 2, 200)
+    yb = (rng.random(200) < 1 / (1 + np.exp(-z))).astype(int)
+    aucs = [temperature_scaled(yb, z, t)["auc"] for t in (0.05, 0.5, 1.0, 3.0, 40.0)]
+    assert max(aucs) - min(aucs) < 1e-12 and aucs[0] == pytest.approx(auc(yb, z))
+
+
 def _planted_groups(rng):
     n = 300
     y = rng.integers(0, 2, 3 * n + 40)
@@ -158,5 +180,23 @@ def test_a_group_where_every_case_agrees_gets_a_wilson_interval_not_a_zero_width
     z2 = 1.959963984540054 ** 2
     assert a["sensitivity_ci_low"] == pytest.approx(1 / (1 + z2 / 40), rel=1e-6)
     assert a["sensitivity_ci_method"].startswith("Wilson")
-    assert b["specificity"] == 0.75 and b["specificity_ci_method"] == "bootstrap"
+    assert b["specificity"] == 0.75 and b["specificity_ci_method"].startswith("Wilson")  # one interval throughout
     assert b["specificity_ci_low"] < 0.75 < b["specificity_ci_high"]
+
+
+def test_subgroup_proportion_intervals_are_monotone_in_the_count():
+    """k of n detected: the lower bound rises with k at fixed n (a case bootstrap gave 241/242 a
+    lower bound of about 0.988, above Wilson's 0.984 for 242/242)."""
+    n = 242
+    lows, highs = [], []
+    for k in range(n - 12, n + 1):
+        y = np.ones(n, int)
+        p = np.r_[np.full(k, 0.9), np.full(n - k, 0.1)]
+        g, _ = group_metrics(np.r_[y, [0, 0]], np.r_[p, [0.1, 0.2]], 0.5, {"g": np.array(["x"] * n + ["y", "y"])},
+                             n_resamples=200)
+        rec = g["g"]["x"]
+        assert rec["sensitivity"] == pytest.approx(k / n) and rec["sensitivity_ci_method"].startswith("Wilson")
+        lows.append(rec["sensitivity_ci_low"])
+        highs.append(rec["sensitivity_ci_high"])
+    assert all(a < b for a, b in zip(lows, lows[1:])) and all(a <= b for a, b in zip(highs, highs[1:]))
+    assert lows[-2] < lows[-1] == pytest.approx(0.984, abs=1e-3)  # 241/242 below 242/242

@@ -75,20 +75,21 @@ def test_sweep_paired_end_to_end(app, sweep, tmp_path):
     res = _strict_json(out / "compare.json")
     for key in ("arms", "pairs", "metrics", "alpha", "ci_method", "bootstrap", "seed", "by_metric"):
         assert key in res
-    assert res["metrics"] == ["test.auc", "test.acc"] and res["ci_method"] == "bca" and res["bootstrap"] == 2000
+    assert res["metrics"] == ["test.auc", "test.acc"] and res["ci_method"] == "t" and res["bootstrap"] == 2000
     a, b = res["arms"]["resnet50.sin_in"], res["arms"]["resnet50.tv_in1k"]
     assert a["n"] == 10 and b["n"] == 10 and b["n_failed"] == 1 and res["n_failed"] == 1
     assert a["mean"] == pytest.approx(np.mean(va), abs=1e-15)
     assert a["sd"] == pytest.approx(np.std(va, ddof=1), abs=1e-15)
-    assert a["ci_low"] < a["mean"] < a["ci_high"] and a["ci_method"] == "bca"
+    assert a["ci_low"] < a["mean"] < a["ci_high"] and a["ci_method"] == "t"
     assert res["by_metric"]["test.auc"]["arms"] == res["arms"]
     acc_b = res["by_metric"]["test.acc"]["arms"]["resnet50.tv_in1k"]
     assert acc_b["n"] == 9 and acc_b["n_missing"] == 1  # the null value is dropped
     pairs = {p["metric"]: p for p in res["pairs"]}
     pa = pairs["test.auc"]
-    assert pa["paired"] and pa["test"] == "wilcoxon" and pa["a"] == "resnet50.sin_in"
-    assert pa["p"] == pytest.approx(stats.wilcoxon(va, vb).pvalue, abs=1e-12)
-    assert pa["secondary_p"] == pytest.approx(stats.ttest_rel(va, vb).pvalue, abs=1e-12)
+    assert pa["paired"] and pa["test"] == "ttest_rel" and pa["a"] == "resnet50.sin_in"
+    assert pa["p"] == pytest.approx(stats.ttest_rel(va, vb).pvalue, abs=1e-12)
+    assert pa["secondary_p"] == pytest.approx(stats.wilcoxon(va, vb).pvalue, abs=1e-12)
+    assert pa["family"] == "exploratory" and pa["conclusion"] in ("differs", "inconclusive")
     assert pa["diff"] == pytest.approx(np.mean(va - vb), abs=1e-15)
     lo, hi = sorted([pa["p"], pairs["test.acc"]["p"]])  # Holm over 2 tests: 2*lo, then max(2*lo, hi)
     assert pa["p_holm"] == pytest.approx(min(1.0, 2 * lo) if pa["p"] == lo else min(1.0, max(2 * lo, hi)), abs=1e-12)
@@ -97,11 +98,11 @@ def test_sweep_paired_end_to_end(app, sweep, tmp_path):
     pacc = pairs["test.acc"]
     assert pacc["paired"] and pacc["n_pairs"] == 9 and pacc["seeds_dropped"] == {"a": [4], "b": []}
     keep = [k for k in range(10) if k != 4]
-    assert pacc["p"] == pytest.approx(stats.wilcoxon(acc[keep], acc[keep] - 0.01).pvalue, abs=1e-12)
+    assert pacc["p"] == pytest.approx(stats.ttest_rel(acc[keep], acc[keep] - 0.01).pvalue, abs=1e-12)
     assert "seeds dropped: 4" in pacc["sentence"]
     md = (out / "compare.md").read_text()
     html = (out / "compare.html").read_text()
-    assert pa["sentence"] in md and "Holm" in md and "B=2000" in md
+    assert pa["sentence"] in md and "Holm" in md and "t interval" in md
     assert '<img src="data:image/png;base64,' in html and "resnet50.tv_in1k" in html
     assert (out / "compare_test.auc.png").stat().st_size > 1000
     assert pa["sentence"] in r.output
@@ -124,11 +125,11 @@ def test_unpaired_arm_folders_and_named_arm(app, tmp_path):
     assert res["ci_method"] == "percentile" and res["seed"] == 3
     p = next(p for p in res["pairs"] if p["a"] == "armA" and p["b"] == "other")
     vb7 = np.delete(vb, 3)
-    assert not p["paired"] and p["test"] == "mannwhitneyu"
-    assert p["p"] == pytest.approx(stats.mannwhitneyu(va, vb7, alternative="two-sided").pvalue, abs=1e-12)
-    assert p["secondary_p"] == pytest.approx(stats.ttest_ind(va, vb7, equal_var=False).pvalue, abs=1e-12)
+    assert not p["paired"] and p["test"] == "welch_t"
+    assert p["p"] == pytest.approx(stats.ttest_ind(va, vb7, equal_var=False).pvalue, abs=1e-12)
+    assert p["secondary_p"] == pytest.approx(stats.mannwhitneyu(va, vb7, alternative="two-sided").pvalue, abs=1e-12)
     assert p["diff"] == pytest.approx(va.mean() - vb7.mean(), abs=1e-15)
-    assert "Mann-Whitney p" in p["sentence"] and "(armA higher)" in p["sentence"]
+    assert "Welch t p" in p["sentence"] and "differs at α=0.05: armA higher" in p["sentence"]
     single = res["arms"]["single"]
     assert single["n"] == 1 and single["ci_low"] is None and single["note"]
     ps = next(p for p in res["pairs"] if p["b"] == "single")
@@ -215,7 +216,8 @@ def _write_pred_run(d: Path, seed: int, quality: float, leak_status: str | None 
 
     rng = np.random.default_rng(seed + int(quality * 1000))
     y = np.random.default_rng(0).integers(0, 2, 600)  # one test set
-    p = 1 / (1 + np.exp(-(quality * (2 * y - 1) + rng.standard_normal(600))))
+    z = np.random.default_rng(1).standard_normal(600)  # each case's difficulty, the same for every run
+    p = 1 / (1 + np.exp(-(quality * (2 * y - 1) + z + 0.7 * rng.standard_normal(600))))
     auc = float(roc_auc_score(y, p))
     _write_run(d, seed, auc, float(np.mean((p >= 0.5) == y)))
     m = json.loads((d / "metrics.json").read_text())
@@ -251,3 +253,24 @@ def test_both_sources_of_variance_and_leak_warning(app, tmp_path):
     assert "WARNING: LEAKY SPLIT" in r.output
     stm = res["anchor"]["statements"]
     assert len(stm) == 2 and all("over seeds and test cases" in s and "lies above 0.5" in s for s in stm)
+
+
+def test_margin_and_primary_give_one_of_three_words(app, sweep, tmp_path):
+    root, va, vb, acc = sweep
+    out = tmp_path / "out"
+    r = _invoke(app, [root, "--metric", "test.auc", "--metric", "test.acc", "--out", out, "--primary", "test.auc",
+                      "--margin", "test.auc=0.05", "--margin", "test.acc=0.0001"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    res = _strict_json(out / "compare.json")
+    by = {p["metric"]: p for p in res["pairs"]}
+    assert by["test.auc"]["family"] == "primary" and by["test.acc"]["family"] == "exploratory"
+    assert res["holm"]["m_primary"] == 1 and res["margin"] == {"test.auc": 0.05, "test.acc": 0.0001}
+    for p in res["pairs"]:
+        assert p["conclusion"] in ("differs", "equivalent", "inconclusive")
+        assert any(w in p["sentence"] for w in ("— differs at", "— equivalent within", "— inconclusive"))
+    assert by["test.acc"]["conclusion"] == "differs"  # a shift of exactly 0.01 over 9 seeds, sd 0: far beyond 0.0001
+    assert "Holm over the 1 primary tests" in by["test.auc"]["sentence"]
+    bad = _invoke(app, [root, "--out", tmp_path / "o2", "--margin", "-1"])
+    assert bad.exit_code != 0 and "positive" in str(bad.exception)
+    bad = _invoke(app, [root, "--out", tmp_path / "o3", "--primary", "test.nope"])
+    assert bad.exit_code != 0 and "not among the compared metrics" in str(bad.exception)

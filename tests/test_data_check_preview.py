@@ -91,9 +91,9 @@ def test_cli_check_and_preview(tmp_path):
     root = _leaky_folder(tmp_path)
     runner = CliRunner()
     res = runner.invoke(app, ["check", str(root), "--json"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # training refuses it under the default leak policy
     assert json.loads(res.output)["duplicates"]["groups"] == 1
-    res = runner.invoke(app, ["check", str(root), "--set", "data.split_seed=3"])
+    res = runner.invoke(app, ["check", str(root), "--set", "data.split_seed=3", "--set", "data.on_leak=drop_train"])
     assert res.exit_code == 0 and "duplicates  1 groups" in res.output and "leaks (bytes)  1" in res.output
     out = tmp_path / "p.png"
     res = runner.invoke(app, ["preview", str(root), "--out", str(out), "--n", "4", "--image-size", "32",
@@ -110,3 +110,74 @@ def test_main_cli_reports_data_errors_as_one_line(tmp_path, capsys):
     assert run(["data", "check", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("medtl: error:") and "no such file" in err and "\n" not in err
+
+
+# ---------------------------------------------------------------- check agrees with training (issue 20)
+
+def _leaky_manifest(tmp_path):
+    """A CSV manifest whose test split holds an image of train patient p3."""
+    import csv
+
+    root = tmp_path / "csvds"
+    rows = []
+    for i in range(40):
+        write_png(root / f"{i}.png", 40 + 5 * i, size=(12, 12), seed=i)
+        rows.append({"path": f"{i}.png", "label": "ab"[i % 2], "split": "train" if i < 28 else "test",
+                     "patient": "p3" if i == 30 else f"p{i}"})
+    with open(root / "m.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root / "m.csv"
+
+
+def test_check_exits_1_where_training_refuses_a_leak(tmp_path, data_cache):
+    from medtl.cli.data_cmd import app
+    from medtl.data import load_dataset
+
+    manifest = _leaky_manifest(tmp_path)
+    with pytest.raises(DataError, match="the test split shares 1 patients"):  # what training does
+        load_dataset(DataConfig(path=str(manifest), image_size=8), cache_dir=data_cache)
+    r = check_dataset(str(manifest), DataConfig(image_size=8))
+    assert not r["ok"] and r["refused_by_leak_policy"] and r["leak_policy"]["status"] == "refused"
+    res = CliRunner().invoke(app, ["check", str(manifest), "--set", "data.image_size=8"])
+    assert res.exit_code == 1, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("result   REFUSED by training under the default leak policy (data.on_leak: error): "
+                           "the test split shares 1 patients (train-test 1"), last
+    ok = check_dataset(str(manifest), DataConfig(image_size=8, on_leak="drop_train"))
+    assert ok["ok"] and ok["leak_policy"]["status"] == "dropped"
+    assert any("training would record leak status 'dropped'" in w for w in ok["warnings"])
+
+
+def test_check_warns_where_the_leak_status_would_be_unchecked(tmp_path, monkeypatch):
+    from medtl.data.registry import env_var
+
+    p = tmp_path / "p.npz"
+    rng = np.random.default_rng(0)
+    np.savez(p, **{f"{s}_images": rng.integers(0, 256, (k, 8, 8), dtype=np.uint8) for s, k in
+                   (("train", 20), ("val", 6), ("test", 6))},
+             **{f"{s}_labels": np.arange(k) % 2 for s, k in (("train", 20), ("val", 6), ("test", 6))})
+    r = check_dataset(str(p))
+    assert r["ok"] and r["leak_policy"]["status"] == "unchecked"
+    assert any(w.startswith("UNCHECKED: 32 of 32 images name no patient") for w in r["warnings"])
+    monkeypatch.setenv(env_var("medmnist:pneumoniamnist"), str(p))
+    named = check_dataset("medmnist:pneumoniamnist")
+    assert named["ok"] and any(w.startswith("KNOWN OVERLAP: PneumoniaMNIST") for w in named["warnings"])
+
+
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL", "PALETTE COLOR"])
+def test_check_refuses_the_dicom_that_preview_refuses(tmp_path, photometric):
+    """PhotometricInterpretation contradicting SamplesPerPixel = 1 (or a colour table medtl does
+    not read): preview and training refuse it, so check (full and --fast) lists it as bad."""
+    from medtl.cli.data_cmd import app
+
+    p = make_dicom(tmp_path / "one.dcm", gradient(), photometric=photometric, bits=8)
+    with pytest.raises(DataError, match="PhotometricInterpretation"):
+        render_preview(DataConfig(path=str(p), image_size=16), tmp_path / "x.png")
+    for extra in ([], ["--fast"]):
+        res = CliRunner().invoke(app, ["check", str(p), *extra])
+        assert res.exit_code == 1, res.output
+        assert "bad files  1 of 1" in res.output and "one.dcm: DICOM PhotometricInterpretation" in res.output
+    good = make_dicom(tmp_path / "good.dcm", gradient(), photometric="MONOCHROME2")
+    assert CliRunner().invoke(app, ["check", str(good), "--fast"]).exit_code == 0

@@ -88,6 +88,9 @@ def test_external_evaluation_writes_its_folder_then_rerunning_recomputes_nothing
     for k in ("auc", "acc", "sensitivity", "specificity", "n", "ece", "ece_equal_mass", "mce", "brier", "nll"):
         assert k in m
     assert m["temp_scaled"]["temperature"] == pytest.approx(run.metrics["calibration"]["temperature"])
+    assert m["ci"]["auc"]["method"] == "DeLong" and m["ci"]["sensitivity"]["method"] == "Wilson"
+    assert m["ci"]["acc"]["n"] == 24 and m["ci"]["acc"]["low"] <= m["acc"] <= m["ci"]["acc"]["high"]
+    assert "arm/seed 0: auc " in out and "95% CI" in out  # one run: its case CIs are printed
     assert set(m["groups"]["site"]) == {"A", "B"} and m["groups"]["site"]["A"]["n"] == 12
     assert "auc" in m["group_gaps"]["site"]
     with np.load(run.external_predictions_path("other")) as z:
@@ -210,3 +213,22 @@ def test_group_columns_are_read_from_a_csv_and_guarded(env, tmp_path, monkeypatc
     syn = build_config({}, TINY + ["data.group_columns=[site]"]).data
     with pytest.raises(DataError, match="needs a CSV manifest"):
         load_dataset(syn, cache_dir=tmp_path)
+
+
+def test_evaluate_warns_on_runs_whose_leak_status_is_not_clean(env, tmp_path, capsys):
+    """Runs trained on data that names no patients (and on PneumoniaMNIST, with its known overlap)
+    are flagged by evaluate as by compare."""
+    arm = tmp_path / "npzarm"
+    shutil.copytree(env["run"], arm / "seed-0")
+    shutil.rmtree(arm / "seed-0" / EXTERNAL_DIR, ignore_errors=True)
+    mp = arm / "seed-0" / METRICS
+    m = json.loads(mp.read_text())
+    n = m["data"]["n"]
+    m["data"]["leaks"].update(status="unchecked", n_without_patient=n, known_overlap="PneumoniaMNIST is derived "
+                              "from Kermany et al.'s chest X-rays")
+    m["run"]["leak_status"] = "unchecked"
+    mp.write_text(json.dumps(m))
+    assert cli(["evaluate", str(arm), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: UNCHECKED: the data of 1 of 1 runs of npzarm name no patients" in out
+    assert "KNOWN OVERLAP: 1 of 1 runs of npzarm: PneumoniaMNIST is derived" in out

@@ -1,6 +1,7 @@
 """End-to-end `medtl finetune` on tiny synthetic data: outputs, determinism, resume, errors."""
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -44,6 +45,12 @@ def test_run_folder_contents(tmp_path):
     for k in ("auc", "acc", "sensitivity", "specificity", "n"):
         assert k in saved["test"] and k in saved["val"]
     assert saved["test"]["n"] == 48
+    for section in ("val", "test"):  # every single run carries its case CIs
+        ci = saved[section]["ci"]
+        assert ci["auc"]["method"] == "DeLong" and ci["auc"]["n"] == 48
+        assert all(ci[k]["method"] == "Wilson" for k in ("acc", "sensitivity", "specificity"))
+        assert all(ci[k]["low"] <= saved[section][k] <= ci[k]["high"] for k in ("auc", "acc", "sensitivity"))
+    assert saved["run"]["leak_status"] == saved["data"]["leaks"]["status"] == "clean"  # synthetic names patients
     assert saved["run"]["synthetic"] is True and "SYNTHETIC" in saved["run"]["dataset"]
     assert saved["threshold"]["chosen_on"] == "val"
     assert 0.0 <= saved["threshold"]["value"] <= 1.0
@@ -108,7 +115,9 @@ def test_cli_finetune_and_errors(tmp_path, capsys):
     for s in TINY:
         args += ["--set", s]
     assert cli(args) == 0
-    assert "test [SYNTHETIC data]:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "test [SYNTHETIC data]:" in printed
+    assert re.search(r"auc \d\.\d{2,4} \(95% CI \d\.\d+-\d\.\d+, DeLong, n=48\); acc ", printed), printed
 
     bad = tmp_path / "bad"
     assert cli(["finetune", "--quiet", "--out", str(bad), "--set", "train.epoch=3"]) == 2

@@ -98,3 +98,111 @@ def test_splits_medtl_makes_keep_byte_identical_copies_together(tmp_path, data_c
     b = load_dataset(DataConfig(path=str(root), image_size=8, split_seed=3), cache_dir=data_cache)
     assert b.leaks["status"] == "clean" and b.leaks["before"]["images"] == {"train-val": 0, "train-test": 0,
                                                                             "val-test": 0}
+
+
+# ---------------------------------------------------------------- what the data cannot tell (issue 20)
+
+def _npz(path, n=(40, 12, 12), copy_test_into_train=False, seed=0):
+    """A tiny MedMNIST-layout .npz (no patients); optionally test image 0's bytes also in train."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for s, k in zip(("train", "val", "test"), n):
+        arrays[f"{s}_images"] = rng.integers(0, 256, (k, 8, 8), dtype=np.uint8)
+        arrays[f"{s}_labels"] = (np.arange(k) % 2).reshape(-1, 1)
+    if copy_test_into_train:
+        arrays["train_images"][0] = arrays["test_images"][0]
+    np.savez(path, **arrays)
+    return path
+
+
+def test_npz_without_patients_is_unchecked_not_clean(tmp_path, data_cache):
+    b = load_dataset(DataConfig(path=str(_npz(tmp_path / "x.npz")), image_size=8), cache_dir=data_cache)
+    assert b.leaks["status"] == "unchecked"
+    assert b.leaks["n_without_patient"] == {"train": 40, "val": 12, "test": 12}
+    assert "known_overlap" not in b.leaks
+    assert any(n.startswith("WARNING: UNCHECKED") and "64 of 64 images name no patient" in n for n in b.notes)
+
+
+def test_npz_byte_leaks_are_still_counted_and_policed(tmp_path, data_cache):
+    path = _npz(tmp_path / "x.npz", copy_test_into_train=True)
+    with pytest.raises(DataError, match="1 byte-identical images"):
+        load_dataset(DataConfig(path=str(path), image_size=8), cache_dir=data_cache)
+    drop = load_dataset(DataConfig(path=str(path), image_size=8, on_leak="drop_train"), cache_dir=data_cache)
+    assert drop.leaks["dropped"]["train"] == 1 and drop.leaks["after"]["images"]["train-test"] == 0
+    assert drop.leaks["status"] == "unchecked"  # the bytes were dropped; patients still could not be counted
+    warn = load_dataset(DataConfig(path=str(path), image_size=8, on_leak="warn"), cache_dir=data_cache)
+    assert warn.leaks["status"] == "leaky" and warn.leaks["n_without_patient"]["test"] == 12
+
+
+def test_folder_with_some_unnamed_patients_is_unchecked_with_counts(tmp_path, data_cache):
+    root = tmp_path / "ds"
+    for k, (split, cls, n) in enumerate((("train", "a", 12), ("train", "b", 12), ("test", "a", 6), ("test", "b", 6))):
+        for i in range(n):
+            _img(root / split / cls / f"person{100 * k + i}_x.png", 100 * k + i)
+    _img(root / "test" / "a" / "scan_1.png", 777)  # no patient id in its name
+    b = load_dataset(DataConfig(path=str(root), image_size=8, split_seed=1), cache_dir=data_cache)
+    assert b.leaks["status"] == "unchecked" and b.leaks["n_without_patient"] == {"train": 0, "val": 0, "test": 1}
+
+
+def test_pneumoniamnist_by_name_records_its_known_overlap(tmp_path, data_cache, monkeypatch):
+    from medtl.data.registry import dataset_rows, env_var
+
+    monkeypatch.setenv(env_var("medmnist:pneumoniamnist_64"), str(_npz(tmp_path / "p.npz")))
+    b = load_dataset(DataConfig(path="medmnist:pneumoniamnist_64", image_size=8), cache_dir=data_cache)
+    assert b.leaks["status"] == "unchecked"
+    assert "Kermany" in b.leaks["known_overlap"] and "170 patients" in b.leaks["known_overlap"]
+    assert any(n.startswith("WARNING: KNOWN OVERLAP: PneumoniaMNIST") for n in b.notes)
+    # the same file by path: nothing is known about where it came from
+    plain = load_dataset(DataConfig(path=str(tmp_path / "p.npz"), image_size=8), cache_dir=data_cache)
+    assert "known_overlap" not in plain.leaks
+    rows = {r["name"]: r for r in dataset_rows()}
+    assert all(rows[n]["known_overlap"] for n in rows if n.startswith("medmnist:pneumoniamnist"))
+    assert not rows["kermany:chest_xray"]["known_overlap"]
+
+
+def _arm(name, *records):
+    from pathlib import Path
+
+    from medtl.runs import Arm
+
+    arm = Arm(name, Path("."))
+    for seed, rec in enumerate(records):
+        arm.runs[seed] = rec
+    return arm
+
+
+def test_leak_warnings_say_exactly_what_is_known():
+    from medtl.stats.comparison import leak_warnings
+
+    n = {"train": 10, "val": 5, "test": 5}
+    unchecked = {"data": {"n": n, "leaks": {"status": "unchecked", "n_without_patient": n}}}
+    partial = {"data": {"n": n, "leaks": {"status": "unchecked", "n_without_patient": {"train": 0, "val": 0,
+                                                                                       "test": 1}}}}
+    overlap = {"data": {"n": n, "leaks": {"status": "unchecked", "n_without_patient": n,
+                                          "known_overlap": "PneumoniaMNIST is derived from Kermany"}}}
+    clean = {"data": {"n": n, "leaks": {"status": "clean", "n_without_patient": {"train": 0, "val": 0, "test": 0}}}}
+    w = leak_warnings({"u": _arm("u", unchecked, clean), "p": _arm("p", partial), "k": _arm("k", overlap, overlap),
+                       "c": _arm("c", clean), "old": _arm("old", {"test": {}}),
+                       "l": _arm("l", {"data": {"leaks": {"status": "leaky"}}})})
+    assert w["u"] == ("UNCHECKED: the data of 1 of 2 runs of u name no patients, so patient overlap between test "
+                      "and train/val could not be counted (only byte-identical images were)")
+    assert "name no patient for some of their images" in w["p"]
+    assert w["k"].startswith("UNCHECKED: the data of 2 of 2 runs of k") and \
+        "KNOWN OVERLAP: 2 of 2 runs of k: PneumoniaMNIST is derived from Kermany" in w["k"]
+    assert "c" not in w and "predate medtl's leak record" in w["old"] and w["l"].startswith("LEAKY SPLIT: 1 of 1")
+
+
+def test_finetune_on_named_pneumoniamnist_warns_and_keeps_statuses_consistent(tmp_path, monkeypatch):
+    from medtl.data.registry import env_var
+    from medtl.train import finetune
+
+    monkeypatch.setenv("MEDTL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(env_var("medmnist:pneumoniamnist"), str(_npz(tmp_path / "p.npz", n=(48, 16, 16))))
+    cfg = build_config({}, ["data.path=medmnist:pneumoniamnist", "data.image_size=16", "train.epochs=1",
+                            "train.batch_size=16", "train.bn_gamma={}", "train.num_threads=1"])
+    m = finetune(cfg, tmp_path / "run", progress=False)
+    assert m["run"]["leak_status"] == m["data"]["leaks"]["status"] == "unchecked"
+    assert m["data"]["leaks"]["known_overlap"].startswith("PneumoniaMNIST is derived from Kermany")
+    assert any(n.startswith("WARNING: KNOWN OVERLAP") for n in m["run"]["data_notes"])
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "WARNING: KNOWN OVERLAP" in log and "WARNING: UNCHECKED" in log

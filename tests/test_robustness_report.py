@@ -57,17 +57,41 @@ def test_report_files_and_schema(report):
     assert data["descriptive_only"] and "too few seeds for a CI" in (out / "report.md").read_text()
     # arm vs arm in compare.json's layout, Holm over the report's family
     assert data["headline"][:3] == ["clean.auc", "translation.p_change_1px", "translation.consistency"]
-    assert "adversarial.pgd_linf.auc@8/255" in data["headline"] and data["headline"][-1] == "shape_bias.shape_bias"
+    assert "adversarial.pgd_linf.auc@8/255" in data["headline"]
     # shape bias and shortcut sections, from each run's cached probes
     for r in data["runs"]:
         sb, sc = r["shape_bias"], r["shortcut"]
-        assert sb["shape_bias"] is None or 0 <= sb["shape_bias"] <= 1
+        assert isinstance(sb["interpretable"], bool) and 0 <= sb["shape_only_bacc"] <= 1
+        assert sb["shape_only_bacc_ci_low"] <= sb["shape_only_bacc"] <= sb["shape_only_bacc_ci_high"]
+        assert sb["texture_only_bacc_ci_low"] <= sb["texture_only_bacc"] <= sb["texture_only_bacc_ci_high"]
+        if sb["interpretable"]:
+            assert 0 <= sb["ci_low"] <= sb["shape_bias"] <= sb["ci_high"] <= 1 and sb["reason"] is None
+        else:
+            assert sb["shape_bias"] is None and sb["reason"].startswith("not interpretable at this setting")
+        assert set(sb["directions"]) == {"shape=0,texture=1", "shape=1,texture=0"}  # the npz's class names
         assert 0 <= sc["auc_full"] <= 1 and isinstance(sc["flagged"], bool) and sc["n_images"] == 32
+        assert sc["flag_state"] in ("flagged", "not flagged", "undetermined")
+        assert sc["flagged"] == (sc["flag_state"] == "flagged")
+        if sc["masked_retention"] is not None and sc["retention_ci_low"] is not None:
+            assert sc["retention_ci_low"] <= sc["masked_retention"] <= sc["retention_ci_high"]
+        assert 0 <= sc["mask_fallback"] <= 32 and isinstance(sc["masks_mostly_prior"], bool)
         assert sc["auc_full"] == pytest.approx(r["clean"]["auc"], abs=0.25)  # same model, a sample of the set
+    # shape bias is a headline metric only through the runs where it is interpretable
+    interpretable = [r for r in data["runs"] if r["shape_bias"]["interpretable"]]
+    assert ("shape_bias.shape_bias" in data["headline"]) == bool(interpretable)
+    for arm, info in data["arms"].items():
+        k = sum(r["shape_bias"]["interpretable"] for r in data["runs"] if r["arm"] == arm)
+        assert info["metrics"].get("shape_bias.shape_bias", {"n": 0})["n"] == k
+        assert "shape_bias.texture_only_bacc" in info["metrics"] and "shape_bias.shape_only_acc" not in info["metrics"]
     assert "shortcut.auc_lung_masked" in data["arms"]["armA"]["metrics"]
     md = (out / "report.md").read_text()
-    assert "## Shape vs texture" in md and "## Shortcuts" in md and "seeds flagged" in md
-    assert "shape_bias.shape_bias" in md and "shortcut.auc_border_only" in md
+    assert "## Shape vs texture" in md and "## Shortcuts" in md
+    assert "flagged (retention CI wholly above the cut)" in md and "undetermined" in md and "fixed prior for" in md
+    assert "| arm | seed | retention | 95% CI | state | prior masks |" in md
+    for arm in ("armA", "armB"):
+        assert re.search(rf"- {arm}: (shape bias interpretable for \d of \d seeds|no seed's shape bias is "
+                         rf"interpretable \(0 of \d\); .*not interpretable at this setting)", md), md
+    assert "shape_bias.texture_only_bacc" in md and "shortcut.auc_border_only" in md
     pair = next(p for p in data["pairs"] if p["metric"] == "clean.auc")
     assert {pair["a"], pair["b"]} == {"armA", "armB"} and pair["paired"] is False  # armB has seed 0 only
     assert pair["p_holm"] is None or pair["p_holm"] >= pair["p"]
@@ -121,3 +145,56 @@ def test_worker_processes_give_the_same_report(report, tmp_path):
 
     assert all(Path(r["run_dir"]).is_relative_to(copy) and (Path(r["run_dir"]) / "probes").is_dir()
                for r in par["runs"])
+
+
+def _record(arm: str, seed: int, interpretable: bool, state: str, rng) -> dict:
+    """A minimal per-run record (probe_run's layout) with given shape-bias and shortcut outcomes."""
+    sb = 0.6 + 0.1 * rng.random()
+    return {
+        "arm": arm, "seed": seed, "clean": {"auc": 0.9 + 0.01 * rng.random()},
+        "translation": {"p_change_1px": 0.1, "consistency": 0.9, "jaggedness": 0.1, "mean_abs_dp_per_px": 0.01,
+                        "scale_p_change_max": 0.2, "p_change_by_shift": [0.0, 0.1]},
+        "adversarial": {}, "corruptions": {}, "corruptions_mean_auc_drop": 0.05,
+        "shape_bias": {"interpretable": interpretable, "shape_bias": sb if interpretable else None,
+                       "ci_low": sb - 0.05 if interpretable else None, "ci_high": sb + 0.05 if interpretable else None,
+                       "reason": None if interpretable else "not interpretable at this setting: the texture cue "
+                       "alone is recognised at balanced accuracy 0.58 (95% CI 0.49–0.66), not clearly above chance "
+                       "(0.50)", "shape_only_bacc": 0.9, "texture_only_bacc": 0.7 if interpretable else 0.58},
+        "shortcut": {"auc_full": 0.9, "auc_lung_masked": 0.8, "masked_retention": 0.75 + 0.1 * rng.random(),
+                     "retention_ci_low": 0.6, "retention_ci_high": 0.9, "flag_state": state,
+                     "flagged": state == "flagged", "mask_fallback": 90, "n_images": 100, "masks_mostly_prior": True,
+                     "mask_warning": "the lung masks are mostly the fixed prior at this size"},
+    }
+
+
+def test_shape_bias_counts_only_interpretable_seeds_and_shortcut_states_are_counted():
+    """No probes: records built by hand.  Arm 'ok' has 3 of 4 interpretable seeds, arm 'none' none."""
+    from medtl.reports.robustness import shape_summary, shortcut_flags, shortcut_seed_rows
+    from medtl.stats.robustness import aggregate, headline_metrics, robustness_pairs
+
+    rng = np.random.default_rng(0)
+    states = ["flagged", "not flagged", "undetermined", "undetermined"]
+    runs = [_record("ok", s, s != 3, states[s], rng) for s in range(4)] + [
+        _record("none", s, False, "not flagged", rng) for s in range(4)]
+    assert "shape_bias.shape_bias" in headline_metrics(runs)
+    assert "shape_bias.shape_bias" not in headline_metrics([r for r in runs if r["arm"] == "none"])
+    arms = aggregate(runs, n_resamples=200)
+    ok = arms["ok"]["metrics"]["shape_bias.shape_bias"]
+    assert ok["n"] == 3 and ok["mean"] == pytest.approx(np.mean([r["shape_bias"]["shape_bias"] for r in runs[:3]]))
+    assert "shape_bias.shape_bias" not in arms["none"]["metrics"]
+    assert arms["none"]["metrics"]["shape_bias.texture_only_bacc"]["mean"] == pytest.approx(0.58)
+    pairs = robustness_pairs(runs, n_resamples=200)  # an arm without an interpretable seed does not break it
+    assert "shape_bias.shape_bias" in pairs["headline"]
+    result = {"runs": runs, "arms": arms}
+    lines = shape_summary(result)
+    assert lines[0].startswith("ok: shape bias interpretable for 3 of 4 seeds; mean 0.")
+    assert "over seeds) over those seeds" in lines[0] and "on the texture cue alone 0." in lines[0]
+    assert lines[1].startswith("none: no seed's shape bias is interpretable (0 of 4)")
+    assert "not interpretable at this setting: the texture cue alone is recognised" in lines[1]
+    flags = shortcut_flags(result)
+    assert flags[0].startswith("ok: of 4 seeds, 1 flagged (retention CI wholly above the cut), 1 not flagged, "
+                               "2 undetermined; retention 0.")
+    assert "fixed prior for 360 of 400 image masks" in flags[0] and "Caution: the lung masks are mostly" in flags[0]
+    assert flags[1].startswith("none: of 4 seeds, 0 flagged") and "4 not flagged" in flags[1]
+    rows = shortcut_seed_rows(result)
+    assert rows[0][2:] == [f"{runs[0]['shortcut']['masked_retention']:.3f}", "[0.600, 0.900]", "flagged", "90 of 100"]

@@ -63,7 +63,9 @@ def _write(tmp_path, doc=STUDY):
 
 def test_study_runs_every_stage_resumes_after_a_kill_and_renders(tmp_path, monkeypatch):
     cfg = _write(tmp_path, {**STUDY, "evaluate": [{"data": str(_external_npz(tmp_path)), "name": "synth-again",
-                                                   "label_map": {"0": "normal", "1": "opacity"}}]})
+                                                   "label_map": {"0": "normal", "1": "opacity"}}],
+                            "primary": ["test.auc", "translation.p_change_1px"], "margin": 0.05,
+                            "plan": {"difference": 0.05}})
     out = tmp_path / "out"
     real = suite.probe_run
     calls = {"n": 0}
@@ -89,7 +91,7 @@ def test_study_runs_every_stage_resumes_after_a_kill_and_renders(tmp_path, monke
     assert rec["train"]["counts"] == {"done": 0, "skipped": 4, "failed": 0}  # no run retrained
     assert all((r / "checkpoint_best.pt").stat().st_mtime_ns == t for r, t in ckpts.items())
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # no finished probe recomputed
-    assert set(rec["stage_seconds"]) == {"train", "compare", "robustness", "evaluate"}
+    assert set(rec["stage_seconds"]) == {"train", "compare", "robustness", "evaluate", "plan"}
 
     doc = json.loads((out / "study.json").read_text())
     assert doc["study"]["name"] == "tiny-study" and set(doc["compare"]["arms"]) == {"a", "b"}
@@ -103,6 +105,17 @@ def test_study_runs_every_stage_resumes_after_a_kill_and_renders(tmp_path, monke
         assert part in md, part
     pair = next(p for p in doc["compare"]["pairs"] if p["metric"] == "test.auc")
     assert pair["sentence"] in md
+    # one primary Holm family across compare and robustness; the rest exploratory; three words
+    fam = doc["study"]["families"]
+    assert fam["m_primary"] == 2 and fam["primary"] == ["test.auc", "translation.p_change_1px"]
+    rob = {p["metric"]: p for p in doc["robustness"]["pairs"]}
+    assert pair["family"] == "primary" and rob["translation.p_change_1px"]["family"] == "primary"
+    assert rob["translation.p_change_1px"]["family_size"] == 2 and rob["clean.auc"]["family"] == "exploratory"
+    assert all(p["conclusion"] in ("differs", "equivalent", "inconclusive")
+               for p in doc["compare"]["pairs"] + doc["robustness"]["pairs"])
+    assert "## Primary endpoints and conclusions" in md and "## Seeds needed" in md
+    assert "a pilot needs at least 3 paired seeds" in doc["study"]["plan"]["error"]  # 2 seeds: no plan, said so
+    assert "No plan: " in md
     dom = render_page(out / "study.html", tmp_path, min_images=4)
     assert "medtl study: tiny-study" in dom and "Arm vs arm" in dom
 

@@ -17,8 +17,8 @@ import warnings
 import typer
 
 from ..errors import MedtlError
-from . import (compare_cmd, data_cmd, evaluate_cmd, finetune_cmd, probe_cmd, report_cmd, sr_cmd, study_cmd, sweep_cmd,
-               track_cmd, weights_cmd)
+from . import (compare_cmd, data_cmd, evaluate_cmd, finetune_cmd, plan_cmd, probe_cmd, report_cmd, sr_cmd, study_cmd,
+               sweep_cmd, track_cmd, weights_cmd)
 
 app = typer.Typer(
     name="medtl",
@@ -32,6 +32,7 @@ COMMANDS = {
     "finetune": finetune_cmd.finetune,
     "sweep": sweep_cmd.sweep,
     "compare": compare_cmd.compare,
+    "plan": plan_cmd.plan,
     "evaluate": evaluate_cmd.evaluate,
     "robustness-report": report_cmd.robustness_report,
     "study": study_cmd.study,

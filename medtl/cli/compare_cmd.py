@@ -17,6 +17,27 @@ def _parse_arm(spec: str) -> tuple[str, str]:
     return name.strip(), folder.strip()
 
 
+def parse_margins(specs: List[str]):
+    """``--margin`` values: None, one number, or ``{metric: number}``."""
+    if not specs:
+        return None
+    out: dict[str, float] = {}
+    for spec in specs:
+        key, sep, val = spec.rpartition("=")
+        try:
+            num = float(val)
+        except ValueError:
+            raise ConfigError(f"--margin expects M or METRIC=M with a positive number M, got {spec!r}") from None
+        if not num > 0:
+            raise ConfigError(f"--margin must be positive, got {spec!r}")
+        if not sep:
+            if len(specs) > 1:
+                raise ConfigError("--margin: give one number for every metric, or METRIC=M for each, not both")
+            return num
+        out[key.strip()] = num
+    return out
+
+
 def compare(
     dirs: Optional[List[Path]] = typer.Argument(
         None, help="Sweep folders (ARM/seed-K/), arm folders (seed-K/) or single run folders."),
@@ -26,7 +47,12 @@ def compare(
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level after Holm correction."),
     bootstrap: int = typer.Option(10000, "--bootstrap", "-B", help="Bootstrap resamples per CI."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap's numpy Generator."),
-    ci: str = typer.Option("bca", "--ci", help="Bootstrap CI: bca (default) or percentile."),
+    ci: str = typer.Option("t", "--ci", help="Per-arm CI over seeds: t (default), or bootstrap bca / percentile."),
+    margin: List[str] = typer.Option([], "--margin", help="Equivalence margin M (TOST): one number for every metric, "
+                                     "or METRIC=M; repeat for several. Each pair then reads 'differs', "
+                                     "'equivalent within ±M' or 'inconclusive'."),
+    primary: List[str] = typer.Option([], "--primary", help="A primary endpoint (one of the --metric values); "
+                                      "repeat for several. They form one Holm family, the rest is exploratory."),
     arm: List[str] = typer.Option([], "--arm", help="An extra arm with an explicit name: NAME=DIR."),
     delong: Optional[Tuple[Path, Path]] = typer.Option(
         None, "--delong", help="RUN_A RUN_B: DeLong test on their predictions_test.npz."),
@@ -39,8 +65,10 @@ def compare(
 ) -> None:
     """Compare arms over seeds.
 
-    Per arm: mean, sd and bootstrap CI.  Every pair is tested (Wilcoxon / paired t when the
-    seeds match, else Mann-Whitney / Welch) and Holm-corrected.
+    Per arm: mean, sd and t CI over seeds (and over seeds + test cases for test-set metrics).
+    Every pair is tested (paired t over shared seeds, over seeds and test cases where predictions
+    allow; else Welch), Holm-corrected within its family, and worded: differs, equivalent within
+    the margin, or inconclusive.
     """
     from ..io import json_safe
     from ..reports import markdown_table, write_compare
@@ -50,15 +78,17 @@ def compare(
         raise ConfigError(f"--alpha must be between 0 and 1 (got {alpha})")
     if bootstrap < 100:
         raise ConfigError(f"--bootstrap must be at least 100 resamples (got {bootstrap})")
-    if ci.lower() not in ("bca", "percentile"):
-        raise ConfigError(f"--ci must be 'bca' or 'percentile' (got {ci!r})")
+    if ci.lower() not in ("t", "bca", "percentile"):
+        raise ConfigError(f"--ci must be 't', 'bca' or 'percentile' (got {ci!r})")
+    margins = parse_margins(margin)
     named = [_parse_arm(a) for a in arm]
     folders = list(dirs or [])
     if not folders and not named:
         raise ConfigError("give at least one sweep, arm or run folder (or --arm NAME=DIR)")
     pair = (delong[0], delong[1]) if delong is not None and all(p is not None for p in delong) else None
     result = compare_runs(folders, metric, alpha=alpha, n_resamples=bootstrap, seed=seed, ci_method=ci,
-                          named=named, delong=pair, anchor=anchor, internal_vs_external_name=internal_vs_external)
+                          named=named, delong=pair, anchor=anchor, internal_vs_external_name=internal_vs_external,
+                          margin=margins, primary=primary or None)
     write_compare(result, out, plots=not no_plots)
     result = json_safe(result)
     typer.echo(f"{result['metrics'][0]}:")

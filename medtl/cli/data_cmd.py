@@ -82,8 +82,22 @@ def _verdict_lines(r: dict) -> list[str]:
     lines += [f"    {f['id']}: {f['error']}" for f in bad["files"]]
     lines += [f"training refuses: {m}" for m in r.get("refused", [])]
     lines += [f"warning: {m}" for m in r.get("warnings", [])]
-    lines.append("result   OK" if r.get("ok") else "result   PROBLEMS FOUND (exit status 1)")
+    lines.append(_result_line(r))
     return lines
+
+
+def _result_line(r: dict) -> str:
+    if r.get("ok"):
+        return "result   OK"
+    lp = r.get("leak_policy") or {}
+    if r.get("refused_by_leak_policy"):
+        policy = lp.get("policy", "error")
+        which = "the default leak policy" if policy == "error" else "its leak policy"
+        bad = (r.get("bad_files") or {}).get("count", 0)
+        also = f"; also {bad} bad file(s)" if bad else ""
+        return (f"result   REFUSED by training under {which} (data.on_leak: {policy}): the test split shares "
+                f"{lp.get('refused')}{also} (exit status 1)")
+    return "result   PROBLEMS FOUND (exit status 1)"
 
 
 def _counts_table(r: dict) -> str:
@@ -137,7 +151,8 @@ def check(
 
     local, resolved = _resolve_name(path)
     cfg = _data_cfg(local, config, set_)
-    report = check_dataset(local, cfg, fast=fast, workers=workers)
+    report = check_dataset(local, cfg, fast=fast, workers=workers,
+                           known_overlap=resolved.known_overlap if resolved is not None else "")
     if resolved is not None:
         report["dataset"] = resolved.name
         report["notes"] = list(resolved.notes) + list(report.get("notes", []))
@@ -205,6 +220,8 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON")) -
         typer.echo(f"    file     {r['filename']} ({r['archive']}), {r['licence']}; checksum {checksum}")
         typer.echo(f"    checksum source: {r['checksum_source']}")
         typer.echo(f"    cite     {r['citation']}")
+        if r.get("known_overlap"):
+            typer.echo(f"    KNOWN OVERLAP: {r['known_overlap']}")
         if r["cached"]:
             typer.echo(f"    cached   {r['cached']}" + (f" (from {r['origin']})" if r["status"] == "unofficial" else ""))
         typer.echo(f"    override ${r['env_var']}" + (f" = {r['override']}" if r["override"] else " (unset)"))

@@ -25,14 +25,16 @@ def _parse_map(items: List[str]) -> dict[str, str]:
 def _table(result: dict) -> list[str]:
     from ..reports.render import ci, num
 
-    head = ["arm", "n", "AUC (95% CI over seeds)", "sensitivity", "specificity", "ECE", "ECE after T",
-            "ECE change (95% CI; runs lower; Wilcoxon p)", "Brier"]
+    head = ["arm", "n", "AUC (95% CI over seeds + cases)", "AUC (95% CI over seeds)", "sensitivity", "specificity",
+            "ECE", "ECE after T", "ECE change (95% CI; runs lower; paired t p)", "Brier"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, st in result["arms"].items():
         def cell(k):
             d = st[k]
             return f"{num(d['mean'])} ({ci(d['ci_low'], d['ci_high'])})" if k == "auc" else num(d["mean"])
-        lines.append("| " + " | ".join([arm, str(st["auc"]["n"]), cell("auc"), cell("sensitivity"),
+        a = st["auc"]
+        both = f"{num(a['mean'])} ({ci(a.get('ci_seeds_cases_low'), a.get('ci_seeds_cases_high'))})"
+        lines.append("| " + " | ".join([arm, str(st["auc"]["n"]), both, cell("auc"), cell("sensitivity"),
                                          cell("specificity"), cell("ece"), cell("temp_scaled.ece"),
                                          _t_cell(st["ece_change_after_T"]), cell("brier")]) + " |")
     return lines
@@ -42,7 +44,7 @@ def _t_cell(eff: dict) -> str:
     from ..reports.render import ci, num
 
     c = eff["change"]
-    p = eff["wilcoxon_p"]
+    p = eff.get("p", eff.get("wilcoxon_p"))
     p_txt = "n/a" if p is None or p != p else f"{p:.2g}"
     return f"{num(c['mean'])} ({ci(c['ci_low'], c['ci_high'])}; {eff['n_lower']}/{eff['n']}; p {p_txt})"
 
@@ -86,6 +88,13 @@ def evaluate(
         typer.echo("label map: " + ", ".join(f"{k}={v}" for k, v in info["label_map"].items()))
     for line in _table(result):
         typer.echo(line)
+    if len(result["runs"]) == 1:  # one run: its own case CIs (the table's CIs are over seeds)
+        from ..stats.case_ci import summary_line
+
+        row = result["runs"][0]
+        typer.echo(f"{row['arm']}/seed {row['seed']}: {summary_line(row['metrics'])} (n={row['metrics'].get('n')})")
+    for w in (result.get("leak_warnings") or {}).values():
+        typer.echo(f"WARNING: {w}")
     if result["name"]:
         typer.echo(f"compare: medtl compare {' '.join(map(str, dirs))} --internal-vs-external {result['name']} "
                    f"--out OUT")

@@ -1,7 +1,6 @@
 """``medtl finetune``: parse, resolve the config, call :func:`medtl.train.finetune`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -40,10 +39,11 @@ def finetune(
     training_process(cfg.train.num_threads)
     metrics = run_finetune(cfg, out_dir, progress=not quiet, restart=restart,
                            allow_runtime_change=allow_device_change)
+    from ..stats.case_ci import summary_line
+
     t = metrics["test"]
-    summary = {k: t[k] for k in ("auc", "acc", "sensitivity", "specificity", "n") if k in t}
     tag = " [SYNTHETIC data]" if metrics["run"].get("synthetic") else ""
-    typer.echo(f"test{tag}: " + json.dumps(summary))
+    typer.echo(f"test{tag}: " + summary_line(t) + f" (n={t.get('n')})")
     typer.echo(f"run folder: {out_dir}")
     if mlflow is not None:
         mlflow_hook(out_dir, mlflow)

@@ -144,9 +144,10 @@ def shortcut(
     src = source_probe(run_dir, source_data, seed=seed, force=force) if source_data else None
     r = shortcut_probe(run_dir, n_images=n_images or None, band=band, seed=seed, force=force)
     typer.echo("  ".join(f"{v}: AUC={r['variants'][v]['auc']:.3f}" for v in VARIANTS))
-    ret = r["masked_retention"]
-    typer.echo(f"retention {'n/a' if ret is None else f'{ret:.2f}'}; flagged: {r['flagged']}; "
-               f"lung mask prior used for {r['mask_fallback']}/{r['n_images']} images")
+    ret, lo, hi = r["masked_retention"], r.get("retention_ci_low"), r.get("retention_ci_high")
+    ci = f" (95% CI {'-inf' if lo is None else f'{lo:.2f}'} to {'inf' if hi is None else f'{hi:.2f}'})"
+    typer.echo(f"retention {'n/a' if ret is None else f'{ret:.2f}' + ci}; {r.get('flag_state')}; "
+               f"flagged: {r['flagged']}; lung mask prior used for {r['mask_fallback']}/{r['n_images']} images")
     typer.echo(r["verdict"])
     _done(r, run_dir, "shortcut")
     if src is not None:
@@ -171,14 +172,19 @@ def shape_bias(
     from ..probes.shape_bias import shape_bias_probe
 
     r = shape_bias_probe(run_dir, n_pairs=n_pairs, sigma=sigma, seed=seed, force=force)
+    for cue in ("shape", "texture"):
+        c = r[f"{cue}_only"]
+        typer.echo(f"{cue} cue alone: balanced accuracy "
+                   + ("n/a" if c["balanced_acc"] is None else
+                      f"{c['balanced_acc']:.3f} (95% CI {c['ci_low']:.3f}-{c['ci_high']:.3f})"))
+    typer.echo(f"{r['n_qualified']} of {r['n_pairs']} cue-conflict pairs qualified (both single-cue images "
+               f"classified correctly), σ = {r['sigma_px']:.2f} px")
+    for d, v in r["directions"].items():
+        frac = v["shape_fraction"]
+        typer.echo(f"  {d}: shape fraction {'n/a' if frac is None else f'{frac:.3f}'} (n={v['n_decided']})")
     if r.get("shape_bias") is None:
-        typer.echo(f"no shape bias: {r.get('note')}")
+        typer.echo(f"no shape bias: {r.get('reason')}")
     else:
-        typer.echo(f"shape bias {r['shape_bias']:.3f} (95% CI {r['ci_low']:.3f}-{r['ci_high']:.3f}; "
-                   f"{r['n_decided']} cue-conflict decisions, σ = {r['sigma_px']:.2f} px)")
-        typer.echo(f"accuracy on the shape cue alone {r['shape_only_acc']:.3f}, on the texture cue alone "
-                   f"{r['texture_only_acc']:.3f}")
-        for d, v in r["directions"].items():
-            frac = v["shape_fraction"]
-            typer.echo(f"  {d}: shape fraction {'n/a' if frac is None else f'{frac:.3f}'} (n={v['n']})")
+        typer.echo(f"shape bias {r['shape_bias']:.3f} (95% CI {r['ci_low']:.3f}-{r['ci_high']:.3f}; mean of the "
+                   f"{len(r['directions'])} directions)")
     _done(r, run_dir, "shape_bias")

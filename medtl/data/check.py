@@ -1,9 +1,17 @@
 """`check_dataset`: an integrity check of every file, then counts, patients, sizes, duplicates,
 leaks and what training would refuse or warn about (:mod:`medtl.data.validate`).
 
-Every file is verified in worker processes (one per core): images are decoded in full (a PNG's
-chunk checksums too), uncompressed DICOM is verified by its header and pixel-data length, and
-compressed or float DICOM is decoded.  ``fast=True`` reads headers only (sizes, hashes).
+Every file is verified in worker processes (one per core) by training's own decode
+(:func:`medtl.data.images.verify_image`: DICOM header checks, rescale and VOI/window; images in
+full, a PNG's chunk checksums too; then the resize to ``data.image_size``), so every file that
+training or ``medtl data preview`` refuses is a bad file here.  ``fast=True`` reads headers only
+(sizes, hashes; a DICOM header is still checked as decoding would check it).
+
+The verdict agrees with training: the leaks training's leak policy counts
+(:func:`medtl.data.leaks.leak_counts` on the same patients and bytes) make ``ok`` False when
+``data.on_leak`` is ``error`` (the default), with the reason in ``refused`` and
+``refused_by_leak_policy``; a leak status training would record as ``unchecked`` (images that
+name no patient) or a dataset's known overlap is a warning.
 """
 from __future__ import annotations
 
@@ -101,9 +109,11 @@ def _reason(exc: DataError, path) -> str:
     return msg[len(f"{path}: "):] if msg.startswith(f"{path}: ") else msg
 
 
-def verify_file(path: str | Path) -> tuple[tuple[int, int] | None, str | None, str | None, list[str]]:
+def verify_file(path: str | Path, size: int | None = None,
+                mode: str = "squash") -> tuple[tuple[int, int] | None, str | None, str | None, list[str]]:
     """(H, W), sha256, error message or None, notes: the full integrity check of one file
-    (:func:`medtl.data.images.verify_image`).  Runs in a worker process."""
+    (:func:`medtl.data.images.verify_image`: training's decode, resized to ``size`` as training
+    resizes).  Runs in a worker process."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -113,7 +123,7 @@ def verify_file(path: str | Path) -> tuple[tuple[int, int] | None, str | None, s
     try:
         with warnings.catch_warnings():  # a worker's own state: decoders' warnings say nothing more
             warnings.simplefilter("ignore")
-            hw, notes = _images.verify_image(path, data)
+            hw, notes = _images.verify_image(path, data, size, mode)
     except DataError as exc:
         return None, digest, _reason(exc, path), []
     except MemoryError:
@@ -121,12 +131,12 @@ def verify_file(path: str | Path) -> tuple[tuple[int, int] | None, str | None, s
     return hw, digest, None, notes
 
 
-def _verify_chunk(paths: list[str]) -> list[tuple]:
-    return [verify_file(p) for p in paths]
+def _verify_chunk(paths: list[str], size: int | None = None, mode: str = "squash") -> list[tuple]:
+    return [verify_file(p, size, mode) for p in paths]
 
 
 def verify_files(paths: list[Path], fast: bool = False, workers: int | None = None,
-                 meanwhile=None) -> tuple[list[tuple], dict, object]:
+                 meanwhile=None, size: int | None = None, mode: str = "squash") -> tuple[list[tuple], dict, object]:
     """Per file (H, W), sha256, error, notes; how the check ran (mode, workers, seconds); and
     the result of ``meanwhile()``, called in this process while the workers verify.
 
@@ -143,10 +153,11 @@ def verify_files(paths: list[Path], fast: bool = False, workers: int | None = No
     workers = max(1, workers or os.cpu_count() or 1)
     pool, futures = None, []
     if workers > 1 and n >= PARALLEL_MIN:
-        size = max(1, min(64, n // (workers * 4)))
+        chunk = max(1, min(64, n // (workers * 4)))
         try:
             pool = ProcessPoolExecutor(workers)
-            futures = [pool.submit(_verify_chunk, [str(p) for p in paths[i:i + size]]) for i in range(0, n, size)]
+            futures = [pool.submit(_verify_chunk, [str(p) for p in paths[i:i + chunk]], size, mode)
+                       for i in range(0, n, chunk)]
         except (OSError, RuntimeError):  # no process pool here (a sandbox, no /dev/shm): this process
             pool = None
     extra = side()
@@ -159,7 +170,7 @@ def verify_files(paths: list[Path], fast: bool = False, workers: int | None = No
                 out = None
     used = workers if out is not None else 1
     if out is None:
-        out = [verify_file(p) for p in paths]
+        out = [verify_file(p, size, mode) for p in paths]
     how = {"mode": "full (every file verified)", "workers": used, "seconds": time.perf_counter() - t0}
     return out, how, extra
 
@@ -191,7 +202,7 @@ def _verdict(report: dict, bad: dict, found: list, file_warnings: list[str], how
 def _check_dicom(path: Path, cfg: DataConfig, fast: bool = False, workers: int | None = None) -> dict:
     files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in DICOM_EXTS)
     ids = [f.name for f in files]
-    results, how, _ = verify_files(files, fast, workers)
+    results, how, _ = verify_files(files, fast, workers, size=cfg.image_size, mode=cfg.resize)
     infos = []
     for f, r in zip(files[:20], results[:20]):
         if not r[2]:
@@ -208,7 +219,7 @@ def _check_dicom(path: Path, cfg: DataConfig, fast: bool = False, workers: int |
     return _verdict(report, _bad(ids, results), [], _file_warnings(ids, results), how)
 
 
-def _check_npz(cfg: DataConfig) -> dict:
+def _check_npz(cfg: DataConfig, known_overlap: str = "") -> dict:
     t0 = time.perf_counter()
     path = Path(cfg.path).expanduser()
     how = {"mode": "full (every array read)", "workers": 1}
@@ -226,7 +237,8 @@ def _check_npz(cfg: DataConfig) -> dict:
     hashes = np.concatenate([image_hashes(a) for a in imgs])
     given = np.array([s for s in present for _ in range(len(src["splits"][s][0]))], dtype=object)
     patients = np.array(ids, dtype=object)
-    split_of, notes = assign_splits(labels, patients, given, cfg.val_fraction, cfg.split_seed, cfg.path)
+    split_of, notes = assign_splits(labels, patients, given, cfg.val_fraction, cfg.split_seed, cfg.path,
+                                    hashes=hashes)  # as training splits it
     sizes = [tuple(a.shape[1:3]) for a in imgs for _ in range(len(a))]
     found = findings(src["classes"], src["multilabel"], "npz", cfg.path,
                      {s: labels[split_of == s] for s in SPLITS})
@@ -239,32 +251,106 @@ def _check_npz(cfg: DataConfig) -> dict:
               "duplicates": _dups(hashes, ids), "leaks": _leaks(split_of, patients, hashes, ids),
               "notes": ["patients unknown in .npz: each image counts as its own patient",
                         "duplicates are identical image arrays (sha256 of the pixels)"] + notes}
-    return _verdict(report, {"count": 0, "files": []}, found, warn, how | {"seconds": time.perf_counter() - t0})
+    report = _verdict(report, {"count": 0, "files": []}, found, warn, how | {"seconds": time.perf_counter() - t0})
+    return _leak_verdict(report, cfg, split_of, labels, patients, hashes, ids, known_overlap)
 
 
-def check_dataset(path: str, cfg: DataConfig | None = None, fast: bool = False, workers: int | None = None) -> dict:
+def _leak_verdict(report: dict, cfg: DataConfig, split_of, labels, patients, hashes, ids,
+                  known_overlap: str = "") -> dict:
+    """Training's leak policy (:func:`medtl.data.leaks.apply_leak_policy`, ``cfg.on_leak``) on the
+    patients and bytes training would see: a refusal goes to ``refused`` (``ok`` False,
+    ``refused_by_leak_policy``), ``unchecked`` and a known overlap to ``warnings``;
+    ``leak_policy`` records the policy, the status training would record and the counts."""
+    from .leaks import apply_leak_policy, leak_counts
+    from .types import DatasetBundle, Split
+
+    split_of = np.asarray(split_of, dtype=object)
+    hashes = np.asarray(hashes, dtype=object)
+    splits = {}
+    for s in SPLITS:
+        idx = np.flatnonzero(split_of == s)
+        splits[s] = Split(images=np.empty((len(idx), 0, 0), np.uint8), labels=np.asarray(labels)[idx],
+                          patients=np.asarray([str(p) for p in patients], dtype=object)[idx],
+                          ids=[ids[i] for i in idx], hashes=hashes[idx])
+    bundle = DatasetBundle(name=str(report.get("name")), format=str(report.get("format")), source=str(cfg.path),
+                           classes=list(report.get("classes") or []), multilabel=bool(report.get("multilabel")),
+                           synthetic=False, splits=splits)
+    rec = {"policy": cfg.on_leak, "counts": leak_counts(bundle), "refused": None}
+    try:
+        leaks = apply_leak_policy(bundle, cfg.on_leak, known_overlap).leaks
+    except DataError as exc:  # the line training stops with
+        report["refused"] = list(report.get("refused", [])) + [str(exc)]
+        report["refused_by_leak_policy"] = True
+        report["ok"] = False
+        rec.update(status="refused", refused=_describe_test_leaks(rec["counts"]))
+        leaks = apply_leak_policy(bundle, "warn", known_overlap).leaks  # what else is known
+    else:
+        rec["status"] = leaks["status"]
+    rec["n_without_patient"] = leaks["n_without_patient"]
+    warn = []
+    if any(leaks["n_without_patient"].values()):
+        per = ", ".join(f"{s} {n}" for s, n in leaks["n_without_patient"].items())
+        warn.append(f"UNCHECKED: {sum(leaks['n_without_patient'].values())} of {len(ids)} images name no patient "
+                    f"({per}), so patient overlap between test and train/val cannot be counted (training records "
+                    f"leak status 'unchecked')")
+    if known_overlap:
+        rec["known_overlap"] = known_overlap
+        warn.append(f"KNOWN OVERLAP: {known_overlap}")
+    if rec["status"] in ("leaky", "dropped"):
+        warn.append(f"data.on_leak: {cfg.on_leak}: the test split shares {_describe_test_leaks(rec['counts'])}; "
+                    f"training would record leak status '{rec['status']}'")
+    report["warnings"] = list(report.get("warnings", [])) + warn
+    report["leak_policy"] = rec
+    return report
+
+
+def _describe_test_leaks(counts: dict) -> str:
+    p, i = counts["patients"], counts["images"]
+    return (f"{p['train-test'] + p['val-test']} patients (train-test {p['train-test']}, val-test {p['val-test']}) "
+            f"and {i['train-test'] + i['val-test']} byte-identical images (train-test {i['train-test']}, val-test "
+            f"{i['val-test']}) with train/val")
+
+
+def _training_splits(split_of, labels, patients, given, hashes, cfg: DataConfig, what: str, notes: list[str]):
+    """The splits training makes: with ``hashes``, patients sharing an image's bytes stay together
+    (:func:`medtl.data.plan.split_groups`); recomputed only where that changes the units."""
+    from .plan import split_groups
+
+    plain = np.asarray([str(p) for p in patients], dtype=object)
+    if not np.array_equal(split_groups(plain, hashes), plain):
+        return assign_splits(labels, patients, given, cfg.val_fraction, cfg.split_seed, what, hashes=hashes)
+    return split_of, notes
+
+
+def check_dataset(path: str, cfg: DataConfig | None = None, fast: bool = False, workers: int | None = None,
+                  known_overlap: str = "") -> dict:
     """A JSON-serialisable report on a dataset; never includes DICOM patient fields.
 
     Every file is verified (``fast``: headers only).  ``report["ok"]`` is False when a file is
-    bad (``bad_files``: each with its reason) or training would refuse the data (``refused``);
-    ``warnings`` name legal but odd content."""
+    bad (``bad_files``: each with its reason) or training would refuse the data (``refused``;
+    the leak policy too: ``refused_by_leak_policy``); ``warnings`` name legal but odd content,
+    an ``unchecked`` leak status and ``known_overlap`` (a dataset name's, or the one given)."""
     from .registry import resolve_data_config
 
     cfg = DataConfig(path=str(path)) if cfg is None else cfg.model_copy(update={"path": str(path)})
-    cfg, _ = resolve_data_config(cfg)  # a dataset name (medmnist:pneumoniamnist) -> its local copy
+    cfg, resolved = resolve_data_config(cfg)  # a dataset name (medmnist:pneumoniamnist) -> its local copy
+    known_overlap = known_overlap or (resolved.known_overlap if resolved is not None else "")
     fmt = resolve_format(cfg)
     if fmt == "dicom":
         return _check_dicom(Path(cfg.path).expanduser(), cfg, fast, workers)
     if fmt == "synthetic":
         return _check_synthetic(cfg)
     if fmt == "npz":
-        return _check_npz(cfg)
+        return _check_npz(cfg, known_overlap)
     plan = make_plan(cfg, fmt)
     results, how, (split_of, split_notes) = verify_files(  # the splits are made while the workers verify
         plan.paths, fast, workers, meanwhile=lambda: assign_splits(plan.labels, plan.patients, plan.given_splits,
-                                                                   cfg.val_fraction, cfg.split_seed, plan.source))
+                                                                   cfg.val_fraction, cfg.split_seed, plan.source),
+        size=cfg.image_size, mode=cfg.resize)
     sizes = [r[0] for r in results if r[0] is not None]
     hashes = np.array([r[1] or f"unreadable:{i}" for i, r in zip(plan.ids, results)], dtype=object)
+    split_of, split_notes = _training_splits(split_of, plan.labels, plan.patients, plan.given_splits, hashes, cfg,
+                                             plan.source, split_notes)
     found = findings(plan.classes, plan.multilabel, fmt, plan.source,
                      {s: plan.labels[split_of == s] for s in SPLITS})
     report = {"format": fmt, "name": plan.name, "path": cfg.path, "synthetic": False,
@@ -275,7 +361,8 @@ def check_dataset(path: str, cfg: DataConfig | None = None, fast: bool = False, 
               "notes": list(plan.notes) + split_notes
               + ["duplicates: sha256 of file bytes; size from "
                  + ("image headers (pixels not decoded)" if fast else "the verified files")]}
-    return _verdict(report, _bad(plan.ids, results), found, _file_warnings(plan.ids, results), how)
+    report = _verdict(report, _bad(plan.ids, results), found, _file_warnings(plan.ids, results), how)
+    return _leak_verdict(report, cfg, split_of, plan.labels, plan.patients, hashes, plan.ids, known_overlap)
 
 
 def _check_synthetic(cfg: DataConfig) -> dict:

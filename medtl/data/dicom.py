@@ -162,8 +162,10 @@ def _check_header_fields(ds, path) -> None:
         raise DataError(f"{path}: DICOM BitsAllocated {alloc}: must be 1, 8, 16, 32 or 64")
     if "PixelData" in ds and (stored is None or not 1 <= stored <= alloc):
         raise DataError(f"{path}: DICOM BitsStored {stored} with BitsAllocated {alloc}: must be 1..BitsAllocated")
-    if _int_field(ds, "SamplesPerPixel", path, 1) not in (1, 3):
+    spp = _int_field(ds, "SamplesPerPixel", path, 1)
+    if spp not in (1, 3):
         raise DataError(f"{path}: DICOM SamplesPerPixel {ds.get('SamplesPerPixel')}: must be 1 or 3")
+    _check_photometric(ds, path, spp)
     if _int_field(ds, "PixelRepresentation", path, 0) not in (0, 1):
         raise DataError(f"{path}: DICOM PixelRepresentation {ds.get('PixelRepresentation')}: must be 0 or 1")
     frames = _int_field(ds, "NumberOfFrames", path, 1)
@@ -171,6 +173,39 @@ def _check_header_fields(ds, path) -> None:
         raise DataError(f"{path}: DICOM NumberOfFrames {frames}: must be at least 1")
     _check_rescale(ds, path)
     _check_window(ds, path)
+
+
+#: samples per pixel each photometric interpretation medtl reads needs (DICOM PS3.3 C.7.6.3.1.2)
+PHOTOMETRIC_SAMPLES = {"MONOCHROME1": 1, "MONOCHROME2": 1, "RGB": 3, "YBR_FULL": 3, "YBR_FULL_422": 3,
+                       "YBR_PARTIAL_422": 3, "YBR_PARTIAL_420": 3, "YBR_ICT": 3, "YBR_RCT": 3}
+
+
+def _check_photometric(ds, path, spp: int) -> None:
+    """PhotometricInterpretation must be one medtl reads and agree with SamplesPerPixel (absent:
+    MONOCHROME2 is assumed).  A header that contradicts itself is refused, not guessed at."""
+    raw = ds.get("PhotometricInterpretation")
+    if raw is None or not str(raw).strip():
+        return
+    ph = str(raw).strip().upper()
+    if ph == "PALETTE COLOR":
+        raise DataError(f"{path}: DICOM PhotometricInterpretation PALETTE COLOR: its pixel values index a colour "
+                        f"table, not intensities, and medtl reads grayscale, RGB and YBR images only; convert the "
+                        f"file or leave it out")
+    want = PHOTOMETRIC_SAMPLES.get(ph)
+    if want is None:
+        raise DataError(f"{path}: DICOM PhotometricInterpretation {_scrub(ph, ds)[:32]!r}: not one medtl reads "
+                        f"(MONOCHROME1, MONOCHROME2, RGB, YBR_*); fix the header or leave the file out")
+    if want != spp:
+        raise DataError(f"{path}: DICOM PhotometricInterpretation {ph} needs SamplesPerPixel {want} but the header "
+                        f"says {spp}: the header contradicts itself; fix it or leave the file out")
+
+
+def header_hw(path) -> tuple[int, int]:
+    """(H, W) from the header alone, after the header checks decoding would make (size, samples
+    and photometric interpretation, rescale, window): the fast pass of ``medtl data check``."""
+    ds = _open(path, header_only=True)
+    check_header(ds, path)
+    return int(ds.Rows), int(ds.Columns)
 
 
 def check_native_length(ds, path) -> None:

@@ -144,10 +144,10 @@ def load_image_resized(path, size: int, mode: str = "squash", data: bytes | None
 
 
 def header_size(path) -> tuple[int, int]:
-    """(H, W) of a source image without decoding its pixels."""
+    """(H, W) of a source image without decoding its pixels (DICOM: after the header checks
+    that decoding makes, :func:`medtl.data.dicom.header_hw`)."""
     if _is_dicom(path):
-        info = _dicom.dicom_info(path)
-        return int(info.get("Rows", 0)), int(info.get("Columns", 0))
+        return _dicom.header_hw(path)
     try:
         with Image.open(path) as img:
             w, h = img.size
@@ -156,17 +156,25 @@ def header_size(path) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def verify_image(path, data: bytes) -> tuple[tuple[int, int], list[str]]:
+def verify_image(path, data: bytes, size: int | None = None, mode: str = "squash") -> tuple[tuple[int, int], list[str]]:
     """((H, W), notes) of a file whose pixels decode; a one-line DataError otherwise.
 
-    DICOM: :func:`medtl.data.dicom.verify_dicom` (uncompressed pixel data checked by length).
-    Other images are decoded in full (a PNG's chunk checksums too: corrupt pixel data that
-    still inflates is caught there).  Notes name legal but odd content."""
+    The decode is training's (:func:`load_image_resized`): DICOM through
+    :func:`medtl.data.dicom.read_dicom` (header checks, rescale, VOI LUT or window), other images
+    through Pillow, in full (no JPEG draft; a PNG's chunk checksums too), then, with ``size``,
+    resized as training resizes: whatever training or ``medtl data preview`` refuses is refused
+    here.  Notes name legal but odd content."""
     if not data:
         raise DataError(f"{path}: empty file (0 bytes)")
     if _is_dicom(path, data):
-        return _dicom.verify_dicom(path, data), []
+        arr = _dicom.read_dicom(path, data)
+        if size is not None:
+            resize_array(arr, size, mode)
+        return (int(arr.shape[0]), int(arr.shape[1])), (["blank image (a single gray value)"]
+                                                        if arr.size and arr.min() == arr.max() else [])
     img = _open_pil(path, data)  # a PNG's checksums verified there
+    if size is not None:
+        resize_image(img, size, mode)
     arr = np.asarray(img)
     notes = ["blank image (a single gray value)"] if arr.size and arr.min() == arr.max() else []
     return (int(img.height), int(img.width)), notes

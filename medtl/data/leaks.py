@@ -14,6 +14,20 @@ Counts are per split pair (train-val, train-test, val-test), for patients (where
 names them: folders via ``data.patient_regex``, CSV patient columns; npz files name none) and
 for byte-identical images.  Only leaks that involve the test split trigger the policy; a
 train-val overlap is counted and noted (it flatters model selection, not the test).
+
+The recorded ``status`` never claims more than was counted, in this order:
+
+* ``leaky``: test leaks were found and kept (``warn``);
+* ``unchecked``: some or all images carry no patient id (medtl's one-per-image stand-ins,
+  ``npz:...`` / ``img:...``), so patient overlap could not be counted; ``n_without_patient``
+  gives how many per split (byte-identical images are still counted, and found leaks still go
+  through the policy: ``dropped`` counts stay in the record);
+* ``dropped``: test leaks were found and removed from train and val (``drop_train``);
+* ``clean``: every image of train, val and test names its patient and no test leak was found.
+
+``known_overlap`` (the registry's provenance note of a named dataset, e.g. PneumoniaMNIST's test
+split taken from Kermany's, which shares patients with Kermany's train split) is recorded as is,
+with a ``WARNING:`` data note: it is known, not counted.
 """
 from __future__ import annotations
 
@@ -27,11 +41,26 @@ from .types import SPLITS, DatasetBundle, Split
 POLICIES = ("error", "drop_train", "warn")
 
 
+STANDIN_PREFIXES = ("img:", "npz:")
+
+
 def _known(patients: np.ndarray) -> np.ndarray:
     """Patient ids that name a patient (not medtl's one-per-image stand-ins)."""
     p = np.asarray([str(x) for x in patients], dtype=object)
-    keep = np.array([not (x.startswith("img:") or x.startswith("npz:")) for x in p], dtype=bool)
+    keep = np.array([not x.startswith(STANDIN_PREFIXES) for x in p], dtype=bool)
     return p[keep]
+
+
+def without_patient(bundle: DatasetBundle) -> dict[str, int]:
+    """Per split, how many images carry no patient id (a stand-in: ``npz:...``, ``img:...``)."""
+    return {s: int(len(bundle.splits[s].patients) - len(_known(bundle.splits[s].patients))) for s in SPLITS}
+
+
+def _unchecked_note(missing: dict[str, int], bundle: DatasetBundle) -> str:
+    total = sum(len(bundle.splits[s]) for s in SPLITS)
+    per = ", ".join(f"{s} {missing[s]}" for s in SPLITS)
+    return (f"WARNING: UNCHECKED leak status: {sum(missing.values())} of {total} images name no patient ({per}), so "
+            f"patient overlap between test and train/val could not be counted (byte-identical images were)")
 
 
 def _pair_counts(sets: dict[str, set]) -> dict[str, int]:
@@ -71,10 +100,27 @@ def _describe(counts: dict) -> str:
             f"{i['train-test']}, val-test {i['val-test']})")
 
 
-def apply_leak_policy(bundle: DatasetBundle, policy: str) -> DatasetBundle:
+def apply_leak_policy(bundle: DatasetBundle, policy: str, known_overlap: str = "") -> DatasetBundle:
     """Count leaks and apply ``policy`` (see the module docstring); the returned bundle's
-    ``leaks`` records the counts, the policy, what was dropped and the resulting ``status``
-    (``clean``, ``dropped`` or ``leaky``)."""
+    ``leaks`` records the counts, the policy, what was dropped, ``n_without_patient`` (per split),
+    ``known_overlap`` (when given) and the resulting ``status`` (``leaky``, ``unchecked``,
+    ``dropped`` or ``clean``)."""
+    bundle = _apply_policy(bundle, policy)
+    record, notes = dict(bundle.leaks), list(bundle.notes)
+    missing = without_patient(bundle)
+    record["n_without_patient"] = missing
+    if any(missing.values()):
+        notes.append(_unchecked_note(missing, bundle))
+        if record["status"] != "leaky":
+            record["status"] = "unchecked"
+    if known_overlap:
+        record["known_overlap"] = known_overlap
+        notes.append(f"WARNING: KNOWN OVERLAP: {known_overlap}")
+    return replace(bundle, leaks=record, notes=notes)
+
+
+def _apply_policy(bundle: DatasetBundle, policy: str) -> DatasetBundle:
+    """The counts and the policy on the leaks found; status ``clean``, ``dropped`` or ``leaky``."""
     if policy not in POLICIES:
         raise DataError(f"data.on_leak must be one of {', '.join(POLICIES)} (got {policy!r})")
     counts = leak_counts(bundle)

@@ -296,8 +296,12 @@ def load_dataset(cfg: DataConfig, cache_dir: Path | None = None, on_leak: str | 
     Leaks between the test split and train/val (shared patients, byte-identical images) are
     handled by ``cfg.on_leak`` (or ``on_leak``, which overrides it: evaluating a finished run
     passes 'warn'); :func:`medtl.data.leaks.apply_leak_policy` records the counts in ``bundle.leaks``.
+
+    ``cfg.plant`` (a marker for validating the shortcut probe, :mod:`medtl.data.plant`) is burned
+    in last, into fresh arrays, and noted as ``PLANTED CUE:`` in the bundle's notes.
     """
     from .leaks import apply_leak_policy
+    from .plant import plant_cue
     from .registry import resolve_data_config
     from .upscale import apply_sr
     from .validate import validate_bundle
@@ -315,6 +319,8 @@ def load_dataset(cfg: DataConfig, cache_dir: Path | None = None, on_leak: str | 
     if resolved is not None:
         bundle.source = resolved.name
         bundle.notes = list(resolved.notes) + list(bundle.notes)
-    bundle = apply_leak_policy(bundle, on_leak or cfg.on_leak)
+    bundle = apply_leak_policy(bundle, on_leak or cfg.on_leak, resolved.known_overlap if resolved else "")
     bundle = validate_bundle(bundle)  # refuses what cannot be meant; warns about odd data
-    return apply_sr(bundle, cfg, cache_dir)  # data.sr: upscaled after decoding, cached
+    bundle = apply_sr(bundle, cfg, cache_dir)  # data.sr: upscaled after decoding, cached
+    # data.plant: a marker burned into the listed splits, after every cache (which stays clean)
+    return plant_cue(bundle, cfg.plant, cfg.split_seed)

@@ -73,6 +73,13 @@ _KERMANY_DATA = ("Kermany, Zhang, Goldbaum. Labeled Optical Coherence Tomography
                  "for Classification. Mendeley Data, V2 (2018), doi:10.17632/rscbjbr9sj.2")
 _KERMANY_PAPER = ("Kermany et al. Identifying Medical Diagnoses and Treatable Diseases by Image-Based Deep "
                   "Learning. Cell 172(5):1122-1131 (2018), doi:10.1016/j.cell.2018.02.010")
+#: provenance of PneumoniaMNIST's splits (README "Leaks"; Kermany's published split: medtl counts 170
+#: patients shared between its train and test)
+_PNEUMONIAMNIST_OVERLAP = (
+    "PneumoniaMNIST is derived from Kermany et al.'s chest X-rays (doi:10.17632/rscbjbr9sj.2) and its test "
+    "split is Kermany's test split, which shares about 170 patients with Kermany's train split, so its test "
+    "split very likely shares patients with its train split; this cannot be counted because the .npz names "
+    "no patients")
 _MEDMNIST_INFO = "MedMNIST's own package, medmnist/info.py INFO['pneumoniamnist'] (v3.0.2; the 28 px MD5 also in v2.1.0)"
 
 
@@ -94,6 +101,10 @@ class DatasetSource:
     notes: str = ""
     #: class folders the extracted target must hold (archive 'zip' / layout 'folder')
     classes: tuple[str, ...] = field(default_factory=tuple)
+    #: known provenance that medtl cannot count from the data: one sentence naming the source
+    #: (e.g. test patients very likely shared with train); recorded as ``known_overlap`` in the
+    #: leak record of every run on this dataset, with a ``WARNING:`` data note
+    known_overlap: str = ""
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name) or self.name.startswith("builtin:"):
@@ -166,7 +177,8 @@ def _builtin() -> None:
             licence="CC BY 4.0", citation=f"{_MEDMNIST_CITE}; source images: {_KERMANY_PAPER}",
             homepage="https://medmnist.com/ (data: doi:10.5281/zenodo.10519652)",
             notes=(f"train 4708 / val 524 / test 624, labels 0 normal, 1 pneumonia; {px} px images "
-                   "center-cropped and resized from Kermany et al.'s chest X-rays")))
+                   "center-cropped and resized from Kermany et al.'s chest X-rays"),
+            known_overlap=_PNEUMONIAMNIST_OVERLAP))
     register_dataset(DatasetSource(
         name="kermany:chest_xray",
         title="Kermany et al. pediatric chest X-rays (ChestXRay2017), NORMAL vs PNEUMONIA",
@@ -338,6 +350,7 @@ class ResolvedDataset:
     path: Path
     status: str              # official | pinned | unofficial | override
     notes: list[str]
+    known_overlap: str = ""  # the registry's known provenance note (DatasetSource.known_overlap)
 
 
 def _override_notes(source: DatasetSource, var: str, path: Path) -> list[str]:
@@ -369,7 +382,7 @@ def resolve_data_path(path: str | os.PathLike) -> ResolvedDataset | None:
         if not p.exists():
             raise DataError(f"${var}={override}: no such file or directory (it points {source.name} at a "
                             "local copy)")
-        return ResolvedDataset(source.name, p, "override", _override_notes(source, var, p))
+        return ResolvedDataset(source.name, p, "override", _override_notes(source, var, p), source.known_overlap)
     target = cached_target(source)
     if target is None:
         raise DataError(f"{source.name}: dataset not fetched (not in {entry_dir(source)}); run: "
@@ -387,7 +400,7 @@ def resolve_data_path(path: str | os.PathLike) -> ResolvedDataset | None:
     if rec["status"] == UNOFFICIAL:
         notes.append(f"UNOFFICIAL data: results on this copy of {source.name} are not comparable with results "
                      "on the official release")
-    return ResolvedDataset(source.name, target, rec["status"], notes)
+    return ResolvedDataset(source.name, target, rec["status"], notes, source.known_overlap)
 
 
 def resolve_data_config(cfg):

@@ -176,7 +176,7 @@ def auc_se(task: str, y: np.ndarray, prob: np.ndarray) -> float | None:
 def compute_adversarial(run: ProbeRun, *, eps=DEFAULT_EPS, attacks=ATTACKS, steps: int = 10,
                         random_start: bool = True, l2_scale: float = 1.0, n_images: int | None = None,
                         seed: int = 0, batch_size: int = 128, source: ProbeRun | None = None,
-                        plots: bool = True) -> dict:
+                        plots: bool = True, record: int = 2) -> dict:
     check_positive("steps", steps, 1)
     eps = sorted(float(e) for e in eps)
     if any(e < 0 or e > 1 for e in eps):
@@ -200,7 +200,8 @@ def compute_adversarial(run: ProbeRun, *, eps=DEFAULT_EPS, attacks=ATTACKS, step
     clean_correct = (np.argmax(clean_prob, 1) if run.task != "binary"
                      else (clean_prob[:, 1] >= run.threshold).astype(int)) == y_np
     prefix = "" if source is None else "transfer_"
-    out: dict = {"n_images": int(len(idx)), "mode": "white-box" if source is None else "black-box transfer",
+    out: dict = {"n_images": int(len(idx)), "n_test": int(len(run.labels)), "index": idx.tolist(),
+                 "y": y_np.tolist(), "mode": "white-box" if source is None else "black-box transfer",
                  "source": None if source is None else str(source.path), "attacks": {}}
     n_grad = 0
     for a in attacks:
@@ -217,7 +218,9 @@ def compute_adversarial(run: ProbeRun, *, eps=DEFAULT_EPS, attacks=ATTACKS, step
             linf = float((xa - x).abs().amax()) if len(x) else 0.0
             l2 = float((xa - x).flatten(1).norm(dim=1).max()) if len(x) else 0.0
             rows.append({"eps": e, "eps_255": e * 255, "auc": s["auc"], "acc": s["acc"], "success_rate": success,
-                         "max_linf": linf, "max_l2": l2, "auc_se": auc_se(run.task, y_np, prob)})
+                         "max_linf": linf, "max_l2": l2, "auc_se": auc_se(run.task, y_np, prob),
+                         # per-image P(positive): the attacked AUC's case variance in the report (binary)
+                         "p": np.round(prob[:, 1], 7).tolist() if run.task == "binary" else None})
         out["attacks"][prefix + a] = rows
     out["clean"] = scores(run, y_np, clean_prob)
     out["seconds"] = time.time() - t0
@@ -250,6 +253,7 @@ def adversarial_probe(run_dir: str | Path, *, source: str | Path | None = None, 
     p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
     p["eps"] = sorted(float(e) for e in p["eps"])
     p["attacks"] = list(p["attacks"])
+    p["record"] = 2  # per-image probabilities kept (a new record layout recomputes older caches)
     if source is None:
         return cached_probe(run_dir, "adversarial", p, lambda run: compute_adversarial(run, plots=plots, **p),
                             force=force)

@@ -1,32 +1,49 @@
-"""Shape vs texture bias of a fine-tuned X-ray model (Geirhos et al., ICLR 2019), on cue-conflict X-rays.
+"""Shape vs texture preference of a fine-tuned X-ray model on cue-conflict X-rays (after Geirhos
+et al., ICLR 2019), reported only where both cues are usable.
 
 Construction (a frequency split, as in hybrid images, Oliva et al. 2006).  A cue-conflict image
-takes its global shape and structure from one test image ``A`` and its local texture from a test
-image ``B`` of another class::
+takes its coarse layout from a test image ``A`` (the shape source) and its fine detail from a test
+image ``B`` of another class (the texture source)::
 
-    conflict = lowpass(A) + (B - lowpass(B)),   clamped to [0, 1]
+    conflict     = lowpass(A) + (B - lowpass(B)),          clamped to [0, 1]
+    shape-only   = lowpass(A)
+    texture-only = B - lowpass(B) + mean(B),               clamped to [0, 1]
 
 ``lowpass`` is a Gaussian blur (reflect padding) of σ = ``sigma`` x the image side (default 0.04:
-1.1 px at 28 px, 9 px at 224 px): it keeps outlines, opacities and the anatomy's layout and
-removes fine detail; the high-pass residual of ``B`` carries B's fine texture (grain, trabecular
-and interstitial pattern, noise).  No network or downloaded weights are needed.  The stylized
-training augmentation (``data.augment.stylize``) uses a different construction (Fourier
-amplitude swap), so this probe does not merely test the training transform.
+1.1 px at 28 px, 9 px at 224 px).  No network or downloaded weights are needed.  The stylized
+training augmentation (``data.augment.stylize``) comes from another transform family (pixels
+permuted within small windows and a histogram match to another image: neither a linear filter nor
+a spectral manipulation), so this probe does not merely test the training transform.  Decisions use the run's
+operating threshold (binary) or argmax, in fp32 (as every probe).
 
-Shape bias (Geirhos's definition): among cue-conflict images whose two source images the model
-classifies correctly, the fraction of decisions that follow the shape source's class among the
-decisions that follow either source's class.  Pairs are balanced over ordered class pairs (for
-binary runs: half shape-normal/texture-pneumonia, half the reverse), so a model that always says
-one class scores 0.5 rather than 0 or 1; the per-direction fractions are reported too.
-Decisions use the run's operating threshold (binary) or argmax, in fp32 (as every probe).
+What is computed, in order:
 
-Also reported, as a check that both cues are usable at this σ: accuracy on the shape cue alone
-(lowpass(A)) and on the texture cue alone (B - lowpass(B) + mean(B)).  The per-run CI is a Wilson
-interval over the pairs (source images can recur across pairs, so it is optimistic); the robustness
-report gives the CI over seeds.
+1. **Each cue alone**, on every test image: the decisions on its shape-only and on its
+   texture-only image.  ``shape_only`` / ``texture_only`` give the balanced accuracy (the mean
+   over classes of the per-class accuracy) with a 95% CI: each class's Wilson interval, combined
+   for the mean of the classes by MOVER (Zou & Donner 2008).
+2. **Pairs**: ``n_pairs`` (shape source, texture source) pairs of test images of different
+   classes, drawn with replacement (seeded), balanced over the ordered class pairs ("directions";
+   binary: half shape=class 0/texture=class 1, half the reverse).  A pair *qualifies* when the
+   model classifies its two single-cue images correctly: shape-only(A) as A's class and
+   texture-only(B) as B's class (Geirhos conditioned on correctly classified sources; here the
+   sources are the cues themselves, so a decision that follows a cue is known to be that cue's).
+3. **Per direction**, over its qualifying pairs: ``shape_fraction`` = decisions that follow the
+   shape source's class / decisions that follow either source's class (binary: every decision
+   follows one of them), with its Wilson interval.
+4. **Shape bias** = the mean of the per-direction fractions (balanced: a model that always answers
+   one class scores 0.5), 95% CI by MOVER from the per-direction Wilson intervals.  Sources recur
+   across pairs, so the interval is somewhat optimistic (``n_unique_*_sources`` says how many).
+
+**Interpretable** only when both cues alone are recognised clearly above chance (the lower CI bound
+of each balanced accuracy above 1/K for K classes), at least ``min_pairs`` pairs qualify, and every
+direction has at least ``ceil(min_pairs / directions)``.  Otherwise ``interpretable`` is false,
+``shape_bias`` (and its CI) is null and ``reason`` says why: a cue the model cannot use alone makes
+every cue-conflict decision follow the other one, and the "bias" is then that cue's accuracy.
 """
 from __future__ import annotations
 
+import math
 import time
 from itertools import permutations
 from pathlib import Path
@@ -35,11 +52,15 @@ import numpy as np
 import torch
 
 from ..figures import new_figure, write_png
-from ..models.inference import predict_proba
 from .corruptions import blur
 from .runs import ProbeRun, cached_probe, check_positive, decide
 
-DEFAULTS = {"n_pairs": 500, "sigma": 0.04, "seed": 0, "batch_size": 512}
+DEFAULTS = {"n_pairs": 500, "sigma": 0.04, "seed": 0, "batch_size": 512, "min_pairs": 30}
+#: the result layout; part of the cache key, so results of an older layout are recomputed
+LAYOUT = 2
+CUE_CI_METHOD = "per-class Wilson 95% intervals combined for the mean over classes (MOVER, Zou & Donner 2008)"
+SCORE_CI_METHOD = ("per-direction Wilson 95% intervals combined for the mean over directions (MOVER); "
+                   "source images recur across pairs, so it is somewhat optimistic")
 
 
 def lowpass(x: torch.Tensor, sigma_frac: float) -> torch.Tensor:
@@ -57,86 +78,175 @@ def texture_only(x: torch.Tensor, sigma_frac: float) -> torch.Tensor:
     return (x - lowpass(x, sigma_frac) + x.mean(dim=(1, 2, 3), keepdim=True)).clamp(0.0, 1.0)
 
 
-def _pairs(correct_by_class: dict[int, np.ndarray], n_pairs: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, 2) rows (shape source index, texture source index), balanced over ordered class pairs."""
-    classes = [c for c, idx in correct_by_class.items() if len(idx)]
-    combos = list(permutations(classes, 2))
-    if not combos:
-        return np.zeros((0, 2), dtype=np.int64)
-    rows = []
-    for k in range(n_pairs):
-        a, b = combos[k % len(combos)]
-        rows.append((rng.choice(correct_by_class[a]), rng.choice(correct_by_class[b])))
-    return np.asarray(rows, dtype=np.int64)
+# ------------------------------------------------------------------------------------ statistics
 
-
-def _wilson(k: int, n: int) -> tuple[float | None, float | None]:
+def wilson(k: int, n: int) -> tuple[float | None, float | None]:
+    """Wilson 95% interval of k/n; (None, None) when n = 0."""
     from ..stats.subgroups import wilson_ci
 
     return wilson_ci(k, n) if n else (None, None)
 
 
-def compute_shape_bias(run: ProbeRun, *, n_pairs: int = 500, sigma: float = 0.04, seed: int = 0,
-                       batch_size: int = 512, plots: bool = True) -> dict:
+def mover_mean(points, lows, highs) -> tuple[float, float]:
+    """95% CI of the mean of independent proportions from their own intervals (MOVER)."""
+    p, lo, hi = (np.asarray(v, float) for v in (points, lows, highs))
+    w = 1.0 / len(p)
+    m = float(p.mean())
+    return (max(0.0, m - math.sqrt(float(np.sum((w * (p - lo)) ** 2)))),
+            min(1.0, m + math.sqrt(float(np.sum((w * (hi - p)) ** 2)))))
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
+    """Balanced accuracy of ``pred`` (mean over the classes present of the per-class accuracy)
+    with its 95% CI (:data:`CUE_CI_METHOD`) and the per-class counts."""
+    per, pts, los, his = {}, [], [], []
+    for c, name in enumerate(classes):
+        m = y == c
+        n, k = int(m.sum()), int((pred[m] == c).sum())
+        per[name] = {"n": n, "correct": k, "acc": k / n if n else None}
+        if n:
+            lo, hi = wilson(k, n)
+            pts.append(k / n)
+            los.append(lo)
+            his.append(hi)
+    if not pts:
+        return {"balanced_acc": None, "ci_low": None, "ci_high": None, "per_class": per}
+    lo, hi = mover_mean(pts, los, his)
+    return {"balanced_acc": float(np.mean(pts)), "ci_low": lo, "ci_high": hi, "per_class": per}
+
+
+def draw_pairs(y: np.ndarray, n_classes: int, n_pairs: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2) rows (shape source, texture source): test images of different classes, drawn with
+    replacement, balanced over the ordered class pairs of the classes present."""
+    by_class = {c: np.flatnonzero(y == c) for c in range(n_classes)}
+    combos = list(permutations([c for c, idx in by_class.items() if len(idx)], 2))
+    if not combos:
+        return np.zeros((0, 2), dtype=np.int64)
+    rows = [(rng.choice(by_class[combos[k % len(combos)][0]]), rng.choice(by_class[combos[k % len(combos)][1]]))
+            for k in range(n_pairs)]
+    return np.asarray(rows, dtype=np.int64)
+
+
+def direction_scores(ya: np.ndarray, yb: np.ndarray, dec: np.ndarray, qualified: np.ndarray,
+                     classes: list[str]) -> dict:
+    """Per ordered (shape class, texture class): pairs drawn, pairs qualified, and over the
+    qualified ones the decisions that follow the shape / texture source, the shape fraction and
+    its Wilson interval."""
+    out = {}
+    for ca, cb in sorted(dict.fromkeys(zip(ya.tolist(), yb.tolist()))):
+        m = (ya == ca) & (yb == cb)
+        q = m & qualified
+        n_shape, n_texture = int((dec[q] == ca).sum()), int((dec[q] == cb).sum())
+        d = n_shape + n_texture
+        lo, hi = wilson(n_shape, d)
+        out[f"shape={classes[ca]},texture={classes[cb]}"] = {
+            "shape_class": classes[ca], "texture_class": classes[cb], "n_drawn": int(m.sum()),
+            "n_qualified": int(q.sum()), "n_shape": n_shape, "n_texture": n_texture, "n_decided": d,
+            "shape_fraction": n_shape / d if d else None, "ci_low": lo, "ci_high": hi}
+    return out
+
+
+def balanced_score(directions: dict) -> dict:
+    """Shape bias = the mean over directions of the shape fraction, with its MOVER 95% CI; all
+    None when a direction has no decision."""
+    ds = list(directions.values())
+    if not ds or any(d["shape_fraction"] is None for d in ds):
+        return {"shape_bias": None, "ci_low": None, "ci_high": None}
+    pts = [d["shape_fraction"] for d in ds]
+    lo, hi = mover_mean(pts, [d["ci_low"] for d in ds], [d["ci_high"] for d in ds])
+    return {"shape_bias": float(np.mean(pts)), "ci_low": lo, "ci_high": hi}
+
+
+def _cue_reason(name: str, r: dict, chance: float) -> str | None:
+    if r["ci_low"] is not None and r["ci_low"] > chance:
+        return None
+    if r["balanced_acc"] is None:
+        return f"the {name} cue alone could not be scored (no test images)"
+    return (f"the {name} cue alone is recognised at balanced accuracy {r['balanced_acc']:.2f} "
+            f"(95% CI {r['ci_low']:.2f}–{r['ci_high']:.2f}), not clearly above chance ({chance:.2f})")
+
+
+def gate(shape_only: dict, texture_only: dict, chance: float, directions: dict, min_pairs: int) -> list[str]:
+    """Why the shape bias is not interpretable (empty when it is): a cue not recognised alone
+    clearly above chance, too few qualifying pairs in all or in a direction."""
+    reasons = [r for r in (_cue_reason("shape", shape_only, chance), _cue_reason("texture", texture_only, chance))
+               if r]
+    if not directions:
+        return reasons + ["fewer than two classes have test images"]
+    n_q = sum(d["n_qualified"] for d in directions.values())
+    if n_q < min_pairs:
+        reasons.append(f"only {n_q} cue-conflict pairs qualified (both single-cue images classified correctly; "
+                       f"at least {min_pairs} needed)")
+    per = max(1, math.ceil(min_pairs / len(directions)))
+    for name, d in directions.items():
+        if d["n_qualified"] < per:
+            reasons.append(f"only {d['n_qualified']} pairs qualified for {name} (at least {per} needed per direction)")
+    return reasons
+
+
+# ------------------------------------------------------------------------------------ the probe
+
+def _decisions(run: ProbeRun, idx: np.ndarray, make, batch_size: int) -> np.ndarray:
+    """Decisions on ``make(images[idx])``, built chunk by chunk (never the whole set as floats)."""
+    out = [decide(run.proba(make(run.x(idx[i:i + batch_size])), batch_size), run.task, run.threshold)
+           for i in range(0, len(idx), batch_size)]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def _conflict_decisions(run: ProbeRun, pairs: np.ndarray, sigma: float, batch_size: int) -> np.ndarray:
+    out = [decide(run.proba(cue_conflict(run.x(pairs[i:i + batch_size, 0]), run.x(pairs[i:i + batch_size, 1]),
+                                         sigma), batch_size), run.task, run.threshold)
+           for i in range(0, len(pairs), batch_size)]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def _check(n_pairs: int, sigma: float, min_pairs: int) -> None:
     check_positive("n_pairs", n_pairs)
+    check_positive("min_pairs", min_pairs)
     if not 0 < sigma < 0.5:
         from ..errors import ConfigError
 
         raise ConfigError(f"sigma must be in (0, 0.5) of the image side (got {sigma})")
+
+
+def compute_shape_bias(run: ProbeRun, *, n_pairs: int = 500, sigma: float = 0.04, seed: int = 0,
+                       batch_size: int = 512, min_pairs: int = 30, plots: bool = True) -> dict:
+    """The shape-bias result of one run (what each key holds: the module docstring)."""
+    _check(n_pairs, sigma, min_pairs)
     t0 = time.time()
-    y = run.labels
-    u8 = torch.from_numpy(np.ascontiguousarray(run.images)).unsqueeze(1)  # scaled batch by batch
-    pred = decide(predict_proba(run.model, u8, run.device, batch_size), run.task, run.threshold)
-    correct = pred == y
-    by_class = {int(c): np.flatnonzero(correct & (y == c)) for c in range(len(run.classes))}
-    pairs = _pairs(by_class, n_pairs, np.random.default_rng(seed))
-    out = {"n_test": int(len(y)), "n_correct_sources": {run.classes[c]: int(len(v)) for c, v in by_class.items()},
-           "sigma_px": float(sigma * min(run.images.shape[-2:])), "n_pairs": int(len(pairs))}
-    if not len(pairs):
-        return out | {"shape_bias": None, "seconds": time.time() - t0,
-                      "note": "fewer than two classes have a correctly classified test image"}
+    y, k = run.labels, len(run.classes)
+    every = np.arange(len(y))
+    shape_dec = _decisions(run, every, lambda x: lowpass(x, sigma), batch_size)
+    tex_dec = _decisions(run, every, lambda x: texture_only(x, sigma), batch_size)
+    shape_cue, tex_cue = balanced_accuracy(y, shape_dec, run.classes), balanced_accuracy(y, tex_dec, run.classes)
+    pairs = draw_pairs(y, k, n_pairs, np.random.default_rng(seed))
     a, b = pairs[:, 0], pairs[:, 1]
-    xa, xb = run.x(a), run.x(b)
+    qualified = (shape_dec[a] == y[a]) & (tex_dec[b] == y[b])
+    dec = np.full(len(pairs), -1, np.int64)
+    dec[qualified] = _conflict_decisions(run, pairs[qualified], sigma, batch_size)
+    directions = direction_scores(y[a], y[b], dec, qualified, run.classes)
+    reasons = gate(shape_cue, tex_cue, 1.0 / max(k, 1), directions, min_pairs)
+    score = balanced_score(directions) if not reasons else {"shape_bias": None, "ci_low": None, "ci_high": None}
+    out = {"layout": LAYOUT, "n_test": int(len(y)), "chance": 1.0 / max(k, 1),
+           "sigma_px": float(sigma * min(run.images.shape[-2:])),
+           "shape_only": shape_cue, "texture_only": tex_cue, "cue_ci_method": CUE_CI_METHOD,
+           "n_pairs": int(len(pairs)), "n_qualified": int(qualified.sum()), "min_pairs": int(min_pairs),
+           "n_unique_shape_sources": int(len(np.unique(a[qualified]))),
+           "n_unique_texture_sources": int(len(np.unique(b[qualified]))),
+           "directions": directions, "interpretable": not reasons,
+           "reason": ("not interpretable at this setting: " + "; ".join(reasons)) if reasons else None,
+           **score, "ci_method": SCORE_CI_METHOD, "seconds": time.time() - t0}
+    if plots and len(pairs):
+        out["plots"] = {"examples": _plot(run, pairs[qualified][:6] if qualified.any() else pairs[:6], sigma)}
+    return out
+
+
+def _plot(run: ProbeRun, pairs: np.ndarray, sigma: float) -> str:
+    """Examples (qualifying pairs where there are any): shape source, texture source, cue-conflict
+    image and the model's decision (images named by test index only)."""
+    xa, xb = run.x(pairs[:, 0]), run.x(pairs[:, 1])
     conflict = cue_conflict(xa, xb, sigma)
-    dec = decide(predict_proba(run.model, conflict, run.device, batch_size), run.task, run.threshold)
-    shape_hit, texture_hit = dec == y[a], dec == y[b]
-    k, n = int(shape_hit.sum()), int((shape_hit | texture_hit).sum())
-    lo, hi = _wilson(k, n)
-    out |= {"shape_bias": k / n if n else None, "ci_low": lo, "ci_high": hi, "n_decided": n,
-            "n_other_class": int(len(pairs) - n),
-            "directions": _directions(run, y[a], y[b], shape_hit, texture_hit),
-            **_cue_only(run, np.unique(a), np.unique(b), sigma, batch_size), "seconds": time.time() - t0}
-    if plots:
-        out["plots"] = {"examples": _plot(run, xa[:6], xb[:6], pairs[:6], conflict[:6], dec[:6], sigma)}
-    return out
-
-
-def _directions(run: ProbeRun, ya: np.ndarray, yb: np.ndarray, shape_hit: np.ndarray,
-                texture_hit: np.ndarray) -> dict:
-    """The shape fraction per ordered (shape class, texture class) pair."""
-    out = {}
-    for ca, cb in dict.fromkeys(zip(ya.tolist(), yb.tolist())):
-        m = (ya == ca) & (yb == cb)
-        d = int((shape_hit | texture_hit)[m].sum())
-        out[f"shape={run.classes[ca]},texture={run.classes[cb]}"] = {
-            "n": int(m.sum()), "shape_fraction": float(shape_hit[m].sum() / d) if d else None}
-    return out
-
-
-def _cue_only(run: ProbeRun, ua: np.ndarray, ub: np.ndarray, sigma: float, batch_size: int) -> dict:
-    """Accuracy on each cue alone (the shape sources low-passed, the texture sources high-passed)."""
-    y = run.labels
-    s = decide(predict_proba(run.model, lowpass(run.x(ua), sigma), run.device, batch_size), run.task, run.threshold)
-    t = decide(predict_proba(run.model, texture_only(run.x(ub), sigma), run.device, batch_size), run.task,
-               run.threshold)
-    return {"shape_only_acc": float(np.mean(s == y[ua])), "texture_only_acc": float(np.mean(t == y[ub])),
-            "n_unique_shape_sources": int(len(ua)), "n_unique_texture_sources": int(len(ub))}
-
-
-def _plot(run: ProbeRun, xa: torch.Tensor, xb: torch.Tensor, pairs: np.ndarray, conflict: torch.Tensor,
-          dec: np.ndarray, sigma: float) -> str:
-    """Examples: shape source, texture source, cue-conflict image and the model's decision
-    (images named by test index only)."""
+    dec = decide(run.proba(conflict), run.task, run.threshold)
     n = len(pairs)
     fig = new_figure(2.0 * n, 6.4)
     for j, (ia, ib) in enumerate(pairs):
@@ -157,5 +267,6 @@ def _plot(run: ProbeRun, xa: torch.Tensor, xb: torch.Tensor, pairs: np.ndarray, 
 def shape_bias_probe(run_dir: str | Path, *, force: bool = False, plots: bool = True, **params) -> dict:
     """Cached shape-bias probe (RUN/probes/shape_bias.json)."""
     p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
-    return cached_probe(run_dir, "shape_bias", p, lambda run: compute_shape_bias(run, plots=plots, **p),
+    key = p | {"layout": LAYOUT}  # a new result layout recomputes
+    return cached_probe(run_dir, "shape_bias", key, lambda run: compute_shape_bias(run, plots=plots, **p),
                         force=force)

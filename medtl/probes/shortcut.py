@@ -11,11 +11,24 @@ AUC and ACC (at the run's threshold) of four versions of every image:
 Replaced pixels get the median intensity of the pixels that are *kept* in that image, so no
 information from the removed region leaks in (not even its mean brightness) and the fill is a
 plausible grey of that image, not a black hole the model has never seen.  A model whose score
-survives the removal of the lungs reads it from somewhere else (markers, borders, devices,
-text): ``flagged`` when ``auc_full > 0.5`` and ``auc_lung_masked - 0.5 >= 0.75 (auc_full - 0.5)``;
-``masked_retention`` = (auc_lung_masked - 0.5) / (auc_full - 0.5).  The lung masks are classical
-(no learned model); where one is implausible the fixed anatomical prior is used and
-``mask_fallback`` counts those images.
+survives the removal of the lungs reads it from somewhere else (markers, borders, devices, text).
+
+``masked_retention`` = (auc_lung_masked - 0.5) / (auc_full - 0.5), the share of the full AUC's
+margin above chance that survives, with a 95% CI (``retention_ci_low``/``retention_ci_high``): a
+seeded bootstrap over the sampled test images, resampled with replacement within each class;
+both AUCs are recomputed on the same resample (paired, vectorised as a weighted Mann-Whitney
+statistic; macro one-vs-rest for multi-class) and the percentile interval of their ratio taken.
+A replicate whose full AUC is <= 0.5 has no defined ratio: it is counted (``n_undefined``) and
+sits below every value for the lower bound and above every value for the upper one, so with more
+than 2.5% of them the interval is unbounded (None).  ``flag_state`` compares the whole interval
+with the cut (0.75): ``flagged`` when its low end is above it, ``not flagged`` when its high end
+is below it, ``undetermined`` when it straddles the cut, is unbounded, or the model is not above
+chance on the full images; ``flagged`` (bool) is ``flag_state == "flagged"``.
+
+The lung masks are classical (no learned model); where one is implausible the fixed anatomical
+prior is used: ``mask_fallback`` counts those images, and when they are most of the sample
+(``masks_mostly_prior``) ``mask_warning`` says that lung-masked AUC then removes an average lung
+region, not each image's lungs.
 
 ``source`` (RUN/probes/source.json), "name the source" (Torralba & Efros 2011): the frozen
 model's penultimate features of equal-sized seeded samples of the run's test set and of another
@@ -40,6 +53,14 @@ from .runs import ProbeRun, cached_probe, check_positive, sample_indices, scores
 
 VARIANTS = ("full", "lung_masked", "lung_only", "border_only")
 FLAG_RETENTION = 0.75     # flagged when the lung-masked AUC keeps this share of the AUC above chance
+N_BOOT = 1000             # bootstrap replicates of the retention CI
+LAYOUT = 2                # the result layout; part of the cache key, so older results are recomputed
+STATES = ("flagged", "not flagged", "undetermined")
+RETENTION_CI_METHOD = ("seeded bootstrap over test images, stratified by class, both AUCs on the same resample "
+                       "(paired); percentile 95% interval of the ratio; replicates with a full AUC <= 0.5 count "
+                       "as below every value for the low end and above every value for the high end")
+PRIOR_WARNING = ("the lung masks are mostly the fixed prior at this size: lung-masked AUC removes an average "
+                 "lung region, not this image's lungs")
 SOURCE_WARN_AUC = 0.9     # a source this separable can stand in for a label
 FIGURE = "shortcut_masks"
 
@@ -70,35 +91,120 @@ def retention(auc_full: float, auc_masked: float) -> float | None:
     return (auc_masked - 0.5) / (auc_full - 0.5)
 
 
+def stratified_counts(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n) bootstrap counts: each row resamples every class's images with replacement,
+    keeping the class sizes."""
+    counts = np.zeros((n_boot, len(y)), np.int64)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        counts[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=n_boot)
+    return counts
+
+
+def weighted_auc(y: np.ndarray, prob: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """AUC of every row of case weights ``counts`` (B, n): binary from column 1 (or a 1-D score),
+    multi-class the macro one-vs-rest mean (as :func:`medtl.stats.metrics.auc`)."""
+    from ..stats.hierarchical import _auc_weighted
+
+    prob = np.asarray(prob, np.float64)
+    if prob.ndim == 1 or prob.shape[1] == 2:
+        return _auc_weighted(y, prob if prob.ndim == 1 else prob[:, 1], counts)
+    return np.mean([_auc_weighted((y == c).astype(int), prob[:, c], counts) for c in range(prob.shape[1])], axis=0)
+
+
+def _percentile_with_undefined(r: np.ndarray, confidence: float) -> tuple[float | None, float | None]:
+    """Percentile interval of replicates ``r`` where NaN (undefined) counts as -inf for the low end
+    and +inf for the high end; an infinite end is None."""
+    alpha = (1.0 - confidence) / 2
+    lo = np.quantile(np.where(np.isnan(r), -np.inf, r), alpha, method="inverted_cdf")
+    hi = np.quantile(np.where(np.isnan(r), np.inf, r), 1.0 - alpha, method="inverted_cdf")
+    return (float(lo) if np.isfinite(lo) else None), (float(hi) if np.isfinite(hi) else None)
+
+
+def retention_ci(y: np.ndarray, p_full: np.ndarray, p_masked: np.ndarray, *, n_boot: int = N_BOOT, seed: int = 0,
+                 confidence: float = 0.95, chunk: int = 250) -> dict:
+    """The paired, stratified bootstrap CI of ``masked_retention`` (module docstring)."""
+    y = np.asarray(y).astype(int)
+    rng = np.random.default_rng(seed)
+    reps = []
+    for start in range(0, n_boot, chunk):
+        counts = stratified_counts(y, min(chunk, n_boot - start), rng)
+        a_full, a_mask = weighted_auc(y, p_full, counts), weighted_auc(y, p_masked, counts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reps.append(np.where(a_full > 0.5, (a_mask - 0.5) / (a_full - 0.5), np.nan))
+    r = np.concatenate(reps) if reps else np.zeros(0)
+    lo, hi = _percentile_with_undefined(r, confidence) if len(r) else (None, None)
+    return {"ci_low": lo, "ci_high": hi, "n_boot": int(n_boot), "n_undefined": int(np.isnan(r).sum()),
+            "seed": int(seed), "confidence": confidence, "method": RETENTION_CI_METHOD}
+
+
+def flag_state(r: float | None, lo: float | None, hi: float | None, cut: float = FLAG_RETENTION) -> str:
+    """'flagged' when the whole CI lies above ``cut``, 'not flagged' when it lies below, else
+    'undetermined' (straddling, unbounded, or no retention)."""
+    if r is None:
+        return "undetermined"
+    if lo is not None and lo > cut:
+        return "flagged"
+    if hi is not None and hi < cut:
+        return "not flagged"
+    return "undetermined"
+
+
+def _ci_text(res: dict) -> str:
+    lo, hi = res["retention_ci_low"], res["retention_ci_high"]
+    return f"95% CI {'-∞' if lo is None else f'{lo:.2f}'}–{'∞' if hi is None else f'{hi:.2f}'}"
+
+
 def verdict(res: dict) -> str:
     a = {v: res["variants"][v]["auc"] for v in VARIANTS}
-    r = res["masked_retention"]
+    r, cut = res["masked_retention"], res.get("flag_cut", FLAG_RETENTION)
+    warn = f" Caution: {res['mask_warning']}." if res.get("mask_warning") else ""
     if r is None:
-        return f"No verdict: the model is not above chance on the full images (AUC {a['full']:.3f})."
-    if res["flagged"]:
-        return (f"Shortcut suspected: with the lung fields removed the AUC stays at {a['lung_masked']:.3f} "
-                f"(full {a['full']:.3f}, {r:.0%} of the margin above chance kept; border band alone "
-                f"{a['border_only']:.3f}), so the score is read largely outside the lungs.")
-    return (f"No shortcut flagged: removing the lung fields drops the AUC from {a['full']:.3f} to "
-            f"{a['lung_masked']:.3f} ({r:.0%} of the margin above chance kept; lungs alone {a['lung_only']:.3f}).")
+        return f"Undetermined: the model is not above chance on the full images (AUC {a['full']:.3f}).{warn}"
+    kept = f"retention {r:.2f} ({_ci_text(res)}) of the margin above chance kept"
+    if res["flag_state"] == "flagged":
+        return (f"Shortcut suspected (flagged): with the lung fields removed the AUC stays at {a['lung_masked']:.3f} "
+                f"(full {a['full']:.3f}; {kept}, the whole interval above {cut:g}; border band alone "
+                f"{a['border_only']:.3f}), so the score is read largely outside the lungs.{warn}")
+    if res["flag_state"] == "not flagged":
+        return (f"No shortcut (not flagged): removing the lung fields drops the AUC from {a['full']:.3f} to "
+                f"{a['lung_masked']:.3f} ({kept}, the whole interval below {cut:g}; lungs alone "
+                f"{a['lung_only']:.3f}).{warn}")
+    return (f"Undetermined: with the lung fields removed the AUC is {a['lung_masked']:.3f} (full {a['full']:.3f}; "
+            f"{kept}); the interval contains the {cut:g} cut, so this sample cannot say whether the score is "
+            f"read outside the lungs.{warn}")
+
+
+def _flag(res: dict, y: np.ndarray, probs: dict, n_boot: int, seed: int) -> dict:
+    """The retention, its CI and the flag state of a result with AUCs."""
+    r = retention(res["variants"]["full"]["auc"], res["variants"]["lung_masked"]["auc"])
+    ci = retention_ci(y, probs["full"], probs["lung_masked"], n_boot=n_boot, seed=seed) if r is not None else {
+        "ci_low": None, "ci_high": None, "n_boot": int(n_boot), "n_undefined": None, "seed": int(seed),
+        "method": RETENTION_CI_METHOD}
+    state = flag_state(r, ci["ci_low"], ci["ci_high"])
+    return {"masked_retention": r, "retention_ci_low": ci["ci_low"], "retention_ci_high": ci["ci_high"],
+            "retention_ci": ci, "flag_state": state, "flagged": state == "flagged", "flag_cut": FLAG_RETENTION,
+            "flag_rule": f"flagged when the 95% CI of (auc_lung_masked - 0.5) / (auc_full - 0.5) lies above "
+                         f"{FLAG_RETENTION}; not flagged when it lies below; undetermined otherwise"}
 
 
 def compute_shortcut(run: ProbeRun, *, n_images: int | None = None, band: float = 0.125, seed: int = 0,
-                     batch_size: int = 256, plots: bool = True) -> dict:
+                     batch_size: int = 256, n_boot: int = N_BOOT, plots: bool = True) -> dict:
     border_band(8, 8, band)  # validates band before any work
     idx = sample_indices(len(run.labels), n_images, seed, run.labels)
     images, y = run.images[idx], run.labels[idx]
     lm = lung_masks(images)
     vs = variants(images, lm.masks, band)
-    res: dict = {"n_images": int(len(idx)), "band": band, "variants": {}}
+    res: dict = {"layout": LAYOUT, "n_images": int(len(idx)), "band": band, "variants": {}}
+    probs = {}
     for name, imgs in vs.items():
         x = torch.from_numpy(np.ascontiguousarray(imgs)).unsqueeze(1).float().div_(255.0)
-        res["variants"][name] = scores(run, y, predict_proba(run.model, x, run.device, batch_size))
-    a_full, a_mask = res["variants"]["full"]["auc"], res["variants"]["lung_masked"]["auc"]
-    res["masked_retention"] = retention(a_full, a_mask)
-    res["flagged"] = bool(res["masked_retention"] is not None and res["masked_retention"] >= FLAG_RETENTION)
-    res["flag_rule"] = f"auc_full > 0.5 and (auc_lung_masked - 0.5) >= {FLAG_RETENTION} * (auc_full - 0.5)"
-    res["mask_fallback"] = lm.n_fallback
+        probs[name] = predict_proba(run.model, x, run.device, batch_size)
+        res["variants"][name] = scores(run, y, probs[name])
+    mostly_prior = bool(len(idx) and lm.n_fallback > len(idx) / 2)
+    res |= {"mask_fallback": int(lm.n_fallback), "mask_fallback_fraction": lm.n_fallback / len(idx) if len(idx)
+            else None, "masks_mostly_prior": mostly_prior, "mask_warning": PRIOR_WARNING if mostly_prior else None}
+    res |= _flag(res, y, probs, n_boot, seed)
     res["lung_area_fraction"] = float(lm.area_fraction.mean()) if len(idx) else float("nan")
     res["fill"] = "median of the kept pixels of each image"
     res["verdict"] = verdict(res)
@@ -133,16 +239,18 @@ def _plot(run: ProbeRun, idx: np.ndarray, images: np.ndarray, masks: np.ndarray,
 
 
 def shortcut_probe(run_dir: str | Path, *, n_images: int | None = None, band: float = 0.125, seed: int = 0,
-                   force: bool = False, plots: bool = True) -> dict:
+                   n_boot: int = N_BOOT, force: bool = False, plots: bool = True) -> dict:
     """Cached lung-masking probe (RUN/probes/shortcut.json); see the module docstring."""
     if n_images is not None and n_images <= 0:
         n_images = None
     border_band(8, 8, band)
+    check_positive("n_boot", n_boot, 100)
     p = {"n_images": n_images, "band": float(band), "seed": int(seed), "variants": list(VARIANTS),
-         "flag_retention": FLAG_RETENTION, "lung_mask_version": LUNG_MASK_VERSION}  # a new mask recomputes
+         "flag_retention": FLAG_RETENTION, "n_boot": int(n_boot), "layout": LAYOUT,
+         "lung_mask_version": LUNG_MASK_VERSION}  # a new mask or result layout recomputes
     return cached_probe(run_dir, "shortcut", p,
-                        lambda run: compute_shortcut(run, n_images=n_images, band=band, seed=seed, plots=plots),
-                        force=force)
+                        lambda run: compute_shortcut(run, n_images=n_images, band=band, seed=seed, n_boot=n_boot,
+                                                     plots=plots), force=force)
 
 
 # ------------------------------------------------------------------------------------ source
@@ -155,7 +263,8 @@ def other_images(run: ProbeRun, other: str) -> tuple[np.ndarray, str]:
 
     dc = run.cfg.data.model_copy(update={
         "path": str(other), "format": "auto", "on_leak": "warn", "path_column": None, "label_columns": None,
-        "patient_column": None, "split_column": None, "group_columns": None})
+        "patient_column": None, "split_column": None, "group_columns": None,
+        "plant": type(run.cfg.data.plant)()})  # a cue planted for validation is the run's, not the other data's
     bundle = load_dataset(dc)
     # load_dataset always returns a test split; one it had to carve out is marked in its notes
     made = any(str(n).startswith("test split made") for n in bundle.notes)

@@ -118,7 +118,7 @@ def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, for
     e = explain_probe(run_dir, force=force, **params["explain"])
     sb = shape_bias_probe(run_dir, force=force, **params.get("shape_bias", {}))
     sc = shortcut_probe(run_dir, force=force, **params.get("shortcut", {}))
-    keep = ("eps", "auc", "acc", "success_rate", "auc_se")
+    keep = ("eps", "auc", "acc", "success_rate", "auc_se", "p")
     adv = {name: [{k: r.get(k) for k in keep} for r in rows] for name, rows in a["attacks"].items()}
     if source is not None and Path(source).resolve() != Path(run_dir).resolve():
         tr = adversarial_probe(run_dir, source=source, force=force, **params["adversarial"])
@@ -136,6 +136,7 @@ def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, for
            "p_change_by_shift": t["protocols"][t["main_protocol"]]["p_change_by_shift"],
            "protocols": t["protocols"]},
         "adversarial": adv,
+        "adversarial_sample": {"index": a.get("index"), "y": a.get("y"), "n_test": a.get("n_test")},
         "corruptions": {name: [{"severity": r["severity"], "auc": r["auc"]} for r in rows]
                         for name, rows in c["corruptions"].items()},
         "corruptions_mean_auc_drop": c["mean_auc_drop"],
@@ -153,16 +154,23 @@ def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, for
 
 
 def shape_bias_record(probes_dir: Path, r: Mapping) -> dict:
-    """The shape-bias figures of one run for robustness.json."""
-    return {k: r.get(k) for k in ("shape_bias", "ci_low", "ci_high", "n_decided", "shape_only_acc",
-                                  "texture_only_acc", "sigma_px", "note")} | {
+    """The shape-bias figures of one run for robustness.json: the score where interpretable (else
+    None, with the reason), the two cue-only balanced accuracies with their CIs, the directions."""
+    cue = {f"{name}_bacc{suffix}": (r.get(name) or {}).get(key) for name in ("shape_only", "texture_only")
+           for suffix, key in (("", "balanced_acc"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))}
+    dirs = {name: {k: d.get(k) for k in ("n_qualified", "n_decided", "shape_fraction", "ci_low", "ci_high")}
+            for name, d in (r.get("directions") or {}).items()}
+    return {k: r.get(k) for k in ("interpretable", "reason", "shape_bias", "ci_low", "ci_high", "n_pairs",
+                                  "n_qualified", "sigma_px")} | cue | {"directions": dirs} | {
         "examples": str(probes_dir / r["plots"]["examples"]) if r.get("plots") else None}
 
 
 def shortcut_record(probes_dir: Path, r: Mapping) -> dict:
     """The lung-masking figures of one run for robustness.json."""
     return {f"auc_{v}": (r["variants"].get(v) or {}).get("auc") for v in r["variants"]} | {
-        k: r.get(k) for k in ("masked_retention", "flagged", "mask_fallback", "n_images", "verdict")} | {
+        k: r.get(k) for k in ("masked_retention", "retention_ci_low", "retention_ci_high", "flag_state", "flagged",
+                              "mask_fallback", "masks_mostly_prior", "mask_warning", "n_images", "verdict")} | {
+        "n_undefined": (r.get("retention_ci") or {}).get("n_undefined"),
         "masks": str(probes_dir / r["plots"]["masks"]) if r.get("plots") else None}
 
 
@@ -175,30 +183,41 @@ METHODS = [
     "(no black border); also 'black' (black canvas) and 'circular' (torch.roll). Consistency = agreement of "
     "decisions under random shift pairs (Zhang 2019); jaggedness = decision flips per 1-px step along a path.",
     "Adversarial: torchattacks FGSM / PGD (step 2.5ε/steps, random start), L∞ ε in pixel units of [0,1] images, "
-    "on a seeded, stratified sample of the test set (n in the summary); where that sample is a subset, the attack "
-    "AUCs' CIs also show the interval with the subset's DeLong sampling error; "
+    "on a seeded, stratified sample of the test set (n in the summary); where that sample is a subset of the N test "
+    "images, the attack AUCs also get an interval for the whole test set: over seeds and the subset's cases (the "
+    "DeLong case variance of the predictions averaged over seeds, counted once, times the finite-population correction 1 - n/N), and the "
+    "pair tests of attack AUCs use that variance; "
     "L2 budget ε·sqrt(H·W); success rate = fraction of clean-correct images made wrong; transfer attacks "
     "(prefix transfer_) are crafted on the --source run.",
     "Corruptions: Gaussian and Poisson noise, Gaussian blur, contrast, gamma, JPEG, down-up sampling; 5 severities "
     "each; mean AUC drop = clean AUC − mean AUC over corruptions and severities (same image sample).",
     "Explanations: Grad-CAM (captum, deepest ResNet stage with ≥4 px maps), |gradient| saliency, occlusion; "
     "PCA of penultimate features. Images are named only by their test-set index.",
-    "Shape bias (Geirhos et al. 2019) on cue-conflict X-rays: lowpass(A) + highpass(B) of two correctly "
-    "classified test images of different classes (Gaussian σ = 0.04 x side; pairs balanced over ordered class "
-    "pairs); shape bias = shape decisions / (shape + texture decisions). Also the accuracy on each cue alone. "
-    "medtl.probes.shape_bias documents the construction.",
+    "Shape bias (after Geirhos et al. 2019) on cue-conflict X-rays lowpass(A) + highpass(B) of test images of "
+    "different classes (Gaussian σ = 0.04 x side; pairs balanced over ordered class pairs). Each cue alone is "
+    "scored on every test image (shape-only = lowpass(A), texture-only = highpass(B) on B's mean): balanced "
+    "accuracy with a 95% CI (per-class Wilson intervals combined by MOVER). Only pairs whose two single-cue "
+    "images the model classifies correctly count; per direction, the fraction of their decisions that follow "
+    "the shape source; shape bias = the mean of the directions (a constant model scores 0.5), CI by MOVER from "
+    "the per-direction Wilson intervals. Interpretable only when both cues alone are recognised clearly above "
+    "chance (CI low end above 1/K) and enough pairs qualify; otherwise no score, and the seed is left out of "
+    "the arm's mean and of the tests. medtl.probes.shape_bias documents the construction.",
     "Shortcuts: AUC on the full image, with the lung fields replaced, on the lung fields alone and on the border "
     "band (12.5% of the side) alone; replaced pixels take the median of the kept pixels of that image. Lung fields: "
     "a classical mask (Otsu inside the body, dark regions not touching the border, two lungs), or a fixed "
-    "anatomical prior where it is implausible (counted). Flagged when the lung-masked AUC keeps >= 75% of the "
-    "full AUC's margin above 0.5. medtl.probes.lungmask documents the mask.",
-    "Per-arm statistics: mean over seeds and bootstrap 95% CI over seeds (medtl.stats.compare.describe; BCa, "
-    "falling back to percentile); with fewer than 3 seeds no CI is given and the comparison is descriptive only.",
-    "Arm vs arm: for every pair of arms and every headline metric (clean AUC, P(change) at 1 px, consistency, AUC at "
-    "each attack's largest ε, mean corruption AUC drop, shape bias) the difference with its bootstrap CI, a Wilcoxon "
-    "signed-rank "
-    "test over the shared seeds (Mann-Whitney U when fewer than 2 seeds are shared), Holm-corrected over the "
-    "report's whole family of pairs x metrics; the same layout and rules as medtl compare.",
+    "anatomical prior where it is implausible (counted; where most masks are the prior, lung masking removes an "
+    "average lung region, not each image's lungs). Retention = (lung-masked AUC - 0.5) / (full AUC - 0.5) with a "
+    "95% CI from a paired bootstrap over test images stratified by class (1000 replicates, percentile). Flagged "
+    "when the whole CI lies above 0.75, not flagged when it lies below, undetermined when it straddles 0.75. "
+    "medtl.probes.lungmask documents the mask.",
+    "Per-arm statistics: mean over seeds and the t 95% CI over seeds (medtl.stats.compare.describe): every "
+    "interval on this page is for this test set (training randomness; attack AUCs on a subset also its sampling, "
+    "above); with fewer than 3 seeds no CI is given and the comparison is descriptive only.",
+    "Arm vs arm: for every pair of arms and every headline metric (clean AUC, P(change) at 1 px, consistency, the "
+    "AUC of one attack (PGD L∞ where it ran) at its largest ε, mean corruption AUC drop, shape bias) the difference "
+    "with its t interval and the paired t test over the shared seeds (Welch when fewer than 2 seeds are shared; "
+    "Wilcoxon beside it), Holm-corrected within its family (declared primary metrics, else exploratory) and "
+    "worded by medtl compare's rule: differs, equivalent within a margin, or inconclusive.",
     "Calibration (test set, positive class): ECE over 10 equal-width bins (and equal-mass bins), Brier score, "
     "NLL, and ECE after temperature scaling fitted on val NLL, from each run's metrics.json (runs written before "
     "calibration existed: computed from predictions_test.npz, without a temperature); per arm the mean and "
@@ -278,7 +297,7 @@ def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int
                source: str | Path | None = None, force: bool = False,
                progress: Callable[[str], None] | None = None, params: Mapping | None = None,
                workers: int | None = 1, executor: str = "local", address: str | None = None,
-               gpus_per_run: float = 0.0) -> dict:
+               gpus_per_run: float = 0.0, margin=None, primary: Sequence[str] | None = None) -> dict:
     """Probe every finished run found in ``dirs`` (cached), aggregate per arm; JSON-ready result.
 
     ``workers``: runs probed in parallel processes, each with ``cores // workers`` threads (as
@@ -313,7 +332,7 @@ def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int
     else:
         raise ConfigError(f"executor must be local or ray (got {executor!r})")
     runs.sort(key=lambda r: (list(arms).index(r["arm"]), r["seed"]))
-    pairs = robustness_pairs(runs)
+    pairs = robustness_pairs(runs, margin=margin, primary=primary)
     result = {"runs": runs, "arms": aggregate(runs), "pairs": pairs["pairs"], "holm": pairs["holm"],
               "headline": pairs["headline"], "descriptive_only": pairs["descriptive_only"],
               "design_note": pairs["design_note"],

@@ -15,10 +15,10 @@ from ..io import json_safe, write_json_atomic
 from ..stats.compare import TEST_LABELS, format_p
 from .render import ci, num, prepare_out, render, write_page, write_pngs
 
-ARM_HEADER = ["arm", "n", "failed", "mean", "sd", "95% CI over seeds", "95% CI over seeds + test cases", "median",
+ARM_HEADER = ["arm", "n", "failed", "mean", "sd", "95% CI over seeds + test cases", "95% CI over seeds", "median",
               "min", "max", "CI method"]
-PAIR_HEADER = ["a", "b", "design", "test", "p", "Holm p", "diff (a−b)", "95% CI over seeds",
-               "95% CI over seeds + test cases", "effect size", "significant"]
+PAIR_HEADER = ["a", "b", "design", "family", "test", "p", "Holm p", "diff (a−b)", "95% CI over seeds + test cases",
+               "95% CI over seeds", "effect size", "conclusion"]
 _EFFECT_LABELS = {"cohens_dz": "d_z", "cohens_d": "d"}
 
 
@@ -26,7 +26,7 @@ def arm_rows(result: Mapping, metric: str) -> list[list[str]]:
     rows = []
     for name, st in result["by_metric"][metric]["arms"].items():
         rows.append([name, str(st["n"]), str(st.get("n_failed", 0)), num(st["mean"]), num(st["sd"]),
-                     ci(st["ci_low"], st["ci_high"]), ci(st.get("ci_seeds_cases_low"), st.get("ci_seeds_cases_high")),
+                     ci(st.get("ci_seeds_cases_low"), st.get("ci_seeds_cases_high")), ci(st["ci_low"], st["ci_high"]),
                      num(st["median"]), num(st["min"]), num(st["max"]), st["ci_method"] or "n/a"])
     return rows
 
@@ -47,11 +47,21 @@ def pair_rows(result: Mapping, metric: str) -> list[list[str]]:
             design += f", seeds dropped: {', '.join(map(str, dropped))}"
         eff = f"{_EFFECT_LABELS.get(p['effect_size_name'], p['effect_size_name'])} = {num(p['effect_size'], 2)}"
         tested = p["p"] is not None
-        rows.append([p["a"], p["b"], design, TEST_LABELS[p["test"]] if tested else "not tested", _p_cell(p["p"]),
-                     _p_cell(p["p_holm"]), num(p["diff"]), ci(p["diff_ci_low"], p["diff_ci_high"]),
-                     ci(p.get("diff_ci_seeds_cases_low"), p.get("diff_ci_seeds_cases_high")), eff,
-                     "yes" if p["significant"] else "no"])
+        family = f"{p.get('family', 'exploratory')} ({p.get('family_size', '?')})"
+        rows.append([p["a"], p["b"], design, family, TEST_LABELS.get(p["test"], p["test"]) if tested else "not tested",
+                     _p_cell(p["p"]), _p_cell(p["p_holm"]), num(p["diff"]),
+                     ci(p.get("diff_ci_seeds_cases_low"), p.get("diff_ci_seeds_cases_high")),
+                     ci(p.get("diff_ci_seeds_low", p["diff_ci_low"]), p.get("diff_ci_seeds_high", p["diff_ci_high"])),
+                     eff, conclusion_word(p)])
     return rows
+
+
+def conclusion_word(pair: Mapping) -> str:
+    """The pair's word as a table cell: differs / equivalent within ±M / inconclusive."""
+    word = pair.get("conclusion") or ("differs" if pair.get("significant") else "inconclusive")
+    if word == "equivalent":
+        return f"equivalent within ±{pair.get('margin'):g}"
+    return word
 
 
 def markdown_table(result: Mapping, metric: str | None = None) -> str:
@@ -60,9 +70,9 @@ def markdown_table(result: Mapping, metric: str | None = None) -> str:
     return render("_table.md.j2", header=ARM_HEADER, rows=arm_rows(result, metric)).rstrip("\n")
 
 
-IVE_HEADER = ["arm", "n", "internal (test) mean", "95% CI over seeds", "95% CI over seeds + test cases",
-              "external mean", "95% CI over seeds", "95% CI over seeds + test cases", "drop (internal − external)",
-              "95% CI of drop over seeds", "Wilcoxon p (no drop)", "Holm p"]
+IVE_HEADER = ["arm", "n", "internal (test) mean", "95% CI over seeds + test cases", "95% CI over seeds",
+              "external mean", "95% CI over seeds + test cases", "95% CI over seeds", "drop (internal − external)",
+              "95% CI of drop (seeds + both test sets' cases)", "95% CI of drop over seeds", "p (no drop)", "Holm p"]
 
 
 def ive_rows(result: Mapping) -> list[list[str]]:
@@ -75,10 +85,12 @@ def ive_rows(result: Mapping) -> list[list[str]]:
         i_st = by.get(ive["internal_metric"], {}).get("arms", {}).get(arm, {})
         e_st = by.get(ive["external_metric"], {}).get("arms", {}).get(arm, {})
         i, e, d, t = r["internal"], r["external"], r["drop"], r["no_drop_test"]
-        rows.append([arm, str(d["n"]), num(i["mean"]), ci(i["ci_low"], i["ci_high"]),
-                     ci(i_st.get("ci_seeds_cases_low"), i_st.get("ci_seeds_cases_high")), num(e["mean"]),
-                     ci(e["ci_low"], e["ci_high"]), ci(e_st.get("ci_seeds_cases_low"), e_st.get("ci_seeds_cases_high")),
-                     num(d["mean"]), ci(d["ci_low"], d["ci_high"]), _p_cell(t["p"]), _p_cell(t.get("p_holm"))])
+        sc = t.get("inference") == "seeds+cases"
+        rows.append([arm, str(d["n"]), num(i["mean"]), ci(i_st.get("ci_seeds_cases_low"), i_st.get("ci_seeds_cases_high")),
+                     ci(i["ci_low"], i["ci_high"]), num(e["mean"]),
+                     ci(e_st.get("ci_seeds_cases_low"), e_st.get("ci_seeds_cases_high")), ci(e["ci_low"], e["ci_high"]),
+                     num(d["mean"]), ci(t["ci_low"], t["ci_high"]) if sc else "n/a", ci(d["ci_low"], d["ci_high"]),
+                     _p_cell(t["p"]), _p_cell(t.get("p_holm"))])
     return rows
 
 
@@ -140,10 +152,11 @@ def delong_sentence(d: Mapping) -> str:
 
 def method_notes(result: Mapping) -> list[str]:
     t = result["tests"]
-    return [f"Confidence intervals over seeds: {t['ci']}.",
-            f"Confidence intervals over seeds and test cases: {t['ci_seeds_cases']}.",
+    return [f"Confidence intervals over seeds and test cases: {t['ci_seeds_cases']}.",
+            f"Confidence intervals over seeds: {t['ci']}.",
             f"Paired design: {t['paired']}.", f"Unpaired design: {t['unpaired']}.",
             f"Effect size: {t['effect_size']}.", f"Multiplicity: {t['multiplicity']}; α={result['alpha']:g}.",
+            f"Conclusions: {t.get('conclusion', 'differs / inconclusive by the Holm-adjusted p')}.",
             "sd uses ddof=1. Failed and unfinished runs are excluded (counted in 'failed')."]
 
 

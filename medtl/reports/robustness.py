@@ -131,7 +131,7 @@ def _ci_cell(d: Mapping) -> str:
         return f"n = {d['n']}: too few seeds for a CI" if d["n"] < 3 else "n/a"
     cell = f"[{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"
     if d.get("ci_low_subset") is not None:  # attacks on a test subset: its sampling error too
-        cell += f"; with the test-subset error [{_fmt(d['ci_low_subset'])}, {_fmt(d['ci_high_subset'])}]"
+        cell += f"; for the whole test set (subset sampling, FPC) [{_fmt(d['ci_low_subset'])}, {_fmt(d['ci_high_subset'])}]"
     return cell
 
 
@@ -206,9 +206,10 @@ def explain_pngs(result: Mapping) -> dict[str, bytes]:
     return first_seed_pngs(result, "explain", ("panel", "embedding"))
 
 
-SHAPE_ROWS = ["shape_bias.shape_bias", "shape_bias.shape_only_acc", "shape_bias.texture_only_acc"]
+SHAPE_ROWS = ["shape_bias.shape_bias", "shape_bias.shape_only_bacc", "shape_bias.texture_only_bacc"]
 SHORTCUT_ROWS = ["shortcut.auc_full", "shortcut.auc_lung_masked", "shortcut.auc_lung_only", "shortcut.auc_border_only",
                  "shortcut.masked_retention"]
+SHORTCUT_SEED_HEADER = ["arm", "seed", "retention", "95% CI", "state", "prior masks"]
 
 
 def metric_rows(result: Mapping, keys: list[str]) -> list[list[str]]:
@@ -223,18 +224,74 @@ def metric_rows(result: Mapping, keys: list[str]) -> list[list[str]]:
     return rows
 
 
-def shortcut_flags(result: Mapping) -> list[str]:
-    """One sentence per arm: how many of its seeds the lung-masking probe flags."""
+def _arm_recs(result: Mapping, arm: str, section: str) -> list[Mapping]:
+    return [r.get(section) or {} for r in result["runs"] if r["arm"] == arm]
+
+
+def _mean_ci(d: Mapping | None) -> str:
+    if not d or d.get("mean") is None or not math.isfinite(d["mean"]):
+        return "–"
+    ci = (f" (95% CI {_fmt(d['ci_low'], 3)}–{_fmt(d['ci_high'], 3)} over seeds)" if d.get("ci_low") is not None
+          else "")
+    return f"{_fmt(d['mean'], 3)}{ci}"
+
+
+def shape_summary(result: Mapping) -> list[str]:
+    """One sentence per arm: how many seeds gave an interpretable shape bias, its mean with the CI
+    over those seeds, the mean cue-only balanced accuracies; the reason where no seed did."""
     out = []
-    for arm in result["arms"]:
-        recs = [r.get("shortcut") or {} for r in result["runs"] if r["arm"] == arm]
-        if recs and all("flagged" in r for r in recs):
-            k = sum(bool(r["flagged"]) for r in recs)
-            fb = sum(int(r.get("mask_fallback") or 0) for r in recs)
-            n_img = sum(int(r.get("n_images") or 0) for r in recs)
-            out.append(f"{arm}: {k} of {len(recs)} seeds flagged as reading the score outside the lungs"
-                       f" (lung mask: anatomical prior used for {fb} of {n_img} image masks)")
+    for arm, info in result["arms"].items():
+        recs = _arm_recs(result, arm, "shape_bias")
+        if not recs or not all("interpretable" in r for r in recs):
+            continue
+        k = sum(bool(r["interpretable"]) for r in recs)
+        m = info["metrics"]
+        cues = (f"balanced accuracy on the shape cue alone {_mean_ci(m.get('shape_bias.shape_only_bacc'))}, "
+                f"on the texture cue alone {_mean_ci(m.get('shape_bias.texture_only_bacc'))}")
+        if k:
+            out.append(f"{arm}: shape bias interpretable for {k} of {len(recs)} seeds; mean "
+                       f"{_mean_ci(m.get('shape_bias.shape_bias'))} over those seeds; {cues}.")
+        else:
+            reason = str(recs[0].get("reason") or "not interpretable at this setting")
+            out.append(f"{arm}: no seed's shape bias is interpretable (0 of {len(recs)}); {cues}. First seed: "
+                       f"{reason}.")
     return out
+
+
+def shortcut_flags(result: Mapping) -> list[str]:
+    """One sentence per arm: its seeds flagged / not flagged / undetermined, the mean retention with
+    the CI over seeds, and how many lung masks were the fixed prior (a warning where most were)."""
+    out = []
+    for arm, info in result["arms"].items():
+        recs = _arm_recs(result, arm, "shortcut")
+        if not recs or not all("flag_state" in r for r in recs):
+            continue
+        counts = {s: sum(r["flag_state"] == s for r in recs) for s in ("flagged", "not flagged", "undetermined")}
+        fb = sum(int(r.get("mask_fallback") or 0) for r in recs)
+        n_img = sum(int(r.get("n_images") or 0) for r in recs)
+        line = (f"{arm}: of {len(recs)} seeds, {counts['flagged']} flagged (retention CI wholly above the cut), "
+                f"{counts['not flagged']} not flagged, {counts['undetermined']} undetermined; retention "
+                f"{_mean_ci(info['metrics'].get('shortcut.masked_retention'))}; lung mask: fixed prior for {fb} "
+                f"of {n_img} image masks")
+        if n_img and fb > n_img / 2:
+            line += f". Caution: {recs[0].get('mask_warning') or 'most lung masks are the fixed prior'}"
+        out.append(line + ".")
+    return out
+
+
+def shortcut_seed_rows(result: Mapping) -> list[list[str]]:
+    """Per run: retention, its bootstrap CI over test images, the flag state and the prior-mask count."""
+    rows = []
+    for r in result["runs"]:
+        sc = r.get("shortcut") or {}
+        if "flag_state" not in sc:
+            continue
+        lo, hi = sc.get("retention_ci_low"), sc.get("retention_ci_high")
+        ci = f"[{'-∞' if lo is None else _fmt(lo, 3)}, {'∞' if hi is None else _fmt(hi, 3)}]"
+        rows.append([r["arm"], str(r["seed"]), _fmt(sc.get("masked_retention"), 3),
+                     ci if sc.get("masked_retention") is not None else "–", sc["flag_state"],
+                     f"{sc.get('mask_fallback')} of {sc.get('n_images')}"])
+    return rows
 
 
 def _section_figures(pngs: Mapping, images: Mapping, section: str) -> list[dict]:
@@ -254,7 +311,9 @@ def page_context(clean: Mapping, pngs: Mapping[str, bytes], images: Mapping[str,
     return {"result": clean, "header": HEADER, "rows": summary_rows(clean), "pngs": pngs, "images": images,
             "explain": _section_figures(pngs, images, "explain"),
             "shape_rows": metric_rows(clean, SHAPE_ROWS), "shape_figures": _section_figures(pngs, images, "shape_bias"),
+            "shape_summary": shape_summary(clean),
             "shortcut_rows": metric_rows(clean, SHORTCUT_ROWS), "shortcut_flags": shortcut_flags(clean),
+            "shortcut_seed_header": SHORTCUT_SEED_HEADER, "shortcut_seed_rows": shortcut_seed_rows(clean),
             "shortcut_figures": _section_figures(pngs, images, "shortcut"), "methods": clean["methods"],
             "pair_header": PAIR_HEADER, "pair_sections": pair_sections(clean),
             "warnings": list((clean.get("leak_warnings") or {}).values()),

@@ -27,8 +27,17 @@ def _external_rows(external: Sequence[Mapping]) -> list[list[str]]:
             auc = info.get("auc") or {}
             ece = info.get("ece") or {}
             rows.append([e["name"], arm, str(auc.get("n", "")), num(auc.get("mean")),
+                         ci(auc.get("ci_seeds_cases_low"), auc.get("ci_seeds_cases_high")),
                          ci(auc.get("ci_low"), auc.get("ci_high")), num(ece.get("mean"))])
     return rows
+
+
+def _conclusion_rows(compare: Mapping, robustness: Mapping | None) -> list[list[str]]:
+    """Every pair of the study with its family and word, primary first."""
+    pairs = list(compare.get("pairs") or []) + list((robustness or {}).get("pairs") or [])
+    pairs.sort(key=lambda p: p.get("family") != "primary")
+    return [[p["a"], p["b"], p["metric"], f"{p.get('family')} ({p.get('family_size')})",
+             compare_page.conclusion_word(p)] for p in pairs]
 
 
 def write_study(record: Mapping, compare: Mapping, robustness: Mapping | None, external: Sequence[Mapping],
@@ -51,8 +60,15 @@ def write_study(record: Mapping, compare: Mapping, robustness: Mapping | None, e
                                    "internal_vs_external": e["compare"].get("internal_vs_external")}
                                   for e in external]})
     write_json_atomic(out / f"{STUDY_PAGE}.json", doc)
-    paths = write_page(out, STUDY_PAGE, "study", study=json_safe(record), stage_rows=_stage_rows(record),
+    rec = json_safe(record)
+    fam = rec.get("families")
+    plan = rec.get("plan") or {}
+    paths = write_page(out, STUDY_PAGE, "study", study=rec, stage_rows=_stage_rows(record), families=fam,
+                       conclusion_rows=_conclusion_rows(c_clean, r_clean),
+                       plan_lines=[s for row in plan.get("pairs") or [] for s in row["sentences"]],
+                       plan_source=plan.get("source"),
                        compare_ctx=c_ctx, robustness_ctx=r_ctx, external=ext,
                        external_rows=_external_rows(external),
-                       external_header=["external set", "arm", "n", "mean AUC", "95% CI over seeds", "mean ECE"])
+                       external_header=["external set", "arm", "n", "mean AUC", "95% CI over seeds + cases",
+                                        "95% CI over seeds", "mean ECE"])
     return {"json": out / f"{STUDY_PAGE}.json", **paths}

@@ -22,9 +22,13 @@ have one, is a dependency of medtl); (3) the NLL objective of temperature scalin
 *logits* with a stable log-sigmoid / log-softmax, because ``log_loss`` takes probabilities,
 which saturate at 0 and 1 for large logits and would flatten the objective.
 
-Temperature scaling (Guo et al. 2017) divides the logits by one scalar T > 0: it changes
-confidence, never the ranking, so AUC is unchanged (computed here from the scaled logits, which
-keeps the order exactly).
+Temperature scaling (Guo et al. 2017) divides the logits by one scalar T > 0.  For a binary
+run the positive-class probability is a monotone function of the logit margin, so the ranking of
+the cases and hence the AUC are unchanged (computed here from the scaled margin, which keeps the
+order exactly).  For a multi-class run that does not hold in general: one class's softmax
+probability depends on all the other logits, so its ranking across cases, and the one-vs-rest
+AUC, can change with T (only each case's arg-max, hence accuracy, is kept); ``temp_scaled.auc``
+is then the AUC of the scaled probabilities.
 """
 from __future__ import annotations
 
@@ -201,7 +205,9 @@ def temperature_record(y_val, logits_val) -> dict:
 
 def temperature_scaled(y, logits, temperature: float, n_bins: int = DEFAULT_BINS) -> dict:
     """Calibration metrics after dividing ``logits`` by ``temperature``, with the AUC of the
-    scaled scores (equal to the unscaled AUC: the order is kept) and the temperature."""
+    scaled scores and the temperature.  Binary: the AUC equals the unscaled one (the margin's
+    order is kept).  Multi-class: the one-vs-rest AUC of the scaled softmax, which can differ
+    from the unscaled one (see the module docstring)."""
     from .metrics import auc
 
     z = binary_margin(logits)

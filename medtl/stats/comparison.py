@@ -11,11 +11,11 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..runs import FAILED, METRICS, Arm, Run, read_predictions
-from .compare import compare_arms, describe, holm, pair_sentence, paired_tests
+from .compare import compare_arms, conclude, describe, holm, holm_summary, paired_tests
 from .delong import delong_test
 from .hierarchical import METHOD as HIER_METHOD
 from .hierarchical import METRICS as HIER_METRICS
-from .hierarchical import RunPredictions, diff_ci, mean_ci
+from .hierarchical import CaseSet, RunPredictions, crossed, diff_ci, mean_ci, two_set_diff_ci
 
 # --------------------------------------------------------------------------------------------
 # metric lookup
@@ -35,11 +35,14 @@ def lookup_metric(metrics: Mapping, path: str) -> Any:
 
 
 def available_metrics(metrics: Mapping, prefix: str = "") -> list[str]:
-    """Dotted paths of every numeric leaf (``history`` and ``run`` are skipped)."""
+    """Dotted paths of every numeric leaf (``history``, ``run`` and every ``ci`` sub-dict, a
+    metric's case CI, are skipped)."""
     out: list[str] = []
     for k, v in metrics.items():
         key = f"{prefix}{k}"
         if not prefix and k in ("history", "run"):
+            continue
+        if k == "ci":  # a metric's case CI (low, high), not a metric of its own
             continue
         if isinstance(v, Mapping):
             out.extend(available_metrics(v, key + "."))
@@ -151,7 +154,7 @@ def delong_from_runs(run_a: str | Path, run_b: str | Path, confidence: float = 0
 # --------------------------------------------------------------------------------------------
 # the second source of variance: the finite test set
 
-def _run_predictions(arm: Arm, external: str | None = None) -> dict[int, RunPredictions]:
+def run_predictions(arm: Arm, external: str | None = None) -> dict[int, RunPredictions]:
     """Test predictions (or, with ``external``, the predictions on that external set) of the
     arm's finished binary runs, by seed (runs without a readable predictions file, or not
     binary, are left out)."""
@@ -176,12 +179,44 @@ def _run_predictions(arm: Arm, external: str | None = None) -> dict[int, RunPred
     return out
 
 
-def add_seed_case_cis(res: dict, arms: Mapping[str, Arm], metrics: Sequence[str], *, n_resamples: int,
-                      seed: int, confidence: float) -> list[str]:
-    """Add CIs over seeds *and* test cases (:mod:`medtl.stats.hierarchical`) to every arm and pair
-    of a test-set metric that can be recomputed from predictions (``test.auc``, ``test.acc``,
+def _seed_case_arms(res: dict, metric: str, name: str, preds: Mapping[str, dict], confidence: float) -> list[str]:
+    notes = []
+    for arm_name, st in res["by_metric"][metric]["arms"].items():
+        runs = [preds[arm_name][s] for s in st["seeds"] if s in preds[arm_name]]
+        ci = mean_ci(runs, name, confidence=confidence) if runs else \
+            {"ci_low": float("nan"), "ci_high": float("nan"), "note": "no test predictions"}
+        st.update(ci_seeds_cases_low=ci["ci_low"], ci_seeds_cases_high=ci["ci_high"],
+                  ci_seeds_cases_note=ci["note"])
+        if ci["note"]:
+            notes.append(f"{arm_name}, {metric}: no CI over seeds and test cases ({ci['note']})")
+    return notes
+
+
+def _seed_case_pair(pair: dict, name: str, preds: Mapping[str, dict], confidence: float) -> None:
+    """Make the seeds + cases t test and interval the pair's primary inference (the seeds-only
+    one stays as ``diff_ci_seeds_*`` / ``p_seeds``)."""
+    pa, pb = preds[pair["a"]], preds[pair["b"]]
+    shared = [s for s in pair["shared_seeds"] if s in pa and s in pb]
+    if len(shared) < 2:
+        return
+    r = diff_ci([pa[s] for s in shared], [pb[s] for s in shared], name, confidence=confidence)
+    if not np.isfinite(r["ci_low"]):
+        return
+    pair.update(inference="seeds+cases", test="crossed_t", diff=r["estimate"], se=r["se"], df=r["df"], p=r["p"],
+                statistic=r["estimate"] / r["se"] if r["se"] else float("nan"), diff_ci_low=r["ci_low"],
+                diff_ci_high=r["ci_high"], diff_ci_method="t, seeds + cases", n_pairs_seeds_cases=len(shared),
+                diff_ci_seeds_cases_low=r["ci_low"], diff_ci_seeds_cases_high=r["ci_high"],
+                variance={"seed_term": r["var_seed_term"], "case_term": r["var_case_term"],
+                          "interaction": r["var_interaction"]})
+
+
+def add_seed_case_cis(res: dict, arms: Mapping[str, Arm], metrics: Sequence[str], *, confidence: float) -> list[str]:
+    """Add intervals over seeds *and* test cases (:mod:`medtl.stats.hierarchical`) to every arm and
+    pair of a test-set metric that can be recomputed from predictions (``test.auc``, ``test.acc``,
     ``test.sensitivity``, ``test.specificity``, ``test.balanced_acc``, and the same keys of an
-    external set, ``external.<name>.auc``, from its ``predictions.npz``); returns notes."""
+    external set, ``external.<name>.auc``, from its ``predictions.npz``).  For those metrics the
+    paired comparison's test and interval become the seeds + cases ones: a claim about patients,
+    not about this one test set.  Returns notes."""
     cache: dict[str | None, dict] = {}
     notes = []
     for metric in metrics:
@@ -190,43 +225,60 @@ def add_seed_case_cis(res: dict, arms: Mapping[str, Arm], metrics: Sequence[str]
         if not ((section == "test" or section == f"external.{ext}") and name in HIER_METRICS):
             continue
         if ext not in cache:
-            cache[ext] = {arm_name: _run_predictions(arm, ext) for arm_name, arm in arms.items()}
-        preds = cache[ext]
-        for arm_name, st in res["by_metric"][metric]["arms"].items():
-            runs = [preds[arm_name][s] for s in st["seeds"] if s in preds[arm_name]]
-            ci = mean_ci(runs, name, n_resamples=n_resamples, seed=seed, confidence=confidence) if runs else \
-                {"ci_low": float("nan"), "ci_high": float("nan"), "note": "no test predictions"}
-            st.update(ci_seeds_cases_low=ci["ci_low"], ci_seeds_cases_high=ci["ci_high"],
-                      ci_seeds_cases_note=ci["note"])
-            if ci["note"]:
-                notes.append(f"{arm_name}, {metric}: no CI over seeds and test cases ({ci['note']})")
+            cache[ext] = {arm_name: run_predictions(arm, ext) for arm_name, arm in arms.items()}
+        notes += _seed_case_arms(res, metric, name, cache[ext], confidence)
         for pair in res["pairs"]:
-            if pair["metric"] != metric or not pair["paired"]:
-                continue
-            pa, pb = preds[pair["a"]], preds[pair["b"]]
-            shared = [s for s in pair["shared_seeds"] if s in pa and s in pb]
-            ci = diff_ci([pa[s] for s in shared], [pb[s] for s in shared], name, n_resamples=n_resamples,
-                         seed=seed, confidence=confidence) if shared else {"ci_low": float("nan"),
-                                                                           "ci_high": float("nan")}
-            pair.update(diff_ci_seeds_cases_low=ci["ci_low"], diff_ci_seeds_cases_high=ci["ci_high"])
+            if pair["metric"] == metric and pair["paired"]:
+                _seed_case_pair(pair, name, cache[ext], confidence)
     return notes
 
 
 def leak_warnings(arms: Mapping[str, Arm]) -> dict[str, str]:
     """``{arm: warning}`` for every arm with runs trained on a leaky split (``data.on_leak: warn``
-    with test leaks), or whose runs predate the leak record (status unknown)."""
+    with test leaks), on data that names no patient for some or all images (status ``unchecked``:
+    patient overlap not counted), on a dataset with a known overlap it cannot count
+    (``known_overlap``), or whose runs predate the leak record (status unknown).  Several
+    findings for one arm are joined into one warning."""
     out = {}
     for name, arm in arms.items():
-        status = [((m.get("data") or {}).get("leaks") or {}).get("status", "unknown") for m in arm.runs.values()]
+        runs = list(arm.runs.values())
+        leaks = [((m.get("data") or {}).get("leaks") or {}) for m in runs]
+        status = [lk.get("status", "unknown") for lk in leaks]
+        msgs = []
         leaky = sum(s == "leaky" for s in status)
-        unknown = sum(s == "unknown" for s in status)
         if leaky:
-            out[name] = (f"LEAKY SPLIT: {leaky} of {len(status)} runs of {name} were trained with test patients or "
-                         f"images also in train/val (data.on_leak: warn); their test metrics are optimistic")
-        elif unknown:
-            out[name] = (f"{unknown} of {len(status)} runs of {name} predate medtl's leak record: whether their "
-                         f"test split shares patients with train/val is not recorded")
+            msgs.append(f"LEAKY SPLIT: {leaky} of {len(status)} runs of {name} were trained with test patients or "
+                        f"images also in train/val (data.on_leak: warn); their test metrics are optimistic.")
+        msgs += _unchecked_warning(name, runs, leaks)
+        overlap = list(dict.fromkeys(lk["known_overlap"] for lk in leaks if lk.get("known_overlap")))
+        if overlap:
+            n = sum(bool(lk.get("known_overlap")) for lk in leaks)
+            msgs.append(f"KNOWN OVERLAP: {n} of {len(status)} runs of {name}: " + "; ".join(overlap) + ".")
+        unknown = sum(s == "unknown" for s in status)
+        if unknown:
+            msgs.append(f"{unknown} of {len(status)} runs of {name} predate medtl's leak record: whether their "
+                        f"test split shares patients with train/val is not recorded.")
+        if msgs:
+            out[name] = " ".join(msgs).rstrip(".")
     return out
+
+
+def _unchecked_warning(name: str, runs: Sequence[Mapping], leaks: Sequence[Mapping]) -> list[str]:
+    """The UNCHECKED sentence of :func:`leak_warnings` (runs whose data name no patient for some
+    or all images), or nothing."""
+    hit, partial = 0, False
+    for m, lk in zip(runs, leaks):
+        missing = sum((lk.get("n_without_patient") or {}).values())
+        if lk.get("status") != "unchecked" and not missing:
+            continue
+        hit += 1
+        total = sum(((m.get("data") or {}).get("n") or {}).values())
+        partial = partial or (total > 0 and missing < total)
+    if not hit:
+        return []
+    what = "name no patient for some of their images" if partial else "name no patients"
+    return [f"UNCHECKED: the data of {hit} of {len(leaks)} runs of {name} {what}, so patient overlap between "
+            f"test and train/val could not be counted (only byte-identical images were)."]
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,52 +323,68 @@ def _notes(res: dict, runs: dict, metrics: Sequence[str]) -> list[str]:
     return notes
 
 
-def _methods(res: dict, ci_method: str, n_resamples: int, seed: int, confidence: float) -> dict:
+def _methods(res: dict, ci_method: str, n_resamples: int, seed: int, confidence: float, alpha: float,
+             margin) -> dict:
     level = f"{round(confidence * 100)}%"
+    fams = ", ".join(f"{k} ({v} tests)" for k, v in res["holm"]["families"].items()) or "none"
+    seed_ci = ("t interval (mean +/- t_(n-1) sd / sqrt n)" if ci_method == "t" else
+               f"bootstrap {ci_method} (B={n_resamples}, numpy Generator seeded with {seed}), on request")
     return {
-        "paired": "Wilcoxon signed-rank (primary, two-sided, zero_method='wilcox') and paired t-test; "
-                  "on the seeds both arms share (>= 2; seeds in one arm only are dropped and named)",
-        "unpaired": "Mann-Whitney U (primary, two-sided) and Welch t-test; used with fewer than 2 shared seeds",
+        "paired": "paired t test (primary) with its t interval of the mean difference, on the seeds both arms "
+                  "share (>= 2; seeds in one arm only are dropped and named); Wilcoxon signed-rank beside it. "
+                  "For test-set metrics that predictions allow, the primary test and interval are over seeds "
+                  "and test cases (below)",
+        "unpaired": "Welch t test and interval (primary), Mann-Whitney U beside it; used with fewer than 2 shared "
+                    "seeds",
         "effect_size": "Cohen's d_z (paired) / Cohen's d with pooled sd (unpaired)",
-        "multiplicity": f"Holm step-down over the primary p-values of all {res['holm']['m_primary']} "
-                        f"pairs x metrics (secondary p-values corrected separately)",
-        "ci": f"{level} bootstrap CI over seeds ({ci_method}, B={n_resamples}, numpy Generator seeded with {seed} "
-              f"for each interval; BCa falls back to percentile when undefined): training randomness only",
-        "ci_seeds_cases": f"{level} CI over seeds and test cases ({HIER_METHOD}, B={min(n_resamples, 2000)}, from "
-                          f"each run's test predictions at its own threshold): training randomness and test-set "
-                          f"sampling; use it for claims against an outside figure",
+        "multiplicity": f"Holm step-down within each family: {fams}. The declared primary metrics form the "
+                        f"primary family; everything else is exploratory, corrected on its own",
+        "conclusion": f"differs: Holm-adjusted p < {alpha:g}; equivalent within +/-M: otherwise, when a margin M is "
+                      f"set and the Holm-adjusted TOST p < {alpha:g} (the {round((1 - 2 * alpha) * 100)}% interval "
+                      f"lies inside +/-M); inconclusive: neither" + (f"; margin {margin}" if margin else
+                                                                     "; no margin set"),
+        "ci": f"{level} CI over seeds: {seed_ci}; training randomness on this test set only",
+        "ci_seeds_cases": f"{level} CI over seeds and test cases ({HIER_METHOD}; from each run's test predictions at "
+                          f"its own threshold): training randomness and test-set sampling; use it for claims about "
+                          f"patients and against an outside figure",
     }
 
 
 def build_comparison(arms: Mapping[str, Arm], metrics: Sequence[str], *, alpha: float = 0.05,
-                     n_resamples: int = 10000, seed: int = 0, ci_method: str = "bca",
-                     confidence: float = 0.95) -> dict:
-    """All statistics as one JSON-ready dict (NaN still present: see :func:`write_report`)."""
+                     n_resamples: int = 10000, seed: int = 0, ci_method: str = "t",
+                     confidence: float = 0.95, margin=None, primary: Sequence[str] | None = None) -> dict:
+    """All statistics as one JSON-ready dict (NaN still present: see :func:`write_report`).
+    ``margin``: an equivalence margin (one number, or ``{metric: margin}``); ``primary``: the
+    metrics of the primary Holm family (the rest are exploratory)."""
     if not metrics:
         raise ConfigError("metrics: give at least one metric, e.g. test.auc")
     metrics = list(dict.fromkeys(metrics))
+    unknown = [m for m in (primary or ()) if m not in metrics]
+    if unknown:
+        raise ConfigError(f"primary metric(s) {', '.join(unknown)} are not among the compared metrics "
+                          f"({', '.join(metrics)})")
     values = {m: collect_values(arms, m) for m in metrics}
     res = compare_arms(values, alpha=alpha, n_resamples=n_resamples, seed=seed, method=ci_method,
-                       confidence=confidence)
+                       confidence=confidence, margin=margin, primary=primary)
     for m in metrics:
         for name, st in res["by_metric"][m]["arms"].items():
             st.update(n_failed=len(arms[name].failed), n_incomplete=len(arms[name].incomplete),
                       values=[values[m][name][s] for s in st["seeds"]])
     runs = _run_summary(arms)
     notes = _notes(res, runs, metrics)
-    notes += add_seed_case_cis(res, arms, metrics, n_resamples=min(n_resamples, 2000), seed=seed,
-                               confidence=confidence)
-    for p in res["pairs"]:  # the sentences name both CIs where there are two
-        p["sentence"] = pair_sentence(p, alpha=alpha, confidence=confidence)
+    notes += add_seed_case_cis(res, arms, metrics, confidence=confidence)
+    conclude(res["pairs"], alpha=alpha, margin=margin, confidence=confidence)  # on the final tests
     return {
-        "kind": "medtl.compare", "version": 2, "metrics": metrics, "alpha": alpha, "ci_method": ci_method,
+        "kind": "medtl.compare", "version": 3, "metrics": metrics, "alpha": alpha, "ci_method": ci_method,
         "confidence": confidence, "bootstrap": int(n_resamples), "seed": int(seed),
-        "tests": _methods(res, ci_method, n_resamples, seed, confidence),
+        "margin": margin, "primary": list(primary or []),
+        "tests": _methods(res, ci_method, n_resamples, seed, confidence, alpha, margin),
         "leak_warnings": leak_warnings(arms),
         "arms": res["by_metric"][metrics[0]]["arms"],
         "by_metric": res["by_metric"],
         "pairs": res["pairs"],
-        "holm": res["holm"],
+        "holm": holm_summary(res["pairs"]),
+        "conclusions": conclusion_lines(res["pairs"]),
         "runs": runs,
         "n_failed": sum(r["n_failed"] for r in runs.values()),
         "n_incomplete": sum(r["n_incomplete"] for r in runs.values()),
@@ -324,42 +392,85 @@ def build_comparison(arms: Mapping[str, Arm], metrics: Sequence[str], *, alpha: 
     }
 
 
-def _within_arm_tests(internal: Mapping[int, float], external: Mapping[int, float]) -> dict:
-    """Paired Wilcoxon (and t) of internal vs external over the seeds that have both."""
-    shared = sorted(s for s in internal if s in external and np.isfinite(internal[s]) and np.isfinite(external[s]))
-    t = paired_tests(np.array([internal[s] for s in shared]), np.array([external[s] for s in shared]))
-    return {"n_pairs": len(shared), "seeds": shared, "test": "wilcoxon", "p": t["wilcoxon"]["p"],
-            "statistic": t["wilcoxon"]["statistic"], "secondary_test": "ttest_rel", "secondary_p": t["ttest_rel"]["p"],
-            "note": t["note"]}
+def conclusion_lines(pairs: Sequence[Mapping]) -> list[dict]:
+    """One short record per pair: ``{a, b, metric, family, conclusion}`` (what a report may say)."""
+    return [{"a": p["a"], "b": p["b"], "metric": p["metric"], "family": p.get("family"),
+             "conclusion": p.get("conclusion")} for p in pairs]
+
+
+def _ive_drop(pi: Mapping[int, RunPredictions], pe: Mapping[int, RunPredictions], seeds: Sequence[int],
+              metric: str, internal: Mapping[int, float], external: Mapping[int, float], confidence: float) -> dict:
+    """One arm's drop (internal - external) with the test of no drop that matches its interval:
+    over seeds and both test sets' cases where the predictions allow, else a paired t over seeds."""
+    shared = [s for s in seeds if s in pi and s in pe]
+    if len(shared) >= 2:
+        r = two_set_diff_ci([pi[s] for s in shared], [pe[s] for s in shared], metric, confidence=confidence)
+        if np.isfinite(r["ci_low"]):
+            return {"n_pairs": len(shared), "seeds": shared, "inference": "seeds+cases", "test": "crossed_t",
+                    "estimate": r["estimate"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "se": r["se"],
+                    "df": r["df"], "p": r["p"], "note": None}
+    ok = sorted(s for s in internal if np.isfinite(internal[s]) and np.isfinite(external.get(s, float("nan"))))
+    d = np.array([internal[s] - external[s] for s in ok])
+    t = paired_tests(np.array([internal[s] for s in ok]), np.array([external[s] for s in ok]))
+    ci = describe(d, confidence=confidence)
+    return {"n_pairs": len(ok), "seeds": ok, "inference": "seeds", "test": "ttest_rel",
+            "estimate": float(np.mean(d)) if d.size else float("nan"), "ci_low": ci["ci_low"],
+            "ci_high": ci["ci_high"], "p": t["ttest_rel"]["p"], "secondary_test": "wilcoxon",
+            "secondary_p": t["wilcoxon"]["p"],
+            "note": (t["note"] or "") + ("; " if t["note"] else "") + "test-set sampling not covered (no predictions)"}
+
+
+def _ive_pair(pair: dict, metric: str, pi: Mapping[str, dict], pe: Mapping[str, dict], confidence: float) -> None:
+    """Whether two arms' drops differ, over seeds and both test sets' cases (where predictions allow)."""
+    a, b = pair["a"], pair["b"]
+    shared = [s for s in pair["shared_seeds"] if all(s in d for d in (pi[a], pi[b], pe[a], pe[b]))]
+    if len(shared) < 2:
+        return
+    take = lambda d: [d[s] for s in shared]  # noqa: E731
+    r = crossed([CaseSet([(1.0, take(pi[a])), (-1.0, take(pi[b]))]),
+                 CaseSet([(-1.0, take(pe[a])), (1.0, take(pe[b]))])], metric, confidence)
+    if np.isfinite(r["ci_low"]):
+        pair.update(inference="seeds+cases", test="crossed_t", diff=r["estimate"], se=r["se"], df=r["df"], p=r["p"],
+                    diff_ci_low=r["ci_low"], diff_ci_high=r["ci_high"], diff_ci_seeds_cases_low=r["ci_low"],
+                    diff_ci_seeds_cases_high=r["ci_high"])
 
 
 def internal_vs_external(arms: Mapping[str, Arm], name: str, *, metric: str = "auc", alpha: float = 0.05,
-                         n_resamples: int = 10000, seed: int = 0, ci_method: str = "bca",
-                         confidence: float = 0.95) -> dict:
+                         n_resamples: int = 10000, seed: int = 0, ci_method: str = "t",
+                         confidence: float = 0.95, margin=None) -> dict:
     """Per arm: the internal (``test.<metric>``) and external (``external.<name>.<metric>``) means
-    with CIs over seeds, and the paired drop (internal - external, per seed) with its CI and a
-    Wilcoxon signed-rank test of no drop (Holm over the arms); for every pair of arms, whether
-    their drops differ (``medtl compare``'s paired tests on the per-seed drops, Holm over the pairs)."""
+    with CIs over seeds, and the paired drop (internal - external, per seed) with its interval over
+    seeds and both test sets' cases and the t test of no drop that matches it (Holm over the arms);
+    for every pair of arms, whether their drops differ (same inference, Holm over the pairs)."""
     internal_key, external_key = f"test.{metric}", f"external.{name}.{metric}"
     internal = collect_values(arms, internal_key)
     external = collect_values(arms, external_key)
     drop_key = f"{internal_key} - {external_key}"
     drops = {a: {s: v - external[a].get(s, float("nan")) for s, v in internal[a].items()} for a in arms}
     res = compare_arms({drop_key: drops}, alpha=alpha, n_resamples=n_resamples, seed=seed, method=ci_method,
-                       confidence=confidence)
+                       confidence=confidence, margin=margin)
+    pi = {a: run_predictions(arm) for a, arm in arms.items()}
+    pe = {a: run_predictions(arm, name) for a, arm in arms.items()}
+    if metric in HIER_METRICS:
+        for pair in res["pairs"]:
+            if pair["paired"]:
+                _ive_pair(pair, metric, pi, pe, confidence)
+        conclude(res["pairs"], alpha=alpha, margin=margin, confidence=confidence)
     kw = dict(n_resamples=n_resamples, seed=seed, method=ci_method, confidence=confidence)
     rows = {}
     for a in arms:
+        seeds = sorted(internal[a])
+        test = _ive_drop(pi[a], pe[a], seeds, metric, internal[a], external[a], confidence) \
+            if metric in HIER_METRICS else _ive_drop({}, {}, seeds, metric, internal[a], external[a], confidence)
         rows[a] = {"internal": describe(list(internal[a].values()), **kw),
                    "external": describe(list(external[a].values()), **kw),
-                   "drop": res["by_metric"][drop_key]["arms"][a], "no_drop_test": _within_arm_tests(internal[a],
-                                                                                                  external[a])}
+                   "drop": res["by_metric"][drop_key]["arms"][a], "no_drop_test": test}
     p_holm = holm([r["no_drop_test"]["p"] for r in rows.values()])
     for r, ph in zip(rows.values(), p_holm):
         r["no_drop_test"]["p_holm"] = float(ph)
         r["no_drop_test"]["significant"] = bool(np.isfinite(ph) and ph < alpha)
     return {"name": name, "metric": metric, "internal_metric": internal_key, "external_metric": external_key,
-            "drop_metric": drop_key, "arms": rows, "pairs": res["pairs"], "holm": res["holm"],
+            "drop_metric": drop_key, "arms": rows, "pairs": res["pairs"], "holm": holm_summary(res["pairs"]),
             "n_missing_external": {a: sum(1 for s in internal[a] if not np.isfinite(external[a].get(s, float("nan"))))
                                    for a in arms}}
 
@@ -390,10 +501,11 @@ def anchor_statements(result: Mapping, value: float, metric: str | None = None) 
 
 
 def compare_runs(dirs: Sequence[str | Path], metrics: Sequence[str], *, alpha: float = 0.05,
-                 n_resamples: int = 10000, seed: int = 0, ci_method: str = "bca",
+                 n_resamples: int = 10000, seed: int = 0, ci_method: str = "t",
                  named: Sequence[tuple[str, str | Path]] = (),
                  delong: tuple[str | Path, str | Path] | None = None, anchor: float | None = None,
-                 internal_vs_external_name: str | None = None) -> dict:
+                 internal_vs_external_name: str | None = None, margin=None,
+                 primary: Sequence[str] | None = None) -> dict:
     """Discover the arms in ``dirs`` (and ``named``), compute every statistic; the result
     (NaN still present) that :func:`medtl.reports.write_compare` renders.
 
@@ -406,19 +518,28 @@ def compare_runs(dirs: Sequence[str | Path], metrics: Sequence[str], *, alpha: f
     if n_resamples < 100:
         raise ConfigError(f"bootstrap resamples must be at least 100 (got {n_resamples})")
     ci_method = ci_method.lower()
-    if ci_method not in ("bca", "percentile"):
-        raise ConfigError(f"CI method must be 'bca' or 'percentile' (got {ci_method!r})")
+    if ci_method not in ("t", "bca", "percentile"):
+        raise ConfigError(f"CI method must be 't', 'bca' or 'percentile' (got {ci_method!r})")
+    _check_margin(margin)
     arms = discover_arms(dirs, named)
     ive = internal_vs_external_name
     if ive is not None:
         metrics = list(dict.fromkeys(list(metrics) + ["test.auc", f"external.{ive}.auc"]))
-    result = build_comparison(arms, metrics, alpha=alpha, n_resamples=n_resamples, seed=seed, ci_method=ci_method)
+    result = build_comparison(arms, metrics, alpha=alpha, n_resamples=n_resamples, seed=seed, ci_method=ci_method,
+                              margin=margin, primary=primary)
     if ive is not None:
         result["internal_vs_external"] = internal_vs_external(arms, ive, alpha=alpha, n_resamples=n_resamples,
-                                                              seed=seed, ci_method=ci_method)
+                                                              seed=seed, ci_method=ci_method, margin=margin)
     result["inputs"] = [str(d) for d in dirs] + [f"{n}={d}" for n, d in named]
     if delong is not None:
         result["delong"] = delong_from_runs(delong[0], delong[1])
     if anchor is not None:
         result["anchor"] = anchor_statements(result, anchor)
     return result
+
+
+def _check_margin(margin) -> None:
+    vals = list(margin.values()) if isinstance(margin, Mapping) else ([] if margin is None else [margin])
+    for v in vals:
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and np.isfinite(v)):
+            raise ConfigError(f"margin must be a positive number (got {v!r})")

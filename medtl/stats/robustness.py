@@ -29,16 +29,7 @@ def scalar_metrics(rec: Mapping) -> dict[str, float]:
     for name, rows in rec["corruptions"].items():
         out[f"corruptions.{name}.mean_auc"] = float(np.nanmean([_f(r["auc"]) for r in rows]))
     out["corruptions.mean_auc_drop"] = _f(rec["corruptions_mean_auc_drop"])
-    sb = rec.get("shape_bias") or {}
-    for k in ("shape_bias", "shape_only_acc", "texture_only_acc"):
-        if k in sb:
-            out[f"shape_bias.{k}"] = _f(sb[k])
-    sc = rec.get("shortcut") or {}
-    for k in ("auc_full", "auc_lung_masked", "auc_lung_only", "auc_border_only", "masked_retention"):
-        if k in sc:
-            out[f"shortcut.{k}"] = _f(sc[k])
-    if "flagged" in sc:
-        out["shortcut.flagged"] = float(bool(sc["flagged"]))
+    out |= _shape_and_shortcut(rec)
     cal = rec.get("calibration") or {}
     for k in CALIBRATION_KEYS:
         if cal.get(k) is not None:
@@ -47,6 +38,26 @@ def scalar_metrics(rec: Mapping) -> dict[str, float]:
 
 
 CALIBRATION_KEYS = ("ece", "ece_equal_mass", "brier", "nll", "ece_after_temperature")
+
+
+def _shape_and_shortcut(rec: Mapping) -> dict[str, float]:
+    """Shape bias only where the run's result is interpretable (so a seed whose cues are not usable
+    is left out of the arm's mean and of the tests), the cue-only balanced accuracies always; the
+    lung-masking AUCs, the retention and the flag (1 only for a CI wholly above the cut)."""
+    out: dict[str, float] = {}
+    sb = rec.get("shape_bias") or {}
+    if sb.get("interpretable") and sb.get("shape_bias") is not None:
+        out["shape_bias.shape_bias"] = _f(sb["shape_bias"])
+    for k in ("shape_only_bacc", "texture_only_bacc"):
+        if k in sb:
+            out[f"shape_bias.{k}"] = _f(sb[k])
+    sc = rec.get("shortcut") or {}
+    for k in ("auc_full", "auc_lung_masked", "auc_lung_only", "auc_border_only", "masked_retention"):
+        if k in sc:
+            out[f"shortcut.{k}"] = _f(sc[k])
+    if "flagged" in sc:
+        out["shortcut.flagged"] = float(bool(sc["flagged"]))
+    return out
 
 
 def mean_reliability(recs: Sequence[Mapping], n_resamples: int = 2000) -> dict | None:
@@ -72,25 +83,37 @@ def mean_reliability(recs: Sequence[Mapping], n_resamples: int = 2000) -> dict |
 def headline_metrics(runs: Sequence[Mapping]) -> list[str]:
     """The metrics the arms are tested on: clean AUC, P(change) at one pixel (native pixels when
     any run upscales its input), consistency, AUC at each attack's largest ε, mean corruption
-    AUC drop, shape bias."""
+    AUC drop, shape bias (over the runs where it is interpretable; absent when none is)."""
     flat = [scalar_metrics(r) for r in runs]
     keys = list(dict.fromkeys(k for f in flat for k in f))
     upscaled = any((r.get("units") or {}).get("input_px_per_native_px", 1.0) != 1.0 for r in runs)
     out = ["clean.auc", "translation.p_change_1native_px" if upscaled else "translation.p_change_1px",
            "translation.consistency"]
-    for attack in dict.fromkeys(a for r in runs for a in r["adversarial"]):
-        eps = [k for k in keys if k.startswith(f"adversarial.{attack}.auc@")]
-        if eps:
-            out.append(max(eps, key=lambda k: float(k.split("@")[1].split("/")[0])))
+    attack = headline_attack([a for r in runs for a in r["adversarial"]])
+    eps = [k for k in keys if attack and k.startswith(f"adversarial.{attack}.auc@")]
+    if eps:  # one attack, not every attack: their AUCs are strongly correlated
+        out.append(max(eps, key=lambda k: float(k.split("@")[1].split("/")[0])))
     out += ["corruptions.mean_auc_drop", "shape_bias.shape_bias"]
     return [k for k in out if k in keys]
 
 
+HEADLINE_ATTACKS = ("pgd_linf", "pgd_l2", "fgsm_linf", "fgsm_l2")
+
+
+def headline_attack(names: Sequence[str]) -> str | None:
+    """The one attack whose largest-ε AUC is a headline metric: white-box PGD L∞ where it ran
+    (the strongest standard attack), else the first of :data:`HEADLINE_ATTACKS`, else the first."""
+    names = list(dict.fromkeys(names))
+    return next((a for a in HEADLINE_ATTACKS if a in names), names[0] if names else None)
+
+
 def robustness_pairs(runs: Sequence[Mapping], *, alpha: float = 0.05, n_resamples: int = 2000,
-                     seed: int = 0) -> dict:
-    """Every pair of arms on every headline metric, as ``medtl compare`` tests them (paired over
-    shared seeds, Holm over the whole family); ``descriptive_only`` when an arm has < 3 seeds."""
-    from .compare import MIN_N_CI, compare_arms
+                     seed: int = 0, margin=None, primary: Sequence[str] | None = None) -> dict:
+    """Every pair of arms on every headline metric, as ``medtl compare`` tests them (paired t over
+    shared seeds; an attack AUC measured on a test subset also counts that subset's sampling error,
+    with the finite-population correction), Holm within each family (``primary``: the headline
+    metrics declared primary; the rest exploratory); ``descriptive_only`` when an arm has < 3 seeds."""
+    from .compare import MIN_N_CI, compare_arms, conclude, holm_summary
 
     heads = headline_metrics(runs)
     values: dict[str, dict[str, dict[int, float]]] = {m: {} for m in heads}
@@ -98,42 +121,74 @@ def robustness_pairs(runs: Sequence[Mapping], *, alpha: float = 0.05, n_resample
         flat = scalar_metrics(r)
         for m in heads:
             values[m].setdefault(r["arm"], {})[int(r["seed"])] = flat.get(m, float("nan"))
-    res = compare_arms(values, alpha=alpha, n_resamples=n_resamples, seed=seed) if len(values.get(
-        "clean.auc", {})) >= 2 else {"pairs": [], "holm": {"m_primary": 0, "m_secondary": 0}, "design_note": None}
+    empty = {"pairs": [], "design_note": None}
+    res = compare_arms(values, alpha=alpha, n_resamples=n_resamples, seed=seed, margin=margin,
+                       primary=primary) if len(values.get("clean.auc", {})) >= 2 else empty
+    for p in res["pairs"]:
+        if p["metric"].startswith("adversarial.") and p["paired"]:
+            _subset_pair(p, runs)
+    conclude(res["pairs"], alpha=alpha, margin=margin)
     n_by_arm = {}
     for r in runs:
         n_by_arm[r["arm"]] = n_by_arm.get(r["arm"], 0) + 1
-    return {"pairs": res["pairs"], "holm": res["holm"], "headline": heads, "design_note": res.get("design_note"),
-            "descriptive_only": any(n < MIN_N_CI for n in n_by_arm.values())}
+    return {"pairs": res["pairs"], "holm": holm_summary(res["pairs"]), "headline": heads,
+            "design_note": res.get("design_note"), "descriptive_only": any(n < MIN_N_CI for n in n_by_arm.values())}
 
 
-def subset_errors(rec: Mapping) -> dict[str, float]:
-    """Per adversarial AUC metric of one run: the DeLong standard error of that AUC on the attacked
-    images, where the attacks ran on a subset of the test set (empty when they ran on all of it)."""
-    n_sub, n_test = rec["clean"].get("n_probe_sample"), rec["clean"].get("n_test")
-    if not n_sub or not n_test or n_sub >= n_test:
-        return {}
-    return {f"adversarial.{name}.auc@{r['eps'] * 255:g}/255": float(r["auc_se"])
-            for name, rows in rec["adversarial"].items() for r in rows if r.get("auc_se") is not None}
+def attack_predictions(rec: Mapping, key: str):
+    """``(RunPredictions, fraction)`` of an ``adversarial.<attack>.auc@<eps>/255`` metric of one run:
+    the per-image probabilities on the attacked sample and the finite-population factor 1 - n/N of
+    that sample in the N-image test set; None where the record has no per-image probabilities."""
+    from .hierarchical import RunPredictions
+
+    sample = rec.get("adversarial_sample") or {}
+    _, attack, rest = key.split(".", 2)
+    eps = float(rest.split("@")[1].split("/")[0]) / 255
+    row = next((r for r in rec["adversarial"].get(attack, []) if abs(r["eps"] - eps) < 1e-9), None)
+    if row is None or row.get("p") is None or sample.get("y") is None or not sample.get("n_test"):
+        return None
+    y = np.asarray(sample["y"], int)
+    return RunPredictions(y, np.asarray(row["p"], float), ids=np.asarray(sample["index"])), \
+        max(0.0, 1.0 - len(y) / float(sample["n_test"]))
 
 
-def with_subset_error(d: dict, se: Sequence[float], z: float = 1.959964) -> dict:
-    """Add ``ci_low_subset``/``ci_high_subset`` to a per-arm summary ``d``: the normal-approximation
-    interval of the arm mean with the between-seed variance and the test-subset sampling variance
-    (mean DeLong variance, counted in full: every seed is attacked on the same subset, so that
-    error does not average out over seeds)."""
-    vals = np.asarray([v for v in d.get("values") or [] if v is not None], float)
-    vals = vals[np.isfinite(vals)]
-    if len(vals) < 2 or not se:
+def _subset_pair(pair: dict, runs: Sequence[Mapping]) -> None:
+    """A paired attack-AUC comparison over seeds *and* the attacked subset's cases (counted once,
+    with the finite-population correction): the pair's test and interval."""
+    from .hierarchical import diff_ci
+
+    by = {(r["arm"], int(r["seed"])): r for r in runs}
+    got = [(attack_predictions(by[(pair["a"], s)], pair["metric"]), attack_predictions(by[(pair["b"], s)],
+                                                                                      pair["metric"]))
+           for s in pair["shared_seeds"] if (pair["a"], s) in by and (pair["b"], s) in by]
+    got = [(a, b) for a, b in got if a is not None and b is not None]
+    if len(got) < 2 or len(got) != len(pair["shared_seeds"]):
+        return
+    frac = got[0][0][1]
+    r = diff_ci([a[0] for a, _ in got], [b[0] for _, b in got], "auc", fraction=frac)
+    if np.isfinite(r["ci_low"]):
+        pair.update(inference="seeds+subset", test="crossed_t", diff=r["estimate"], se=r["se"], df=r["df"],
+                    p=r["p"], diff_ci_low=r["ci_low"], diff_ci_high=r["ci_high"], subset_fraction_fpc=frac)
+
+
+def with_subset_ci(d: dict, preds: Sequence) -> dict:
+    """Add ``ci_low_subset``/``ci_high_subset`` to an arm's summary ``d`` of an attack AUC measured on
+    a seeded subset of the test set: the t interval over seeds and the subset's cases, the subset's
+    case variance counted once (seed-averaged) with the finite-population correction 1 - n/N, so
+    the interval is for the AUC on the whole test set."""
+    from .hierarchical import mean_ci
+
+    if len(preds) < 2 or any(p is None for p in preds):
         return d
-    var = float(np.var(vals, ddof=1)) / len(vals) + float(np.mean(np.square(se)))
-    half = z * np.sqrt(var)
-    return d | {"ci_low_subset": float(d["mean"] - half), "ci_high_subset": float(d["mean"] + half)}
+    r = mean_ci([p[0] for p in preds], "auc", fraction=preds[0][1])
+    if not np.isfinite(r["ci_low"]):
+        return d
+    return d | {"ci_low_subset": r["ci_low"], "ci_high_subset": r["ci_high"], "subset_fpc": preds[0][1]}
 
 
 def aggregate(runs: Sequence[Mapping], n_resamples: int = 2000) -> dict:
     """``{arm: {"seeds": [...], "metrics": {key: describe(...) + values}}}`` over the runs' records
-    (adversarial AUCs measured on a test subset also get :func:`with_subset_error`)."""
+    (adversarial AUCs measured on a test subset also get :func:`with_subset_ci`)."""
     by_arm: dict[str, list[Mapping]] = {}
     for r in runs:
         by_arm.setdefault(r["arm"], []).append(r)
@@ -141,13 +196,12 @@ def aggregate(runs: Sequence[Mapping], n_resamples: int = 2000) -> dict:
     for arm, recs in by_arm.items():
         flat = [scalar_metrics(r) for r in recs]
         keys = list(dict.fromkeys(k for f in flat for k in f))
-        errs = [subset_errors(r) for r in recs]
         metrics = {}
         for k in keys:
             d = describe([f.get(k, float("nan")) for f in flat], n_resamples=n_resamples) | {
                 "values": [f.get(k) for f in flat]}
-            se = [e[k] for e in errs if k in e]
-            metrics[k] = with_subset_error(d, se) if len(se) == len(recs) else d
+            sub = [attack_predictions(r, k) for r in recs] if k.startswith("adversarial.") else []
+            metrics[k] = with_subset_ci(d, sub) if sub and all(x is not None and x[1] > 0 for x in sub) else d
         arms[arm] = {"seeds": [r["seed"] for r in recs], "metrics": metrics,
                      "reliability": mean_reliability(recs, n_resamples)}
     return arms

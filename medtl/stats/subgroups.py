@@ -1,7 +1,10 @@
 """Subgroup metrics of a binary classifier: per group of a categorical column (sex, view, age
 band, site, Kermany's pneumonia subtype), n, positives, AUC, sensitivity and specificity at the
-run's own threshold, each with a percentile bootstrap CI over the group's test cases, plus the
-worst-group gap.
+run's own threshold, plus the worst-group gap.  AUCs get a percentile bootstrap CI over the
+group's test cases; sensitivity and specificity, proportions, get the Wilson score interval
+throughout: it is monotone in the count (k/n's lower bound rises with k at fixed n) and never of
+zero width, where a case bootstrap collapses to a point when every case agrees and so gave, say,
+241/242 a higher lower bound than 242/242.
 
 Groups too small for an AUC (one class only, or fewer than ``MIN_N_AUC`` cases) keep their row,
 with the reason in ``auc_status``; sensitivity and specificity are given wherever the group has
@@ -42,7 +45,7 @@ def _ci(run: RunPredictions, metric: str, n_resamples: int, rng: np.random.Gener
     return point, float(lo), float(hi)
 
 
-WILSON_NOTE = "Wilson score (all cases agree, where the bootstrap interval has zero width)"
+WILSON_NOTE = "Wilson score"
 
 
 def wilson_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -85,14 +88,11 @@ def _one_group(y: np.ndarray, p: np.ndarray, threshold: float, idx: np.ndarray, 
     else:
         rec["auc"] = rec["auc_ci_low"] = rec["auc_ci_high"] = nan
     for metric, defined in (("sensitivity", n_pos > 0), ("specificity", n_pos < n)):
-        if defined:
-            rec[metric], rec[f"{metric}_ci_low"], rec[f"{metric}_ci_high"] = _ci(run, metric, n_resamples, rng,
-                                                                                confidence)
-            rec[f"{metric}_ci_method"] = "bootstrap"
+        if defined:  # a proportion: Wilson for every count (monotone in k; see the module docstring)
             k, m = _proportion_counts(yg, pg, threshold, metric)
-            if k in (0, m):  # every case agrees: each resample gives the same value, a zero-width "CI"
-                rec[f"{metric}_ci_low"], rec[f"{metric}_ci_high"] = wilson_ci(k, m, confidence)
-                rec[f"{metric}_ci_method"] = WILSON_NOTE
+            rec[metric] = k / m
+            rec[f"{metric}_ci_low"], rec[f"{metric}_ci_high"] = wilson_ci(k, m, confidence)
+            rec[f"{metric}_ci_method"] = WILSON_NOTE
         else:
             rec[metric] = rec[f"{metric}_ci_low"] = rec[f"{metric}_ci_high"] = nan
     neg = np.flatnonzero(y == 0)

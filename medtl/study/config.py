@@ -15,6 +15,16 @@
       - data: kermany:chest_xray
         name: kermany
         label_map: {NORMAL: normal, PNEUMONIA: pneumonia}
+    primary: [test.auc]                 # the primary endpoints: one Holm family across the study
+    margin: 0.01                        # equivalence margin (TOST), or {metric: margin}
+    plan:                               # seeds needed, from pilot runs (or, without, the study's own)
+      difference: 0.005
+      pilot: null
+
+``primary`` names compare metrics (``test.auc``) or robustness headline metrics
+(``translation.p_change_1px``, ``clean.auc``, ...); every other test of the study is exploratory,
+Holm-corrected in its own family.  Every pair ends in one word: differs, equivalent within the
+margin, or inconclusive.
 
 Relative paths (``sweep``, an inline ``base``, ``probes.source``) are relative to the study file.
 """
@@ -24,10 +34,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import read_yaml_mapping
 from ..errors import ConfigError
+
+
+# robustness headline metrics (medtl.stats.robustness.headline_metrics) that may be declared primary
+ROBUSTNESS_PREFIXES = ("clean.", "translation.", "adversarial.", "corruptions.", "shape_bias.", "shortcut.")
 
 
 class _Strict(BaseModel):
@@ -62,12 +76,49 @@ class EvaluateSpec(_Strict):
     split: str = "test"
 
 
+class PlanSpec(_Strict):
+    difference: float | None = Field(None, gt=0, description="the true difference to detect")
+    pilot: str | None = Field(None, description="pilot sweep folder; default: the study's own runs (a check, not a plan)")
+    power: float = Field(0.8, gt=0, lt=1)
+    theta: float = Field(0.0, description="the true difference assumed when planning equivalence")
+
+
 class StudyConfig(_Strict):
     name: str = "study"
     sweep: str | dict[str, Any]
     compare: CompareSpec = Field(default_factory=CompareSpec)
     probes: ProbeSpec = Field(default_factory=ProbeSpec)
     evaluate: list[EvaluateSpec] = Field(default_factory=list)
+    primary: list[str] = Field(default_factory=list)
+    margin: float | dict[str, float] | None = None
+    plan: PlanSpec | None = None
+
+    @field_validator("margin")
+    @classmethod
+    def _margin(cls, v):
+        vals = list(v.values()) if isinstance(v, dict) else ([] if v is None else [v])
+        if any(not (x > 0) for x in vals):
+            raise ValueError("margins must be positive")
+        return v
+
+    @field_validator("primary")
+    @classmethod
+    def _primary(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("names a metric twice")
+        return v
+
+    @model_validator(mode="after")
+    def _primary_known(self):
+        for m in self.primary:
+            if m not in self.compare.metrics and not m.startswith(ROBUSTNESS_PREFIXES):
+                raise ValueError(f"primary metric {m!r} is neither a compare metric ({', '.join(self.compare.metrics)}) "
+                                 f"nor a robustness headline metric ({', '.join(p + '*' for p in ROBUSTNESS_PREFIXES)})")
+            if m.startswith(ROBUSTNESS_PREFIXES) and self.probes.preset == "none":
+                raise ValueError(f"primary metric {m!r} needs the probes (probes.preset is none)")
+        if self.plan is not None and self.plan.difference is None and self.margin is None:
+            raise ValueError("plan: give plan.difference, or a study margin to plan equivalence for")
+        return self
 
 
 def _errors(exc: ValidationError) -> str:

@@ -63,15 +63,13 @@ def _compare(cfg: StudyConfig, out: Path) -> dict:
     from ..stats.comparison import compare_runs
 
     c = cfg.compare
-    result = compare_runs([out / STUDY_RUNS], c.metrics, alpha=c.alpha, n_resamples=c.bootstrap, anchor=c.anchor)
-    write_compare(result, out / STUDY_COMPARE)
-    return result
+    return compare_runs([out / STUDY_RUNS], c.metrics, alpha=c.alpha, n_resamples=c.bootstrap, anchor=c.anchor,
+                        margin=cfg.margin, primary=[m for m in cfg.primary if m in c.metrics])
 
 
 def _robustness(cfg: StudyConfig, folder: Path, out: Path, st: _Stages, executor: str, workers, address,
                 gpus_per_run) -> dict | None:
     from ..probes.suite import run_probes
-    from ..reports import write_robustness
     from ..runs import discover_arms
 
     p = cfg.probes
@@ -83,11 +81,11 @@ def _robustness(cfg: StudyConfig, folder: Path, out: Path, st: _Stages, executor
         result = run_probes([out / STUDY_RUNS], quick=p.preset == "quick", n_images=p.n_images,
                             source=resolve(folder, p.source) if p.source else None, workers=workers,
                             progress=(lambda _msg: bar.update(1)) if bar is not None else None,
-                            executor=executor, address=address, gpus_per_run=gpus_per_run)
+                            executor=executor, address=address, gpus_per_run=gpus_per_run, margin=cfg.margin,
+                            primary=[m for m in cfg.primary if m not in cfg.compare.metrics])
     finally:
         if bar is not None:
             bar.close()
-    write_robustness(result, out / STUDY_ROBUSTNESS)
     return result
 
 
@@ -102,10 +100,62 @@ def _evaluate(cfg: StudyConfig, out: Path) -> list[dict]:
         res = evaluate_runs([out / STUDY_RUNS], spec.data, name=name, label_map=spec.label_map,
                             positive=spec.positive, split=spec.split)
         ive = compare_runs([out / STUDY_RUNS], ["test.auc"], alpha=cfg.compare.alpha,
-                           n_resamples=cfg.compare.bootstrap, internal_vs_external_name=name)
+                           n_resamples=cfg.compare.bootstrap, internal_vs_external_name=name, margin=cfg.margin)
         write_compare(ive, out / STUDY_EVALUATE / name, plots=False)
         done.append({"name": name, "data": spec.data, "evaluate": res, "compare": ive})
     return done
+
+
+def study_families(cfg: StudyConfig, compare: dict, robustness: dict | None) -> dict:
+    """One Holm family for the declared primary endpoints across the whole study (compare and
+    robustness pairs), one for everything else (exploratory); every pair re-concluded with the
+    study's margin.  Returns the family record for the page and the JSON."""
+    from ..stats.comparison import conclusion_lines
+    from ..stats.compare import conclude, holm_summary
+
+    pairs = list(compare["pairs"]) + list((robustness or {}).get("pairs") or [])
+    for p in pairs:
+        p["family"] = "primary" if p["metric"] in cfg.primary else "exploratory"
+    conclude(pairs, alpha=cfg.compare.alpha, margin=cfg.margin)
+    summary = holm_summary(pairs)
+    compare["holm"] = summary
+    compare["conclusions"] = conclusion_lines(compare["pairs"])
+    if robustness is not None:
+        robustness["holm"] = summary
+    text = (f"Holm families span the whole study: primary ({summary['m_primary']} tests: "
+            f"{', '.join(cfg.primary) or 'none declared'}) and exploratory ({summary['m_exploratory']} tests, "
+            f"corrected on their own)")
+    compare.setdefault("tests", {})["multiplicity"] = text
+    return {"primary": list(cfg.primary), "margin": cfg.margin, "alpha": cfg.compare.alpha, **summary,
+            "text": text, "primary_conclusions": [c for c in conclusion_lines(pairs) if c["family"] == "primary"]}
+
+
+def _write_stage_pages(compare: dict, robustness: dict | None, out: Path) -> None:
+    from ..reports import write_compare, write_robustness
+
+    write_compare(compare, out / STUDY_COMPARE)
+    if robustness is not None:
+        write_robustness(robustness, out / STUDY_ROBUSTNESS)
+
+
+def _plan(cfg: StudyConfig, folder: Path, out: Path, seeds: int, families: dict) -> dict:
+    """Seeds needed for the primary endpoints (or the first compare metric), from the pilot folder
+    or, without one, from the study's own runs (then a check of the design, not a plan)."""
+    from ..stats.pilot import plan_runs
+
+    p = cfg.plan
+    metrics = [m for m in cfg.primary if m in cfg.compare.metrics] or cfg.compare.metrics[:1]
+    src = resolve(folder, p.pilot) if p.pilot else out / STUDY_RUNS
+    margin = cfg.margin if not isinstance(cfg.margin, dict) else None
+    source = "pilot runs" if p.pilot else "the study's own runs (a check of the design, not a plan)"
+    try:
+        res = plan_runs([src], metrics, difference=p.difference, margin=margin, theta=p.theta,
+                        alpha=cfg.compare.alpha, power=p.power, family_size=max(families["m_primary"], 1),
+                        planned_seeds=seeds)
+    except ConfigError as exc:  # a pilot too small for a plan: the page says so, the study goes on
+        return {"source": source, "pairs": [{"sentences": [f"No plan: {exc}."]}], "error": str(exc)}
+    res["source"] = source
+    return res
 
 
 def run_study(path: str | Path, out: str | Path, *, executor: str = "local", workers: int | None = None,
@@ -126,11 +176,14 @@ def run_study(path: str | Path, out: str | Path, *, executor: str = "local", wor
     sweep = st.timed("train", _train, out, st, executor, workers, address, gpus_per_run)
     compare = st.timed("compare", _compare, cfg, out)
     robustness = st.timed("robustness", _robustness, cfg, folder, out, st, executor, workers, address, gpus_per_run)
+    families = study_families(cfg, compare, robustness)
+    _write_stage_pages(compare, robustness, out)
     external = st.timed("evaluate", _evaluate, cfg, out) if cfg.evaluate else []
+    plan = st.timed("plan", _plan, cfg, folder, out, len(sweep["seeds"]), families) if cfg.plan else None
     record = {"name": cfg.name, "config": cfg.model_dump(mode="json"), "study_file": str(Path(path)),
               "executor": executor, "workers": workers, "gpus_per_run": gpus_per_run,
               "train": {k: sweep[k] for k in ("arms", "seeds", "counts", "wall_time_s", "threads_per_run")},
-              "stage_seconds": st.seconds}
+              "families": families, "plan": plan, "stage_seconds": st.seconds}
     record["seconds"] = round(time.time() - t0, 2)
     write_study(record, compare, robustness, external, out)
     return record

@@ -40,6 +40,7 @@ from ..models.inference import predict_logits
 from ..runs import (MARKER, Run, foreign_entries, is_legacy_run_folder, is_medtl_run_folder, remove_run_files,
                     write_marker)
 from ..stats import binary_metrics, choose_threshold, multiclass_metrics, multilabel_metrics
+from ..stats.case_ci import case_cis, summary_line
 from .resumable import Progress, TrainingState, check_finite, settings_diff
 from .runtime import Runtime, resolve_runtime
 from .schedule import lr_factor, scaled_lr
@@ -50,6 +51,29 @@ STATE_KIND = "medtl-finetune-state"
 # keys that may differ between an interrupted run and its resumption: the thread count, the
 # device *setting* (the resolved device and precision are compared in the state file) and caching
 RESUME_SAFE = {"train.num_threads", "train.device", "data.cache"}
+
+
+# settings whose method changed although the key stayed: (key, a key that came with the change,
+# what the old method was).  A run folder that set the key but lacks the new one was made by the
+# old method: it is neither resumed nor reused as if it were a run of the new one
+METHOD_CHANGES = (
+    ("data.augment.stylize", "data.augment.stylize_window",
+     "data.augment.stylize was the Fourier amplitude swap, now a texture scramble with histogram matching"),
+)
+
+
+def method_changes(raw: dict) -> list[str]:
+    """What :data:`METHOD_CHANGES` says about a run folder's raw config (as written, before
+    defaults are filled in): one line per setting made by a replaced method."""
+    def lookup(key: str) -> tuple[bool, Any]:
+        cur: Any = raw
+        for part in key.split("."):
+            if not isinstance(cur, dict) or part not in cur:
+                return False, None
+            cur = cur[part]
+        return True, cur
+
+    return [what for key, new_key, what in METHOD_CHANGES if lookup(key)[1] and not lookup(new_key)[0]]
 
 
 def _epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
@@ -183,6 +207,10 @@ def check_existing(run: Run, cfg: RunConfig) -> str:
         old = run.raw_config()
     except DataError:
         raise ConfigError(f"{run.config_path}: unreadable config in existing run folder; restart to discard it") from None
+    changed = method_changes(old)
+    if changed:  # before the defaults are filled in: they would make the old run look like a new one
+        raise ConfigError(f"{run.path}: holds a run made with a method medtl has since replaced ({'; '.join(changed)}); "
+                          "write elsewhere, or restart to discard it")
     try:  # fill in keys added to the schema since that run was written, with their defaults
         old = RunConfig.model_validate(old).model_dump(mode="json")
     except ValidationError:
@@ -283,6 +311,10 @@ def _check_input_side(cfg: RunConfig, bundle) -> None:
     if cfg.model.antialias == "blurpool" and side < BLURPOOL_MIN_SIDE:
         raise ConfigError(f"model.antialias: blurpool needs inputs of at least {BLURPOOL_MIN_SIDE} px (its reflect "
                           f"padding); this run feeds {side} px (raise data.image_size or upscale with data.sr)")
+    if cfg.data.augment.cue.kind not in ("none", ["none"]):
+        from ..data.cues import check_cue
+
+        check_cue(cfg.data.augment.cue, side)
 
 
 def _prepare(cfg: RunConfig) -> _Setup:
@@ -347,6 +379,33 @@ def _log_setup(s: _Setup, cfg: RunConfig) -> None:
 
 # ---------------------------------------------------------------- training
 
+def _input_transforms(cfg: RunConfig, epoch: int, images: torch.Tensor, labels: np.ndarray | None = None):
+    """The epoch's input transforms before the augmentation, as one function of (batch, dataset
+    indices): ``data.augment.stylize`` (partners from the un-augmented ``images``), then
+    ``data.augment.cue`` (the cue version of whatever goes on, so a cue image carries that cue
+    only).  Both plans are drawn for the whole training set from (seed, epoch): batch order and
+    resuming do not change them."""
+    aug = cfg.data.augment
+    steps = []
+    if aug.stylize > 0:
+        from ..data.stylize import stylize_batch, stylize_plan
+
+        style = stylize_plan(len(images), aug.stylize, cfg.seed, epoch)
+        steps.append(lambda x, idx: stylize_batch(x, idx, images, style, aug.stylize_window))
+    if aug.cue.kind not in ("none", ["none"]):
+        from ..data.cues import cue_batch, cue_plan
+
+        plan = cue_plan(len(images), aug.cue, cfg.seed, epoch, labels)
+        steps.append(lambda x, idx: cue_batch(x, idx, plan, images))
+
+    def apply(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        for step in steps:
+            x = step(x, idx)
+        return x
+
+    return apply
+
+
 def _train_epoch(s: _Setup, cfg: RunConfig, epoch: int, images: torch.Tensor, targets: torch.Tensor,
                  progress: bool) -> dict:
     from ..data import augment_batch
@@ -357,11 +416,7 @@ def _train_epoch(s: _Setup, cfg: RunConfig, epoch: int, images: torch.Tensor, ta
     g_order = _epoch_generator(cfg.seed, epoch, 0)
     g_aug = _epoch_generator(cfg.seed, epoch, 1)
     perm = torch.randperm(len(images), generator=g_order)
-    style = None
-    if cfg.data.augment.stylize > 0:
-        from ..data.stylize import stylize_plan
-
-        style = stylize_plan(len(images), cfg.data.augment.stylize, cfg.seed, epoch)
+    shape_inputs = _input_transforms(cfg, epoch, images, s.bundle.splits["train"].labels)
     t0 = time.time()
     total, count = 0.0, 0
     lr = s.base_lr
@@ -373,11 +428,7 @@ def _train_epoch(s: _Setup, cfg: RunConfig, epoch: int, images: torch.Tensor, ta
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = perm[i * s.bs:(i + 1) * s.bs]
-            x = images[idx].float().div_(255.0)
-            if style is not None:
-                from ..data.stylize import stylize_batch
-
-                x = stylize_batch(x, idx, images, *style)
+            x = shape_inputs(images[idx].float().div_(255.0), idx)  # stylize, cue: before the augmentation
             x = augment_batch(x, cfg.data.augment, g_aug)
             y = targets[idx]
             soft = None
@@ -532,6 +583,9 @@ def _final_evaluation(s: _Setup, cfg: RunConfig, run: Run) -> tuple[dict, dict, 
     test = s.bundle.splits["test"]
     test_m, test_prob, test_logits = _evaluate_fp32(s.model, test, task, rt32, max(s.bs, 128), threshold)
     calib = _calibration(task, val, (val_prob, val_logits), test, (test_prob, test_logits), threshold, val_m, test_m)
+    # every run's val and test metrics carry their case CIs (DeLong for AUC, Wilson for proportions)
+    val_m["ci"] = case_cis(task.kind, val.labels, val_prob, threshold, task.classes)
+    test_m["ci"] = case_cis(task.kind, test.labels, test_prob, threshold, task.classes)
     # per-image predictions: test for paired tests between models (DeLong) and probes, val for
     # post-hoc recalibration (the temperature) without re-running the model
     _save_predictions(run.predictions_path, test, task, test_prob, test_logits)
@@ -549,6 +603,8 @@ def _run_record(s: _Setup, cfg: RunConfig, best_epoch: int, wall: float) -> dict
         "data_source": getattr(s.bundle, "source", None), "data_notes": list(s.bundle.notes),
         "data_format": s.bundle.format, "backbone": cfg.model.backbone, "weights": cfg.model.weights,
         "antialias": cfg.model.antialias, "stylize": cfg.data.augment.stylize,
+        "cue": "+".join([cfg.data.augment.cue.kind] if isinstance(cfg.data.augment.cue.kind, str)
+                        else cfg.data.augment.cue.kind),
         "image_size": cfg.data.image_size, "input_size": int(s.bundle.splits["train"].images.shape[-1]),
         "sr": cfg.data.sr.method, "epochs": cfg.train.epochs, "best_epoch": best_epoch,
         "device": str(s.rt.device), "precision": s.rt.precision, "eval_precision": "fp32",
@@ -609,5 +665,5 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
         } | ({"calibration": calib} if calib else {}))
         write_json_atomic(run.metrics_path, metrics)
         shutil.rmtree(run.state_dir, ignore_errors=True)
-        log.info("test: %s", {k: metrics["test"].get(k) for k in ("auc", "acc", "sensitivity", "specificity", "n")})
+        log.info("test: %s", summary_line(metrics["test"]))
     return metrics
