@@ -29,6 +29,41 @@ from medtl.stats.hierarchical import diff_ci  # noqa: E402
 from medtl.stats.pilot import plan_runs  # noqa: E402
 
 
+def _random_pilots(args, pa, pb, seeds, delta, name, frac, sign) -> dict:
+    """Many random pilots: each plans from its own seeds (same rule as above) and is checked on
+    random subsets of the planned size drawn from the seeds it did not use."""
+    from medtl.stats.plan import seeds_needed, ucl_variance
+
+    rng = np.random.default_rng(args.seed + 1)
+    n_pilot = args.pilot_seeds
+    planned, reached = [], []
+    for _ in range(args.pilots):
+        pilot = sorted(rng.choice(seeds, n_pilot, replace=False).tolist())
+        rest = [s for s in seeds if s not in pilot]
+        r = diff_ci([pa[s] for s in pilot], [pb[s] for s in pilot], name, fraction=frac)
+        s2 = r["var_seed_term"] * n_pilot
+        s2 = ucl_variance(s2, n_pilot, args.confidence if args.confidence > 0 else None)
+        m = seeds_needed(s2, r["var_case_term"], len(pa[pilot[0]].y), goal="difference", effect=delta,
+                         alpha=args.alpha, k=args.tests, power=args.power)["seeds_needed"]
+        planned.append(m)
+        if m is None or m > len(rest):
+            continue
+        hits = 0
+        for _ in range(50):
+            sub = rng.choice(rest, m, replace=False).tolist()
+            d = diff_ci([pa[s] for s in sub], [pb[s] for s in sub], name, fraction=frac)
+            hits += bool(d["p"] < args.alpha / args.tests and np.sign(d["estimate"]) == sign)
+        reached.append(hits / 50)
+    ok = [m for m in planned if m is not None and m <= len(seeds) - n_pilot]
+    out = {"pilots": args.pilots, "planned_counts": planned, "n_checkable": len(reached),
+           "mean_fraction_reaching": float(np.mean(reached)) if reached else None,
+           "median_planned": float(np.median([m for m in planned if m is not None])) if ok else None}
+    print(f"{args.pilots} random {n_pilot}-seed pilots: planned counts median {out['median_planned']}, "
+          f"{len(reached)} checkable on the other {len(seeds) - n_pilot} seeds; mean fraction reaching 'differs' "
+          f"there {out['mean_fraction_reaching']}")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs")
@@ -42,17 +77,25 @@ def main() -> int:
     ap.add_argument("--tests", type=int, default=1)
     ap.add_argument("--reps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--confidence", type=float, default=0.8,
+                    help="plan on this upper confidence limit of the pilot seed variance (0: point estimate)")
+    ap.add_argument("--pilots", type=int, default=0,
+                    help="also: this many random 5-seed pilots, each planned and checked on the other seeds")
+    ap.add_argument("--scope", choices=["patients", "test_set"], default="patients",
+                    help="conclude as medtl compare --scope does: over seeds and test cases, or over seeds only")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     arms = discover_arms([args.runs])
     name = args.metric.split(".", 1)[1]
     pa, pb = run_predictions(arms[args.arm_a]), run_predictions(arms[args.arm_b])
     seeds = sorted(set(pa) & set(pb))
-    full = diff_ci([pa[s] for s in seeds], [pb[s] for s in seeds], name)
+    frac = 1.0 if args.scope == "patients" else 0.0
+    full = diff_ci([pa[s] for s in seeds], [pb[s] for s in seeds], name, fraction=frac)
     delta = abs(full["estimate"]) if args.difference == "auto" else float(args.difference)
     pilot = seeds[:args.pilot_seeds]
     plan = plan_runs([args.runs], [args.metric], difference=delta, alpha=args.alpha, power=args.power,
-                     family_size=args.tests, seeds=pilot)
+                     family_size=args.tests, seeds=pilot, scope=args.scope,
+                     confidence=args.confidence if args.confidence > 0 else None)
     row = next(r for r in plan["pairs"] if {r["a"], r["b"]} == {args.arm_a, args.arm_b})
     g = row["plans"]["difference"]
     m = g["seeds_needed"]
@@ -60,7 +103,7 @@ def main() -> int:
           f"{full['ci_high']:+.5f}, p={full['p']:.3g})")
     print(f"plan from pilot seeds {pilot}: detect {delta:.5f} with power {args.power} -> {m} seeds per arm "
           f"(pilot seed sd {np.sqrt(row['seed_var']):.5f}, case se {np.sqrt(row['case_var']):.5f})")
-    rec = {"kind": "medtl.plan_check", "runs": args.runs, "arms": [args.arm_a, args.arm_b], "metric": args.metric,
+    rec = {"kind": "medtl.plan_check", "scope": args.scope, "runs": args.runs, "arms": [args.arm_a, args.arm_b], "metric": args.metric,
            "n_seeds": len(seeds), "whole_study": full, "difference": delta, "pilot_seeds": pilot, "plan": row,
            "planned_seeds": m}
     ok = False
@@ -70,15 +113,17 @@ def main() -> int:
         hits = 0
         for _ in range(args.reps):
             sub = sorted(rng.choice(seeds, m, replace=False).tolist())
-            r = diff_ci([pa[s] for s in sub], [pb[s] for s in sub], name)
+            r = diff_ci([pa[s] for s in sub], [pb[s] for s in sub], name, fraction=frac)
             hits += bool(r["p"] < args.alpha / args.tests and np.sign(r["estimate"]) == sign)
-        frac = hits / args.reps
-        ok = 0.7 <= frac <= 0.9
-        rec.update(fraction_reaching=frac, reps=args.reps, mean_overlap=m / len(seeds))
+        reach = hits / args.reps
+        ok = 0.7 <= reach <= 0.9
+        rec.update(fraction_reaching=reach, reps=args.reps, mean_overlap=m / len(seeds))
         print(f"{args.reps} random subsets of {m} of the {len(seeds)} seeds (mean overlap {m / len(seeds):.2f}): "
-              f"{frac:.3f} reach 'differs' in the study's direction ({'PASS' if ok else 'outside 0.7-0.9'})")
+              f"{reach:.3f} reach 'differs' in the study's direction ({'PASS' if ok else 'outside 0.7-0.9'})")
     else:
         print("the planned count exceeds the study's seeds: no subsampling check possible")
+    if args.pilots:
+        rec["random_pilots"] = _random_pilots(args, pa, pb, seeds, delta, name, frac, np.sign(full["estimate"]))
     rec["pass"] = ok
     if args.out:
         Path(args.out).write_text(json.dumps(rec, indent=1, default=float))

@@ -253,6 +253,14 @@ def test_both_sources_of_variance_and_leak_warning(app, tmp_path):
     assert "WARNING: LEAKY SPLIT" in r.output
     stm = res["anchor"]["statements"]
     assert len(stm) == 2 and all("over seeds and test cases" in s and "lies above 0.5" in s for s in stm)
+    assert pair["inference"] == "seeds+cases" and pair["test"] == "crossed_t" and res["scope"] == "patients"
+    # about this test set only (a fixed benchmark): the seeds-only t test decides, the other interval beside it
+    r = _invoke(app, [root, "--out", tmp_path / "fixed", "--scope", "test_set"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    fixed = _strict_json(tmp_path / "fixed" / "compare.json")["pairs"][0]
+    assert fixed["inference"] == "seeds" and fixed["test"] == "ttest_rel"
+    assert fixed["diff_ci_seeds_cases_low"] == pytest.approx(pair["diff_ci_low"])
+    assert "CI over seeds, on this test set," in fixed["sentence"] and "over seeds and test cases" in fixed["sentence"]
 
 
 def test_margin_and_primary_give_one_of_three_words(app, sweep, tmp_path):

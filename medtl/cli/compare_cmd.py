@@ -51,6 +51,9 @@ def compare(
     margin: List[str] = typer.Option([], "--margin", help="Equivalence margin M (TOST): one number for every metric, "
                                      "or METRIC=M; repeat for several. Each pair then reads 'differs', "
                                      "'equivalent within ±M' or 'inconclusive'."),
+    scope: str = typer.Option("patients", "--scope", help="patients (default): test-set metrics are tested over "
+                              "seeds and test cases; test_set: conclusions about this test set only (a fixed "
+                              "benchmark), tested over seeds."),
     primary: List[str] = typer.Option([], "--primary", help="A primary endpoint (one of the --metric values); "
                                       "repeat for several. They form one Holm family, the rest is exploratory."),
     arm: List[str] = typer.Option([], "--arm", help="An extra arm with an explicit name: NAME=DIR."),
@@ -88,7 +91,7 @@ def compare(
     pair = (delong[0], delong[1]) if delong is not None and all(p is not None for p in delong) else None
     result = compare_runs(folders, metric, alpha=alpha, n_resamples=bootstrap, seed=seed, ci_method=ci,
                           named=named, delong=pair, anchor=anchor, internal_vs_external_name=internal_vs_external,
-                          margin=margins, primary=primary or None)
+                          margin=margins, primary=primary or None, scope=scope)
     write_compare(result, out, plots=not no_plots)
     result = json_safe(result)
     typer.echo(f"{result['metrics'][0]}:")

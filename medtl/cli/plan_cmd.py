@@ -19,6 +19,10 @@ def plan(
                                         "planned here)."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per arm the study is configured with: say "
                                         "whether that reaches the conclusion."),
+    scope: str = typer.Option("patients", "--scope", help="As medtl compare will conclude: patients (the test set's "
+                              "sampling counts) or test_set (it does not)."),
+    confidence: float = typer.Option(0.8, "--confidence", help="Plan on this upper confidence limit of the pilot's "
+                                     "seed variance (0 for the point estimate)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write plan.json here."),
 ) -> None:
     """Seeds needed per arm, from pilot runs: power of medtl's own conclusion rule (seed and test-set
@@ -27,7 +31,8 @@ def plan(
     from ..stats.pilot import plan_runs
 
     res = plan_runs(dirs, metric, difference=difference, margin=margin, theta=theta, alpha=alpha, power=power,
-                    family_size=tests, planned_seeds=seeds)
+                    family_size=tests, planned_seeds=seeds, scope=scope,
+                    confidence=confidence if confidence > 0 else None)
     for row in res["pairs"]:
         for s in row["sentences"]:
             typer.echo(f"- {s}")

@@ -221,7 +221,7 @@ METHODS = [
     "Calibration (test set, positive class): ECE over 10 equal-width bins (and equal-mass bins), Brier score, "
     "NLL, and ECE after temperature scaling fitted on val NLL, from each run's metrics.json (runs written before "
     "calibration existed: computed from predictions_test.npz, without a temperature); per arm the mean and "
-    "bootstrap 95% CI over seeds, and the mean reliability diagram (per bin, mean over seeds of the observed "
+    "t 95% CI over seeds, and the mean reliability diagram (per bin, mean over seeds of the observed "
     "frequency, band = 95% CI over seeds). Not among the tested headline metrics.",
     "Units: shifts are in network-input pixels. Where a run upscales its input (data.sr), P(change) is also read at "
     "one native pixel (input_px_per_native_px input pixels) and the headline uses that, so arms at different input "
@@ -293,6 +293,18 @@ def _run_tasks_local(tasks: list[dict], workers: int, progress: Callable[[str], 
     return out
 
 
+def _drop_per_image(runs: Sequence[dict]) -> None:
+    """The per-image attack probabilities served the intervals and tests; the report keeps their
+    results and the sample's size, not the arrays (they stay in each run's probes/ cache)."""
+    for rec in runs:
+        for rows in rec["adversarial"].values():
+            for r in rows:
+                r.pop("p", None)
+        sample = rec.get("adversarial_sample") or {}
+        if sample.get("index") is not None:
+            rec["adversarial_sample"] = {"n": len(sample["index"]), "n_test": sample.get("n_test")}
+
+
 def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int | None = None,
                source: str | Path | None = None, force: bool = False,
                progress: Callable[[str], None] | None = None, params: Mapping | None = None,
@@ -333,7 +345,9 @@ def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int
         raise ConfigError(f"executor must be local or ray (got {executor!r})")
     runs.sort(key=lambda r: (list(arms).index(r["arm"]), r["seed"]))
     pairs = robustness_pairs(runs, margin=margin, primary=primary)
-    result = {"runs": runs, "arms": aggregate(runs), "pairs": pairs["pairs"], "holm": pairs["holm"],
+    arms_summary = aggregate(runs)
+    _drop_per_image(runs)
+    result = {"runs": runs, "arms": arms_summary, "pairs": pairs["pairs"], "holm": pairs["holm"],
               "headline": pairs["headline"], "descriptive_only": pairs["descriptive_only"],
               "design_note": pairs["design_note"],
               "leak_warnings": leak_warnings(arms), "params": params, "methods": METHODS,

@@ -43,6 +43,7 @@ TEST_LABELS = {
     "ttest_rel": "paired t-test",
     "mannwhitneyu": "Mann-Whitney U",
     "welch_t": "Welch t-test",
+    "crossed_t": "t test over seeds and cases",
 }
 _SHORT_LABELS = {"wilcoxon": "Wilcoxon", "ttest_rel": "paired t", "mannwhitneyu": "Mann-Whitney", "welch_t": "Welch t"}
 
@@ -488,10 +489,14 @@ def _head(pair: Mapping, confidence: float) -> tuple[str, int]:
     head = f"{a} vs {b} on {metric}: {what} {_fmt_signed(diff, dec)}"
     inf = pair.get("inference", "seeds")
     if math.isfinite(lo) and math.isfinite(hi):
-        head += f" ({level} CI {_INFERENCE.get(inf, inf)} {_fmt_signed(lo, dec)} to {_fmt_signed(hi, dec)}"
-        lo2, hi2 = _f(pair.get("diff_ci_seeds_low")), _f(pair.get("diff_ci_seeds_high"))
-        if inf != "seeds" and math.isfinite(lo2) and math.isfinite(hi2):
-            head += f"; over seeds only, on this test set, {_fmt_signed(lo2, dec)} to {_fmt_signed(hi2, dec)}"
+        other = ("diff_ci_seeds", "over seeds only, on this test set,") if inf != "seeds" else \
+            ("diff_ci_seeds_cases", "over seeds and test cases")
+        label = _INFERENCE.get(inf, inf) + (", on this test set," if inf == "seeds" and
+                                             pair.get("diff_ci_seeds_cases_low") is not None else "")
+        head += f" ({level} CI {label} {_fmt_signed(lo, dec)} to {_fmt_signed(hi, dec)}"
+        lo2, hi2 = _f(pair.get(f"{other[0]}_low")), _f(pair.get(f"{other[0]}_high"))
+        if math.isfinite(lo2) and math.isfinite(hi2) and (lo2, hi2) != (lo, hi):
+            head += f"; {other[1]} {_fmt_signed(lo2, dec)} to {_fmt_signed(hi2, dec)}"
         head += ")"
     return head, dec
 
@@ -513,7 +518,8 @@ def pair_sentence(pair: Mapping, alpha: float = 0.05, confidence: float = 0.95) 
     if not math.isfinite(p):
         return f"{head} \u2014 inconclusive: not tested ({pair.get('note') or 'too few seeds'})."
     fam = f"Holm over the {pair.get('family_size', '?')} {pair.get('family', 'exploratory')} tests"
-    body = (f"{head}, {_TEST_NAMES.get(pair['test'], pair['test'])} {format_p(p)}, {fam} {format_p(ph)} "
+    test = "t (seeds + subset)" if pair.get("inference") == "seeds+subset" else _TEST_NAMES.get(pair["test"], pair["test"])
+    body = (f"{head}, {test} {format_p(p)}, {fam} {format_p(ph)} "
             f"({design})")
     m = pair.get("margin")
     diff = _f(pair["diff"])

@@ -192,15 +192,18 @@ def _seed_case_arms(res: dict, metric: str, name: str, preds: Mapping[str, dict]
     return notes
 
 
-def _seed_case_pair(pair: dict, name: str, preds: Mapping[str, dict], confidence: float) -> None:
-    """Make the seeds + cases t test and interval the pair's primary inference (the seeds-only
-    one stays as ``diff_ci_seeds_*`` / ``p_seeds``)."""
+def _seed_case_pair(pair: dict, name: str, preds: Mapping[str, dict], confidence: float, scope: str) -> None:
+    """Add the seeds + cases interval of the pair; in the ``patients`` scope it also becomes the
+    pair's primary test and interval (the seeds-only ones stay as ``diff_ci_seeds_*`` / ``p_seeds``)."""
     pa, pb = preds[pair["a"]], preds[pair["b"]]
     shared = [s for s in pair["shared_seeds"] if s in pa and s in pb]
     if len(shared) < 2:
         return
     r = diff_ci([pa[s] for s in shared], [pb[s] for s in shared], name, confidence=confidence)
     if not np.isfinite(r["ci_low"]):
+        return
+    pair.update(diff_ci_seeds_cases_low=r["ci_low"], diff_ci_seeds_cases_high=r["ci_high"], p_seeds_cases=r["p"])
+    if scope != "patients":
         return
     pair.update(inference="seeds+cases", test="crossed_t", diff=r["estimate"], se=r["se"], df=r["df"], p=r["p"],
                 statistic=r["estimate"] / r["se"] if r["se"] else float("nan"), diff_ci_low=r["ci_low"],
@@ -210,13 +213,19 @@ def _seed_case_pair(pair: dict, name: str, preds: Mapping[str, dict], confidence
                           "interaction": r["var_interaction"]})
 
 
-def add_seed_case_cis(res: dict, arms: Mapping[str, Arm], metrics: Sequence[str], *, confidence: float) -> list[str]:
+SCOPES = ("patients", "test_set")
+
+
+def add_seed_case_cis(res: dict, arms: Mapping[str, Arm], metrics: Sequence[str], *, confidence: float,
+                      scope: str = "patients") -> list[str]:
     """Add intervals over seeds *and* test cases (:mod:`medtl.stats.hierarchical`) to every arm and
     pair of a test-set metric that can be recomputed from predictions (``test.auc``, ``test.acc``,
     ``test.sensitivity``, ``test.specificity``, ``test.balanced_acc``, and the same keys of an
-    external set, ``external.<name>.auc``, from its ``predictions.npz``).  For those metrics the
-    paired comparison's test and interval become the seeds + cases ones: a claim about patients,
-    not about this one test set.  Returns notes."""
+    external set, ``external.<name>.auc``, from its ``predictions.npz``).  In the ``patients`` scope
+    (default) the paired comparison's test and interval of those metrics become the seeds + cases
+    ones: a claim about patients like these, not about this one test set.  In the ``test_set``
+    scope (a fixed benchmark: the claim is about this test set) the seeds-only test decides and the
+    seeds + cases interval is shown beside it.  Returns notes."""
     cache: dict[str | None, dict] = {}
     notes = []
     for metric in metrics:
@@ -229,7 +238,7 @@ def add_seed_case_cis(res: dict, arms: Mapping[str, Arm], metrics: Sequence[str]
         notes += _seed_case_arms(res, metric, name, cache[ext], confidence)
         for pair in res["pairs"]:
             if pair["metric"] == metric and pair["paired"]:
-                _seed_case_pair(pair, name, cache[ext], confidence)
+                _seed_case_pair(pair, name, cache[ext], confidence, scope)
     return notes
 
 
@@ -352,7 +361,8 @@ def _methods(res: dict, ci_method: str, n_resamples: int, seed: int, confidence:
 
 def build_comparison(arms: Mapping[str, Arm], metrics: Sequence[str], *, alpha: float = 0.05,
                      n_resamples: int = 10000, seed: int = 0, ci_method: str = "t",
-                     confidence: float = 0.95, margin=None, primary: Sequence[str] | None = None) -> dict:
+                     confidence: float = 0.95, margin=None, primary: Sequence[str] | None = None,
+                     scope: str = "patients") -> dict:
     """All statistics as one JSON-ready dict (NaN still present: see :func:`write_report`).
     ``margin``: an equivalence margin (one number, or ``{metric: margin}``); ``primary``: the
     metrics of the primary Holm family (the rest are exploratory)."""
@@ -372,13 +382,15 @@ def build_comparison(arms: Mapping[str, Arm], metrics: Sequence[str], *, alpha: 
                       values=[values[m][name][s] for s in st["seeds"]])
     runs = _run_summary(arms)
     notes = _notes(res, runs, metrics)
-    notes += add_seed_case_cis(res, arms, metrics, confidence=confidence)
+    if scope not in SCOPES:
+        raise ConfigError(f"scope must be one of {', '.join(SCOPES)} (got {scope!r})")
+    notes += add_seed_case_cis(res, arms, metrics, confidence=confidence, scope=scope)
     conclude(res["pairs"], alpha=alpha, margin=margin, confidence=confidence)  # on the final tests
     return {
         "kind": "medtl.compare", "version": 3, "metrics": metrics, "alpha": alpha, "ci_method": ci_method,
         "confidence": confidence, "bootstrap": int(n_resamples), "seed": int(seed),
-        "margin": margin, "primary": list(primary or []),
-        "tests": _methods(res, ci_method, n_resamples, seed, confidence, alpha, margin),
+        "margin": margin, "primary": list(primary or []), "scope": scope,
+        "tests": _methods(res, ci_method, n_resamples, seed, confidence, alpha, margin) | {"scope": SCOPE_TEXT[scope]},
         "leak_warnings": leak_warnings(arms),
         "arms": res["by_metric"][metrics[0]]["arms"],
         "by_metric": res["by_metric"],
@@ -390,6 +402,13 @@ def build_comparison(arms: Mapping[str, Arm], metrics: Sequence[str], *, alpha: 
         "n_incomplete": sum(r["n_incomplete"] for r in runs.values()),
         "notes": notes,
     }
+
+
+SCOPE_TEXT = {
+    "patients": "conclusions about patients like these: test-set metrics are tested over seeds and test cases",
+    "test_set": "conclusions about this test set (a fixed benchmark): every metric is tested over seeds only; the "
+                "interval over seeds and test cases is shown beside it",
+}
 
 
 def conclusion_lines(pairs: Sequence[Mapping]) -> list[dict]:
@@ -505,7 +524,7 @@ def compare_runs(dirs: Sequence[str | Path], metrics: Sequence[str], *, alpha: f
                  named: Sequence[tuple[str, str | Path]] = (),
                  delong: tuple[str | Path, str | Path] | None = None, anchor: float | None = None,
                  internal_vs_external_name: str | None = None, margin=None,
-                 primary: Sequence[str] | None = None) -> dict:
+                 primary: Sequence[str] | None = None, scope: str = "patients") -> dict:
     """Discover the arms in ``dirs`` (and ``named``), compute every statistic; the result
     (NaN still present) that :func:`medtl.reports.write_compare` renders.
 
@@ -526,7 +545,7 @@ def compare_runs(dirs: Sequence[str | Path], metrics: Sequence[str], *, alpha: f
     if ive is not None:
         metrics = list(dict.fromkeys(list(metrics) + ["test.auc", f"external.{ive}.auc"]))
     result = build_comparison(arms, metrics, alpha=alpha, n_resamples=n_resamples, seed=seed, ci_method=ci_method,
-                              margin=margin, primary=primary)
+                              margin=margin, primary=primary, scope=scope)
     if ive is not None:
         result["internal_vs_external"] = internal_vs_external(arms, ive, alpha=alpha, n_resamples=n_resamples,
                                                               seed=seed, ci_method=ci_method, margin=margin)

@@ -13,6 +13,12 @@ Welch-Satterthwaite df, exactly as ``medtl compare`` will compute it.
 * **equivalence**: power of TOST at ``alpha / k`` to show ``|difference| < margin`` when the true
   difference is ``theta`` (default 0), from the two one-sided noncentral t tails.
 
+A pilot of a few seeds estimates the seed variance poorly (from 5 seeds, the 95% range of s/sigma
+is 0.35-1.67), and a plan on the point estimate falls short as often as not.  So the plan uses the
+one-sided upper confidence limit of the pilot's seed variance (Browne 1995), ``s2 (n-1) /
+chi2_{1-gamma}(n-1)`` at ``gamma = 0.8`` by default, and also reports the count from the point
+estimate.
+
 The seeds needed are the smallest ``m`` whose power reaches the target (default 0.8).  Where the
 case part alone keeps the power below the target at any number of seeds, no number of seeds
 reaches the conclusion on this test set; the plan says so and how much larger a test set would
@@ -25,6 +31,14 @@ import math
 from scipy import stats
 
 MAX_SEEDS = 500
+
+
+def ucl_variance(s2: float, n: int, confidence: float | None) -> float:
+    """One-sided upper ``confidence`` limit of a variance estimated from ``n`` values (the point
+    estimate where ``confidence`` is None or n < 2)."""
+    if confidence is None or n < 2:
+        return s2
+    return s2 * (n - 1) / float(stats.chi2.ppf(1 - confidence, n - 1))
 
 
 def se_at(m: int, s2: float, c2: float, n_cases: int) -> tuple[float, float]:

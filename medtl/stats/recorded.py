@@ -27,12 +27,17 @@ def _modern(pairs: Sequence[Mapping]) -> bool:
     return bool(pairs) and all("family" in p and "se" in p and "df" in p for p in pairs)
 
 
+def _as_recorded(pairs: Sequence[Mapping], primary: Sequence[str]) -> list[dict]:
+    """Copies of pairs written by this medtl, with the caller's families."""
+    out = copy.deepcopy(list(pairs))
+    for p in out:
+        p["family"] = "primary" if p["metric"] in primary else "exploratory"
+    return out
+
+
 def _compare_pairs(doc: Mapping, primary: Sequence[str], margin, alpha: float) -> list[dict]:
     if _modern(doc.get("pairs") or []):
-        pairs = copy.deepcopy(list(doc["pairs"]))
-        for p in pairs:
-            p["family"] = "primary" if p["metric"] in primary else "exploratory"
-        return pairs
+        return _as_recorded(doc["pairs"], primary)
     values = {m: {arm: {int(s): (float("nan") if v is None else float(v)) for s, v in zip(st["seeds"], st["values"])}
                   for arm, st in doc["by_metric"][m]["arms"].items()} for m in doc["metrics"]}
     return compare_arms(values, alpha=alpha, margin=margin, primary=primary)["pairs"]
@@ -42,10 +47,7 @@ def _robustness_pairs(doc: Mapping, primary: Sequence[str], margin, alpha: float
     from .robustness import robustness_pairs
 
     if _modern(doc.get("pairs") or []):
-        pairs = copy.deepcopy(list(doc["pairs"]))
-        for p in pairs:
-            p["family"] = "primary" if p["metric"] in primary else "exploratory"
-        return pairs
+        return _as_recorded(doc["pairs"], primary)
     return robustness_pairs(doc["runs"], alpha=alpha, margin=margin, primary=primary)["pairs"]
 
 

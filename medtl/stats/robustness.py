@@ -1,5 +1,5 @@
 """Per-arm statistics of probe results: each run's record flattened to scalar metrics, then
-mean and bootstrap CI over seeds (:func:`medtl.stats.compare.describe`)."""
+mean and t CI over seeds (:func:`medtl.stats.compare.describe`)."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -63,7 +63,7 @@ def _shape_and_shortcut(rec: Mapping) -> dict[str, float]:
 def mean_reliability(recs: Sequence[Mapping], n_resamples: int = 2000) -> dict | None:
     """An arm's mean reliability diagram: per equal-width bin, the mean over seeds of the mean
     predicted probability and of the observed frequency (seeds with an empty bin left out of that
-    bin), with a bootstrap CI of the observed mean over seeds; None when no run has the data or
+    bin), with a t CI of the observed mean over seeds; None when no run has the data or
     the runs' bins differ."""
     rels = [(r.get("calibration") or {}).get("reliability") for r in recs]
     rels = [x for x in rels if x and x.get("count")]

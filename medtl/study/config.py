@@ -92,6 +92,8 @@ class StudyConfig(_Strict):
     primary: list[str] = Field(default_factory=list)
     margin: float | dict[str, float] | None = None
     plan: PlanSpec | None = None
+    # patients: test-set metrics are concluded over seeds and test cases; test_set: about this test set only
+    scope: Literal["patients", "test_set"] = "patients"
 
     @field_validator("margin")
     @classmethod

@@ -64,7 +64,7 @@ def _compare(cfg: StudyConfig, out: Path) -> dict:
 
     c = cfg.compare
     return compare_runs([out / STUDY_RUNS], c.metrics, alpha=c.alpha, n_resamples=c.bootstrap, anchor=c.anchor,
-                        margin=cfg.margin, primary=[m for m in cfg.primary if m in c.metrics])
+                        margin=cfg.margin, primary=[m for m in cfg.primary if m in c.metrics], scope=cfg.scope)
 
 
 def _robustness(cfg: StudyConfig, folder: Path, out: Path, st: _Stages, executor: str, workers, address,
@@ -151,7 +151,7 @@ def _plan(cfg: StudyConfig, folder: Path, out: Path, seeds: int, families: dict)
     try:
         res = plan_runs([src], metrics, difference=p.difference, margin=margin, theta=p.theta,
                         alpha=cfg.compare.alpha, power=p.power, family_size=max(families["m_primary"], 1),
-                        planned_seeds=seeds)
+                        planned_seeds=seeds, scope=cfg.scope)
     except ConfigError as exc:  # a pilot too small for a plan: the page says so, the study goes on
         return {"source": source, "pairs": [{"sentences": [f"No plan: {exc}."]}], "error": str(exc)}
     res["source"] = source
