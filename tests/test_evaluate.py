@@ -187,6 +187,11 @@ def test_compare_internal_vs_external_view(tmp_path, capsys):
     assert ive["arms"]["drops"]["drop"]["mean"] == pytest.approx(0.12, abs=0.05)
     assert abs(ive["arms"]["holds"]["drop"]["mean"]) < 0.05
     assert ive["arms"]["drops"]["no_drop_test"]["significant"]
+    for arm in ("drops", "holds"):  # the drop's test is over seeds and both test sets' cases, and matches its CI
+        t = ive["arms"][arm]["no_drop_test"]
+        assert t["inference"] == "seeds+cases" and t["test"] == "crossed_t"
+        assert (t["p"] < 0.05) == (t["ci_low"] > 0 or t["ci_high"] < 0)
+    assert ive["arms"]["holds"]["no_drop_test"]["ci_low"] < 0 < ive["arms"]["holds"]["no_drop_test"]["ci_high"]
     (pair,) = ive["pairs"]
     assert pair["paired"] and pair["n_pairs"] == 8 and pair["significant"] and pair["p_holm"] < 0.05
     # both AUCs also get the CI over seeds and test cases (the external one from predictions.npz)

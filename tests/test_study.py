@@ -110,7 +110,8 @@ def test_study_runs_every_stage_resumes_after_a_kill_and_renders(tmp_path, monke
     assert fam["m_primary"] == 2 and fam["primary"] == ["test.auc", "translation.p_change_1px"]
     rob = {p["metric"]: p for p in doc["robustness"]["pairs"]}
     assert pair["family"] == "primary" and rob["translation.p_change_1px"]["family"] == "primary"
-    assert rob["translation.p_change_1px"]["family_size"] == 2 and rob["clean.auc"]["family"] == "exploratory"
+    assert rob["translation.p_change_1px"]["family_size"] == 2 and rob["translation.consistency"]["family"] == "exploratory"
+    assert "clean.auc" not in rob  # tested once, as compare's test.auc
     assert all(p["conclusion"] in ("differs", "equivalent", "inconclusive")
                for p in doc["compare"]["pairs"] + doc["robustness"]["pairs"])
     assert "## Primary endpoints and conclusions" in md and "## Seeds needed" in md

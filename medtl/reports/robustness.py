@@ -130,6 +130,9 @@ def _ci_cell(d: Mapping) -> str:
     if d.get("ci_low") is None or d.get("ci_high") is None:
         return f"n = {d['n']}: too few seeds for a CI" if d["n"] < 3 else "n/a"
     cell = f"[{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"
+    if d.get("ci_seeds_cases_low") is not None:  # the test AUC: over seeds and test cases first
+        cell = (f"over seeds + test cases [{_fmt(d['ci_seeds_cases_low'])}, {_fmt(d['ci_seeds_cases_high'])}]; "
+                f"over seeds {cell}")
     if d.get("ci_low_subset") is not None:  # attacks on a test subset: its sampling error too
         cell += f"; for the whole test set (subset sampling, FPC) [{_fmt(d['ci_low_subset'])}, {_fmt(d['ci_high_subset'])}]"
     return cell

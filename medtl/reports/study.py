@@ -63,7 +63,11 @@ def write_study(record: Mapping, compare: Mapping, robustness: Mapping | None, e
     rec = json_safe(record)
     fam = rec.get("families")
     plan = rec.get("plan") or {}
+    margin = (fam or {}).get("margin")
+    margin_text = (", ".join(f"{k} ±{v:g}" for k, v in margin.items()) if isinstance(margin, dict)
+                   else (f"±{margin:g} on every metric" if margin else None))
     paths = write_page(out, STUDY_PAGE, "study", study=rec, stage_rows=_stage_rows(record), families=fam,
+                       margin_text=margin_text,
                        conclusion_rows=_conclusion_rows(c_clean, r_clean),
                        plan_lines=[s for row in plan.get("pairs") or [] for s in row["sentences"]],
                        plan_source=plan.get("source"),

@@ -127,6 +127,8 @@ def robustness_pairs(runs: Sequence[Mapping], *, alpha: float = 0.05, n_resample
     for p in res["pairs"]:
         if p["metric"].startswith("adversarial.") and p["paired"]:
             _subset_pair(p, runs)
+        elif p["metric"] == "clean.auc" and p["paired"]:
+            _clean_pair(p, runs)
     conclude(res["pairs"], alpha=alpha, margin=margin)
     n_by_arm = {}
     for r in runs:
@@ -171,6 +173,37 @@ def _subset_pair(pair: dict, runs: Sequence[Mapping]) -> None:
                     p=r["p"], diff_ci_low=r["ci_low"], diff_ci_high=r["ci_high"], subset_fraction_fpc=frac)
 
 
+def _run_preds(rec: Mapping):
+    from ..errors import DataError
+    from ..runs import read_predictions
+    from .hierarchical import RunPredictions
+
+    try:
+        d = read_predictions(rec["run_dir"]) if rec.get("run_dir") else None
+    except (DataError, OSError):
+        return None
+    if d is None or np.asarray(d["p"]).ndim != 1:
+        return None
+    return RunPredictions(np.asarray(d["y"]).astype(int), np.asarray(d["p"], float), ids=d.get("ids"))
+
+
+def _clean_pair(pair: dict, runs: Sequence[Mapping]) -> None:
+    """The clean (test) AUC pair as ``medtl compare`` tests test.auc: over seeds and test cases,
+    from the runs' test predictions (unchanged where a run folder has none)."""
+    from .hierarchical import diff_ci
+
+    by = {(r["arm"], int(r["seed"])): r for r in runs}
+    got = [(_run_preds(by[(pair["a"], s)]), _run_preds(by[(pair["b"], s)])) for s in pair["shared_seeds"]
+           if (pair["a"], s) in by and (pair["b"], s) in by]
+    if len(got) < 2 or len(got) != len(pair["shared_seeds"]) or any(a is None or b is None for a, b in got):
+        return
+    r = diff_ci([a for a, _ in got], [b for _, b in got], "auc")
+    if np.isfinite(r["ci_low"]):
+        pair.update(inference="seeds+cases", test="crossed_t", diff=r["estimate"], se=r["se"], df=r["df"], p=r["p"],
+                    diff_ci_low=r["ci_low"], diff_ci_high=r["ci_high"], diff_ci_seeds_cases_low=r["ci_low"],
+                    diff_ci_seeds_cases_high=r["ci_high"])
+
+
 def with_subset_ci(d: dict, preds: Sequence) -> dict:
     """Add ``ci_low_subset``/``ci_high_subset`` to an arm's summary ``d`` of an attack AUC measured on
     a seeded subset of the test set: the t interval over seeds and the subset's cases, the subset's
@@ -184,6 +217,20 @@ def with_subset_ci(d: dict, preds: Sequence) -> dict:
     if not np.isfinite(r["ci_low"]):
         return d
     return d | {"ci_low_subset": r["ci_low"], "ci_high_subset": r["ci_high"], "subset_fpc": preds[0][1]}
+
+
+def clean_seed_case_ci(recs: Sequence[Mapping]) -> dict:
+    """The clean (test) AUC's interval over seeds and test cases, from the runs' test predictions
+    (``ci_seeds_cases_low/high``; empty where a run folder has none, e.g. a report from JSON)."""
+    from .hierarchical import mean_ci
+
+    preds = [_run_preds(r) for r in recs]
+    if not preds or any(p is None for p in preds):
+        return {}
+    res = mean_ci(preds, "auc")
+    if not np.isfinite(res["ci_low"]):
+        return {}
+    return {"ci_seeds_cases_low": res["ci_low"], "ci_seeds_cases_high": res["ci_high"]}
 
 
 def aggregate(runs: Sequence[Mapping], n_resamples: int = 2000) -> dict:
@@ -202,6 +249,8 @@ def aggregate(runs: Sequence[Mapping], n_resamples: int = 2000) -> dict:
                 "values": [f.get(k) for f in flat]}
             sub = [attack_predictions(r, k) for r in recs] if k.startswith("adversarial.") else []
             metrics[k] = with_subset_ci(d, sub) if sub and all(x is not None and x[1] > 0 for x in sub) else d
+        if "clean.auc" in metrics:
+            metrics["clean.auc"] |= clean_seed_case_ci(recs)
         arms[arm] = {"seeds": [r["seed"] for r in recs], "metrics": metrics,
                      "reliability": mean_reliability(recs, n_resamples)}
     return arms

@@ -113,6 +113,9 @@ def study_families(cfg: StudyConfig, compare: dict, robustness: dict | None) -> 
     from ..stats.comparison import conclusion_lines
     from ..stats.compare import conclude, holm_summary
 
+    if robustness is not None and "test.auc" in cfg.compare.metrics:  # the same test as compare's test.auc
+        robustness["pairs"] = [p for p in robustness["pairs"] if p["metric"] != "clean.auc"]
+        robustness["notes_study"] = ["clean.auc is tested once, as test.auc in the comparison section"]
     pairs = list(compare["pairs"]) + list((robustness or {}).get("pairs") or [])
     for p in pairs:
         p["family"] = "primary" if p["metric"] in cfg.primary else "exploratory"
