@@ -175,9 +175,8 @@ def t_interval(x: Sequence[float], confidence: float = 0.95) -> dict:
     if n < 2:
         return {"ci_low": float("nan"), "ci_high": float("nan"), "se": float("nan"), "df": float("nan")}
     se = float(np.std(x, ddof=1) / math.sqrt(n))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
-    m = float(np.mean(x))
-    return {"ci_low": m - half, "ci_high": m + half, "se": se, "df": float(n - 1)}
+    lo, hi = _t_ci(float(np.mean(x)), se, float(n - 1), confidence)
+    return {"ci_low": lo, "ci_high": hi, "se": se, "df": float(n - 1)}
 
 
 def describe(values: Sequence[float], *, n_resamples: int = 10000, seed: int = 0, method: str = "t",
@@ -344,7 +343,7 @@ def _split(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[dict, dict, 
     return a, b, shared, sorted(set(a) - set(b)), sorted(set(b) - set(a))
 
 
-def compare_pair(a: Mapping[int, float], b: Mapping[int, float], *, confidence: float = 0.95, **_unused) -> dict:
+def compare_pair(a: Mapping[int, float], b: Mapping[int, float], *, confidence: float = 0.95) -> dict:
     """Compare two arms given as ``{seed: value}`` (NaN values are dropped first), over seeds.
 
     At least 2 shared seeds: paired design on them -- paired t test (primary) with its t interval

@@ -208,7 +208,6 @@ def _seed_case_pair(pair: dict, name: str, preds: Mapping[str, dict], confidence
     pair.update(inference="seeds+cases", test="crossed_t", diff=r["estimate"], se=r["se"], df=r["df"], p=r["p"],
                 statistic=r["estimate"] / r["se"] if r["se"] else float("nan"), diff_ci_low=r["ci_low"],
                 diff_ci_high=r["ci_high"], diff_ci_method="t, seeds + cases", n_pairs_seeds_cases=len(shared),
-                diff_ci_seeds_cases_low=r["ci_low"], diff_ci_seeds_cases_high=r["ci_high"],
                 variance={"seed_term": r["var_seed_term"], "case_term": r["var_case_term"],
                           "interaction": r["var_interaction"]})
 
