@@ -61,6 +61,12 @@ class AugmentConfig(_Strict):
     # (seed, epoch, index); medtl/data/stylize.py
     stylize: float = Field(0.0, ge=0, le=1, description="probability that a training image is stylized")
     stylize_window: float = Field(0.1, gt=0, le=0.5, description="stylize: scramble window as a fraction of the side")
+    # intensity families shared with the corruption probe (medtl/data/intensity.py), off by default;
+    # applied after the affine and brightness/contrast jitter, in this order, on every image:
+    # bias_field: MONAI's RandBiasField, x · exp(Σ c_ij P_i(row) P_j(col)) (Legendre degree 3), c_ij ~ U(-a, a);
+    # gamma: x**γ on the fixed [0, 1] range, ln γ ~ U(-g, g) (γ and 1/γ equally likely)
+    bias_field: float = Field(0.0, ge=0, le=0.3, description="bias field coefficient range a (0: off)")
+    gamma: float = Field(0.0, ge=0, le=1.5, description="max |ln γ| of the gamma jitter (0: off)")
     cue: CueConfig = Field(default_factory=CueConfig)
 
 

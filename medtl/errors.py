@@ -7,7 +7,15 @@ Anything else is a bug and keeps its traceback.
 
 
 class MedtlError(Exception):
-    """A user-facing error: the message is printed as is, on one line."""
+    """A user-facing error: the message is printed as is, on one line.
+
+    ``fetch``: ``(kind, name)`` when the remedy is to fetch a registered entry (``"weights"`` or
+    ``"data"``); the library's message says what is missing in its own terms, and the command
+    line adds its command (library text never names CLI flags)."""
+
+    def __init__(self, *args, fetch: tuple[str, str] | None = None):
+        super().__init__(*args)
+        self.fetch = fetch
 
 
 class ConfigError(MedtlError):

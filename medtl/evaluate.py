@@ -18,16 +18,15 @@ them):
    last, ``metrics.json``: the ``metrics`` section has the keys of a run's ``test`` section
    (AUC, accuracy, sensitivity and specificity at the run's threshold, calibration, the
    temperature-scaled calibration, subgroups of ``group_columns``).  Every file is written
-   atomically.  The result is cached under a key of the checkpoint's sha256, the data's files
-   (path, sizes, modification times), the options and the run's threshold and temperature: a
-   second call reads it and computes nothing.
+   atomically.  The result is cached under a key of the checkpoint's sha256, the data's contents
+   (:func:`medtl.data.registry.data_fingerprint`), the options and the run's threshold and
+   temperature: a second call reads it and computes nothing.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -37,8 +36,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .io import atomic_path, json_safe, sha256_file, write_json_atomic
-from .runs import CHECKPOINT, EXTERNAL_DIR, Run, discover_arms, iter_finished, read_json, read_predictions
+from .io import atomic_path, json_safe, sha256_file
+from .data.registry import data_fingerprint
+from .record import MISSING, ExternalRecord, RunRecord
+from .runs import EXTERNAL_DIR, Run, discover_arms, iter_finished, read_predictions
 from .stats.calibration import scaled_probs
 from .stats.case_ci import summary_line
 
@@ -85,43 +86,20 @@ def check_spec(spec: ExternalSpec) -> None:
 
 # ------------------------------------------------------------------------------ the model
 
-def _device(cfg):
+def _logits(fm, images: np.ndarray) -> np.ndarray:
+    """fp32 logits (n, C) of uint8 images (n, H, W) from a :class:`~medtl.models.inference.FinishedModel`."""
     import torch
 
-    return torch.device("cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    return fm.logits(torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), batch_size=256)
 
 
-def _load_model(run: Run, cfg, n_classes: int):
-    from .models import model_for_run
-
-    ckpt = run.load_checkpoint()
-    model, _ = model_for_run(cfg, n_classes)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise DataError(f"{run.checkpoint_path}: does not fit the run's model ({str(exc).splitlines()[0]})") from None
-    return model.float().to(_device(cfg)).eval()
-
-
-def _logits(model, images: np.ndarray, cfg) -> np.ndarray:
-    """fp32 logits (n, C) of uint8 images (n, H, W)."""
-    import torch
-
-    from .models.inference import predict_logits
-
-    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
-    return predict_logits(model, x, device=_device(cfg), batch_size=256, amp_dtype=None).numpy()
-
-
-def _binary_run(run: Run) -> tuple[dict, list[str], float]:
-    m = run.metrics
-    if m.get("task") != "binary":
-        raise ConfigError(f"{run.path}: evaluate scores binary runs; this run's task is {m.get('task')!r}")
-    classes = [str(c) for c in (m.get("classes") or [])]
-    if len(classes) != 2:
-        raise DataError(f"{run.path}: metrics.json lists {len(classes)} classes for a binary run")
-    thr = (m.get("threshold") or {}).get("value")
-    return m, classes, 0.5 if thr is None else float(thr)
+def _binary_run(run: Run) -> tuple[RunRecord, list[str], float]:
+    rec = run.record
+    if rec.task != "binary":
+        raise ConfigError(f"{run.path}: evaluate scores binary runs; this run's task is {rec.task!r}")
+    if len(rec.classes) != 2:
+        raise DataError(f"{run.path}: its run record lists {len(rec.classes)} classes for a binary run")
+    return rec, list(rec.classes), rec.decision_threshold
 
 
 # ------------------------------------------------------------------------------ a run's own calibration
@@ -152,66 +130,40 @@ def ensure_calibration(run: Run) -> tuple[dict, bool]:
     own val and test splits re-scored in fp32, the results added to its folder).  Returns
     (record, whether it was computed now)."""
     from .data import load_dataset
-    from .reports.calibration import write_reliability_png
+    from .figures import write_reliability_png
+    from .models.inference import load_finished
+    from .record import Calibration
     from .stats.calibration import binary_margin, temperature_record
 
-    m, classes, thr = _binary_run(run)
-    rec = m.get("calibration") or {}
-    if "temperature" in rec and "ece" in (m.get("test") or {}) and run.val_predictions_path.is_file():
-        return rec, False
-    run.require_finished(CHECKPOINT)
-    cfg = run.config()
-    bundle = load_dataset(_own_data_config(run, cfg))
-    model = _load_model(run, cfg, len(classes))
+    rec, classes, thr = _binary_run(run)
+    if rec.temperature is not None and rec.test.ece is not None and run.val_predictions_path.is_file():
+        return rec.calibration.as_dict(), False
+    fm = load_finished(run.path)
+    bundle = load_dataset(_own_data_config(run, fm.cfg))
     val, test = bundle.splits["val"], bundle.splits["test"]
-    zv, zt = _logits(model, val.images, cfg), _logits(model, test.images, cfg)
+    zv, zt = _logits(fm, val.images), _logits(fm, test.images)
     stored = read_predictions(run.predictions_path)
     if "ids" in stored and list(map(str, stored["ids"])) != list(map(str, test.ids)):
         raise DataError(f"{run.path}: its data no longer gives the test split it was scored on (the test image "
                         f"ids differ from its predictions); calibration cannot be added")
     pv, pt = scaled_probs(zv, 1.0)[:, 1], scaled_probs(zt, 1.0)[:, 1]
-    rec = temperature_record(val.labels, binary_margin(zv)) | {
+    calib = temperature_record(val.labels, binary_margin(zv)) | {
         "added_by": "medtl evaluate", "max_abs_diff_p_vs_stored_test_predictions":
             float(np.max(np.abs(pt - np.asarray(stored["p"], float)))) if len(pt) else 0.0}
-    _add_calibration(m["val"], val.labels, pv, binary_margin(zv), None)
-    _add_calibration(m["test"], test.labels, pt, binary_margin(zt), rec["temperature"])
-    m["calibration"] = rec
+    val_m, test_m = rec.val.as_dict(), rec.test.as_dict()
+    _add_calibration(val_m, val.labels, pv, binary_margin(zv), None)
+    _add_calibration(test_m, test.labels, pt, binary_margin(zt), calib["temperature"])
+    updated = rec.with_split("val", json_safe(val_m)).with_split("test", json_safe(test_m)).model_copy(
+        update={"calibration": Calibration.model_validate(json_safe(calib))})
     _save_npz(run.val_predictions_path, y=val.labels, p=pv, logit=binary_margin(zv),
               ids=np.asarray(val.ids, dtype=str))
-    write_reliability_png(run.reliability_path, m["test"], title=f"{run.path.name}: test")
-    write_json_atomic(run.metrics_path, json_safe(m))
-    log.info("%s: calibration added (temperature %.3f fitted on val)", run.path, rec["temperature"])
-    return rec, True
+    write_reliability_png(run.reliability_path, test_m, title=f"{run.path.name}: test")
+    run.write_record(updated)
+    log.info("%s: calibration added (temperature %.3f fitted on val)", run.path, calib["temperature"])
+    return updated.calibration.as_dict(), True
 
 
 # ------------------------------------------------------------------------------ external data
-
-def _fingerprint(path: Path) -> str:
-    """sha256 over (relative path, size, mtime) of every file at or under ``path``."""
-    h = hashlib.sha256()
-    if path.is_file():
-        st = path.stat()
-        h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-        return h.hexdigest()
-    h.update(str(path.resolve()).encode())
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames.sort()
-        for f in sorted(filenames):
-            p = Path(dirpath, f)
-            st = p.stat()
-            h.update(f"\n{p.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()
-
-
-def _data_path(data: str) -> Path:
-    from .data.registry import resolve_data_path
-
-    resolved = resolve_data_path(data)
-    p = resolved.path if resolved is not None else Path(data).expanduser()
-    if not p.exists():
-        raise DataError(f"{data}: no such file or directory")
-    return p
-
 
 def _cache_key(run: Run, spec: ExternalSpec, cfg, threshold: float, temperature: float, data_fp: str) -> str:
     blob = {"v": EVAL_VERSION, "ckpt": sha256_file(run.checkpoint_path), "data": spec.data, "files": data_fp,
@@ -338,9 +290,11 @@ def _positive(spec: ExternalSpec, run_classes: list[str], threshold: float, wher
 
 
 def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp: str, *,
-                      force: bool = False) -> tuple[dict, bool]:
+                      force: bool = False) -> tuple[ExternalRecord, bool]:
     """``RUN/external/<name>/metrics.json`` (computed, or read from the cache); (record, cached?)."""
-    from .reports.calibration import write_reliability_png
+    from .figures import write_reliability_png
+
+    from .models.inference import load_finished
 
     t0 = time.time()
     m, classes, thr = _binary_run(run)
@@ -348,17 +302,15 @@ def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp:
     cfg = run.config()
     pos, thr_pos = _positive(spec, classes, thr, run.path)
     key = _cache_key(run, spec, cfg, thr, calib["temperature"], data_fp)
-    out = run.external_metrics_path(spec.name)
-    if out.is_file() and not force:
+    if run.external_metrics_path(spec.name).is_file() and not force:
         try:
-            old = read_json(out)
+            old = run.external_record(spec.name)
         except DataError:
-            old = {}
-        if old.get("key") == key:
+            old = None
+        if old is not None and old.key == key:
             return old, True
     scored = data.scored(cfg, classes)
-    model = _load_model(run, cfg, len(classes))
-    z2 = _logits(model, scored.images, cfg)
+    z2 = _logits(load_finished(run.path), scored.images)
     margin = z2[:, 1] - z2[:, 0]
     z = margin if pos == 1 else -margin
     y = (scored.labels == pos).astype(int)
@@ -369,23 +321,22 @@ def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp:
               ids=np.asarray(scored.ids, dtype=str), **extra)
     write_reliability_png(run.external_reliability_path(spec.name), metrics,
                           title=f"{run.path.name} on {spec.name}")
-    rec = json_safe({"kind": "medtl.external", "version": EVAL_VERSION, "key": key, "name": spec.name,
-                     "data": scored.info | {"n": int(len(y)), "n_pos": int(y.sum())},
-                     "run": {"dir": str(run.path), "classes": classes, "positive": classes[pos],
-                             "threshold": thr_pos, "threshold_rule": (m.get("threshold") or {}).get("rule"),
-                             "temperature": calib["temperature"], "eval_precision": "fp32"},
-                     "metrics": metrics, "wall_time_s": round(time.time() - t0, 2)})
-    write_json_atomic(out, rec)
+    rec = ExternalRecord.model_validate(json_safe({
+        "kind": "medtl.external", "version": EVAL_VERSION, "key": key, "name": spec.name,
+        "data": scored.info | {"n": int(len(y)), "n_pos": int(y.sum())},
+        "run": {"dir": str(run.path), "classes": classes, "positive": classes[pos], "threshold": thr_pos,
+                "threshold_rule": m.threshold.rule, "temperature": calib["temperature"], "eval_precision": "fp32"},
+        "metrics": metrics, "wall_time_s": round(time.time() - t0, 2)}))
+    run.write_external_record(spec.name, rec)
     return rec, False
 
 
 # ------------------------------------------------------------------------------ many runs
 
-def _pick(section: Mapping, key: str):
-    cur = section
-    for part in key.split("."):
-        cur = cur.get(part) if isinstance(cur, Mapping) else None
-    return cur
+def _pick(section, key: str):
+    """The value at a dotted key of a metrics section (None where absent)."""
+    v = section.at(key)
+    return None if v is MISSING else v
 
 
 def temperature_effect(rows: Sequence[Mapping]) -> dict:
@@ -461,24 +412,23 @@ def evaluate_runs(dirs: Sequence[str | Path], data: str | None = None, *, name: 
         check_spec(spec)
     elif label_map or positive or group_columns or name:
         raise ConfigError("name, label_map, positive and group_columns describe external data: give data too")
-    data_fp = _fingerprint(_data_path(spec.data)) if spec else ""
+    data_fp = data_fingerprint(spec.data) if spec else ""
     loader = ExternalData(spec) if spec else None
     rows = []
     for arm, seed, run in iter_finished(arms):
         t = time.time()
         if spec is None:
             _, computed = ensure_calibration(run)
-            rec, cached, metrics = None, not computed, run.metrics["test"]
+            rec, cached, metrics = None, not computed, run.record.test
         else:
             rec, cached = evaluate_external(run, spec, loader, data_fp, force=force)
-            metrics = rec["metrics"]
+            metrics = rec.metrics
         rows.append({"arm": arm, "seed": seed, "run_dir": str(run.path), "cached": cached,
-                     "metrics": {k: _pick(metrics, k) for k in SUMMARY_KEYS} | {"n": metrics.get("n"),
-                                                                                 "ci": metrics.get("ci")}})
+                     "metrics": {k: _pick(metrics, k) for k in SUMMARY_KEYS} | {"n": metrics.n, "ci": metrics.ci}})
         if progress:
             progress(f"{arm}/seed {seed}: {summary_line(metrics)}; ECE "
                      f"{_fmt(rows[-1]['metrics']['ece'])}{' (cached)' if cached else ''} ({time.time() - t:.1f}s)")
-    first = rec["data"] if rec else None
+    first = rec.data if rec else None
     arms_summary = summarise(rows)
     add_seed_case_intervals(arms_summary, arms, spec.name if spec else None)
     return json_safe({"name": spec.name if spec else None, "data": first, "runs": rows, "arms": arms_summary,

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import ConfigError, DataError
+from .record import ExternalRecord, RecordError, RunRecord, layout_of, parse_external, parse_record
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
@@ -240,7 +241,7 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._metrics: dict | None = None
+        self._record: RunRecord | None = None
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -283,14 +284,23 @@ class Run:
             return []
         return sorted(d.name for d in root.iterdir() if d.is_dir() and (d / METRICS).is_file())
 
-    def external_metrics(self, name: str) -> dict:
-        """``RUN/external/<name>/metrics.json``; one-line :class:`DataError` when it is missing."""
+    def external_record(self, name: str) -> ExternalRecord:
+        """``RUN/external/<name>/metrics.json``, typed; one-line :class:`DataError` when it is
+        missing or not an external evaluation record."""
         path = self.external_metrics_path(name)
         if not path.is_file():
             have = ", ".join(self.external_names()) or "none"
             raise DataError(f"{self.path}: not evaluated on {name!r} (no {EXTERNAL_DIR}/{name}/{METRICS}; "
                             f"evaluated: {have})")
-        return read_json(path)
+        try:
+            return parse_external(read_json(path))
+        except RecordError as exc:
+            raise DataError(f"{path}: {exc}") from None
+
+    def write_external_record(self, name: str, record: ExternalRecord) -> None:
+        from .io import json_safe, write_json_atomic
+
+        write_json_atomic(self.external_metrics_path(name), json_safe(record.as_dict()))
 
     def probe_path(self, probe: str, suffix: str = ".json") -> Path:
         return self.probes_dir / f"{probe}{suffix}"
@@ -316,10 +326,28 @@ class Run:
 
     # contents
     @property
-    def metrics(self) -> dict:
-        if self._metrics is None:
-            self._metrics = read_json(self.metrics_path)
-        return self._metrics
+    def record(self) -> RunRecord:
+        """The typed run record (``metrics.json`` of any layout, migrated on read; the file is
+        not rewritten).  One-line :class:`DataError` for a file that is not a run record."""
+        if self._record is None:
+            try:
+                self._record = parse_record(read_json(self.metrics_path))
+            except RecordError as exc:
+                raise DataError(f"{self.metrics_path}: {exc}") from None
+        return self._record
+
+    @property
+    def layout(self) -> int:
+        """The layout ``metrics.json`` is stored in (:mod:`medtl.record`)."""
+        return layout_of(read_json(self.metrics_path))
+
+    def write_record(self, record: RunRecord) -> None:
+        """Write ``metrics.json`` atomically, in the current layout (its presence marks a
+        finished run, so it is written last)."""
+        from .io import json_safe, write_json_atomic
+
+        write_json_atomic(self.metrics_path, json_safe(record.as_dict()))
+        self._record = record
 
     def raw_config(self) -> dict:
         """config.yaml as written (a dict), without validation."""
@@ -344,9 +372,7 @@ class Run:
         if k is not None:
             return k
         if self.finished():
-            s = (self.metrics.get("run") or {}).get("seed")
-            if isinstance(s, int) and not isinstance(s, bool):
-                return s
+            return self.record.run.seed
         return 0
 
     def predictions(self) -> dict:
@@ -410,11 +436,11 @@ def read_predictions(path: str | Path) -> dict:
 
 @dataclass
 class Arm:
-    """The runs of one arm by seed: finished (``runs``: metrics), failed and unfinished."""
+    """The runs of one arm by seed: finished (``runs``: their records), failed and unfinished."""
 
     name: str
     source: Path
-    runs: dict[int, dict] = field(default_factory=dict)
+    runs: dict[int, RunRecord] = field(default_factory=dict)
     run_dirs: dict[int, Path] = field(default_factory=dict)
     failed: dict[int, Path] = field(default_factory=dict)
     incomplete: list[Path] = field(default_factory=list)
@@ -428,7 +454,7 @@ class Arm:
                               f"name the arms explicitly to separate them")
         run = Run(run_dir)
         if run.finished():
-            self.runs[seed] = run.metrics
+            self.runs[seed] = run.record
             self.run_dirs[seed] = run.path
         elif run.failed():
             self.failed[seed] = run.failed_path

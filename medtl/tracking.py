@@ -200,12 +200,11 @@ def _log_run(run_dir, uri, experiment, checkpoints) -> tuple[str | None, bool]:
     if not run.is_run():
         raise ConfigError(f"{run_dir}: has {METRICS} but no {CONFIG}; not a medtl run folder")
     config = run.raw_config()
-    metrics = run.metrics
-    run_info = metrics.get("run") or {}
+    record = run.record
     sha = sha256_file(metrics_file)
 
     client = _client(uri)
-    name = experiment or config.get("name") or run_info.get("name") or "medtl"
+    name = experiment or config.get("name") or record.run.name or "medtl"
     exp = client.get_experiment_by_name(name)
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(
         name, artifact_location=_artifact_location(resolve_uri(uri), name))
@@ -214,9 +213,9 @@ def _log_run(run_dir, uri, experiment, checkpoints) -> tuple[str | None, bool]:
         return found, False
 
     tags = {"medtl.run_dir": str(run_dir), "medtl.metrics_sha256": sha,
-            "medtl.seed": str(config.get("seed", run_info.get("seed"))),
-            "medtl.dataset": str(run_info.get("dataset")),
-            "medtl.synthetic": str(bool(run_info.get("synthetic")))}
+            "medtl.seed": str(config.get("seed", record.run.seed)),
+            "medtl.dataset": str(record.run.dataset),
+            "medtl.synthetic": str(bool(record.run.synthetic))}
     arm = sweep_arm(run_dir)
     if arm:
         tags["medtl.arm"] = arm
@@ -225,11 +224,11 @@ def _log_run(run_dir, uri, experiment, checkpoints) -> tuple[str | None, bool]:
     try:
         now = int(time.time() * 1000)
         params = [Param(k, v) for k, v in config_params(config).items()]
-        values = _numbers(metrics.get("val"), "val") | _numbers(metrics.get("test"), "test")
-        if isinstance(run_info.get("wall_time_s"), (int, float)):
-            values["run.wall_time_s"] = float(run_info["wall_time_s"])
+        values = _numbers(record.val.as_dict(), "val") | _numbers(record.test.as_dict(), "test")
+        if record.run.wall_time_s is not None:
+            values["run.wall_time_s"] = float(record.run.wall_time_s)
         points = [Metric(k, v, now, 0) for k, v in values.items()]
-        for i, row in enumerate(metrics.get("history") or [], start=1):
+        for i, row in enumerate(record.history, start=1):
             for k in HISTORY_KEYS:
                 v = row.get(k)
                 if isinstance(v, (int, float)) and not isinstance(v, bool):

@@ -105,7 +105,7 @@ def test_blurpool_on_too_small_inputs_is_one_line_error(tmp_path, capsys):
 def test_blurpool_run_trains_and_records_it(tmp_path):
     m = finetune(build_config({}, TINY + ["model.antialias=blurpool", "train.epochs=1"]), tmp_path / "run",
                  progress=False)
-    assert m["run"]["antialias"] == "blurpool" and 0 <= m["test"]["auc"] <= 1
+    assert m.run.antialias == "blurpool" and 0 <= m.test.auc <= 1
     from medtl.probes.runs import load_run
 
     run = load_run(tmp_path / "run")  # the probes rebuild the antialiased network from config.yaml
@@ -209,8 +209,8 @@ def test_stylized_training_is_reproducible_and_resumes_identically(tmp_path, mon
     cfg = build_config({}, TINY + ["data.augment.stylize=0.5"])
     a = finetune(cfg, tmp_path / "a", progress=False)
     plain = finetune(build_config({}, TINY), tmp_path / "plain", progress=False)
-    assert a["run"]["stylize"] == 0.5
-    assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in plain["history"]]
+    assert a.run.stylize == 0.5
+    assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in plain.history]
     real = loop_mod._train_epoch
 
     def interrupted(*args, **kw):
@@ -223,5 +223,5 @@ def test_stylized_training_is_reproducible_and_resumes_identically(tmp_path, mon
         finetune(cfg, tmp_path / "b", progress=False)
     monkeypatch.setattr(loop_mod, "_train_epoch", real)
     b = finetune(cfg, tmp_path / "b", progress=False)
-    assert b["test"] == a["test"]
-    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert b.test == a.test
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]

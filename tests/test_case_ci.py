@@ -9,7 +9,7 @@ import pytest
 from medtl.stats import binary_metrics
 from medtl.stats.case_ci import (binary_cis, case_cis, ci_decimals, delong_ci, format_estimate, proportion_ci,
                                  summary_line)
-from medtl.stats.comparison import available_metrics
+from medtl.record import number_keys
 from medtl.stats.delong import delong_test
 from medtl.stats.subgroups import wilson_ci
 
@@ -82,7 +82,7 @@ def test_multilabel_and_multiclass_cis():
 def test_ci_leaves_are_not_comparable_metrics_and_the_summary_line():
     y, s = _31()
     m = binary_metrics(y, s, 0.5) | {"ci": binary_cis(y, s, 0.5)}
-    names = available_metrics({"test": m})
+    names = number_keys({"test": m})
     assert "test.auc" in names and not any(".ci." in n or n.endswith(".ci") for n in names)
     line = summary_line(m)
     assert line.startswith("auc 0.68 (95% CI") and "; acc " in line and "Wilson, n=13)" in line

@@ -225,9 +225,9 @@ def test_planted_and_cue_runs_train_and_record_it(tmp_path):
     plant = ["data.plant.kind=marker", "data.plant.correlate=random", "data.plant.p=0.5"]
     a = finetune(build_config({}, TINY + plant + ["data.augment.cue.kind=highpass"]), tmp_path / "a", progress=False)
     b = finetune(build_config({}, TINY + plant + ["seed=1"]), tmp_path / "b", progress=False)
-    assert a["run"]["cue"] == "highpass" and b["run"]["cue"] == "none"
-    notes = [n for n in a["run"]["data_notes"] if n.startswith("PLANTED CUE")]
-    assert len(notes) == 1 and notes == [n for n in b["run"]["data_notes"] if n.startswith("PLANTED CUE")]
+    assert a.run.cue == "highpass" and b.run.cue == "none"
+    notes = [n for n in a.run.data_notes if n.startswith("PLANTED CUE")]
+    assert len(notes) == 1 and notes == [n for n in b.run.data_notes if n.startswith("PLANTED CUE")]
     ra, rb = load_run(tmp_path / "a"), load_run(tmp_path / "b")  # the probes see the planted test split
     assert np.array_equal(ra.images, rb.images)
     m = marker_mask(32, 32, PlantConfig().size)
@@ -239,7 +239,7 @@ def test_cue_training_resumes_identically(tmp_path, monkeypatch):
     cfg = build_config({}, TINY + ["train.epochs=2", "data.augment.cue.kind=patch_shuffle", "data.augment.cue.p=0.5"])
     ref = finetune(cfg, tmp_path / "ref", progress=False)
     plain = finetune(build_config({}, TINY + ["train.epochs=2"]), tmp_path / "plain", progress=False)
-    assert [h["train_loss"] for h in ref["history"]] != [h["train_loss"] for h in plain["history"]]
+    assert [h["train_loss"] for h in ref.history] != [h["train_loss"] for h in plain.history]
     real = loop_mod._train_epoch
 
     def interrupted(*args, **kw):
@@ -253,8 +253,8 @@ def test_cue_training_resumes_identically(tmp_path, monkeypatch):
     monkeypatch.setattr(loop_mod, "_train_epoch", real)
     resumed = finetune(cfg, tmp_path / "run", progress=False)
     assert "resuming after epoch 1" in (tmp_path / "run" / "train.log").read_text()
-    assert resumed["test"] == ref["test"] and resumed["val"] == ref["val"]
-    assert _strip(resumed["history"]) == _strip(ref["history"])
+    assert resumed.test == ref.test and resumed.val == ref.val
+    assert _strip(resumed.history) == _strip(ref.history)
     with pytest.raises(ConfigError, match="data.augment.cue"):  # another cue is another run
         finetune(build_config({}, TINY + ["train.epochs=2", "data.augment.cue.kind=lowpass"]), tmp_path / "run",
                  progress=False)

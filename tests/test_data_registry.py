@@ -336,10 +336,11 @@ def test_folder_from_is_unofficial_only(cache, sources, tmp_path, capsys):
 # ------------------------------------------------------------------ resolution and overrides
 
 def test_unfetched_name_gives_one_line_with_the_fetch_command(cache, capsys):
-    with pytest.raises(DataError, match="run: medtl data fetch medmnist:pneumoniamnist"):
+    with pytest.raises(DataError, match="medmnist:pneumoniamnist: dataset not fetched") as ei:
         load_dataset(DataConfig(path="medmnist:pneumoniamnist", image_size=28))
-    rc, _, err = cli(["data", "check", "kermany:chest_xray"], capsys)
-    assert rc == 2 and err.count("\n") == 1 and "medtl data fetch kermany:chest_xray" in err
+    assert "medtl data fetch" not in str(ei.value) and ei.value.fetch == ("data", "medmnist:pneumoniamnist")
+    rc, _, err = cli(["data", "check", "kermany:chest_xray"], capsys)  # the command line adds the command
+    assert rc == 2 and err.count("\n") == 1 and "(run: medtl data fetch kermany:chest_xray [--from FILE])" in err
     rc, _, err = cli(["data", "check", "kermany:chest"], capsys)
     assert rc == 2 and "unknown dataset name" in err and "kermany:chest_xray" in err
 

@@ -11,7 +11,7 @@ from medtl.data import images as images_mod
 from medtl.data import load_dataset
 from medtl.data.split import holdout
 from medtl.errors import DataError
-from _data_helpers import make_class_folder
+from _data_helpers import make_class_folder, write_png
 
 
 def _toy(n=1200, n_patients=400, seed=0):
@@ -77,9 +77,11 @@ def test_cache_hit_skips_decoding(tmp_path, data_cache, monkeypatch):
     # another size, a changed file, or cache=False must decode again
     with pytest.raises(AssertionError, match="decoded again"):
         load_dataset(cfg.model_copy(update={"image_size": 8}), cache_dir=data_cache)
-    f = next((root / "a").iterdir())
+    f = sorted((root / "a").iterdir())[0]
     st = f.stat()
-    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes: still a hit (keyed on content)
+    load_dataset(cfg, cache_dir=data_cache)
+    write_png(f, 90, seed=12345)                                 # other bytes: decoded again
     with pytest.raises(AssertionError, match="decoded again"):
         load_dataset(cfg, cache_dir=data_cache)
     monkeypatch.undo()

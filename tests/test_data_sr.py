@@ -103,7 +103,7 @@ def test_finetune_feeds_the_upscaled_size_and_old_run_folders_still_resume(tmp_p
     cfg = build_config({}, BASE + ["data.sr.method=resize", "data.sr.scale=2", "train.epochs=1",
                                    "train.batch_size=20", "train.num_threads=1"])
     m = finetune(cfg, tmp_path / "run", progress=False)
-    assert m["run"]["image_size"] == 16 and m["run"]["input_size"] == 32 and m["run"]["sr"] == "resize"
+    assert m.run.image_size == 16 and m.run.input_size == 32 and m.run.sr == "resize"
     # a run folder written before data.sr existed: same config without the key still matches
     plain = build_config({}, BASE + ["train.epochs=1", "train.batch_size=20", "train.num_threads=1"])
     finetune(plain, tmp_path / "old", progress=False)
@@ -112,6 +112,6 @@ def test_finetune_feeds_the_upscaled_size_and_old_run_folders_still_resume(tmp_p
     del raw["data"]["sr"]
     cfg_file.write_text(yaml.safe_dump(raw))
     again = finetune(plain, tmp_path / "old", progress=False)
-    assert again == json.loads((tmp_path / "old" / "metrics.json").read_text())
+    assert again.as_dict() == json.loads((tmp_path / "old" / "metrics.json").read_text())
     with pytest.raises(ConfigError, match="data.sr"):  # but a different sr setting is a different run
         finetune(cfg, tmp_path / "old", progress=False)

@@ -52,7 +52,7 @@ MAP = ["--label-map", "NORMAL=normal", "--label-map", "PNEUMONIA=opacity"]
 
 def test_a_trained_run_carries_calibration_and_val_predictions(env):
     run = Run(env["run"])
-    m = run.metrics
+    m = run.record.as_dict()
     for k in ("ece", "ece_equal_mass", "mce", "brier", "nll", "reliability"):
         assert k in m["test"] and k in m["val"]
     assert m["calibration"]["fitted_on"] == "val" and m["calibration"]["temperature"] > 0
@@ -87,7 +87,7 @@ def test_external_evaluation_writes_its_folder_then_rerunning_recomputes_nothing
     assert rec["data"]["n"] == 24 and rec["data"]["label_map"] == {"NORMAL": "normal", "PNEUMONIA": "opacity"}
     for k in ("auc", "acc", "sensitivity", "specificity", "n", "ece", "ece_equal_mass", "mce", "brier", "nll"):
         assert k in m
-    assert m["temp_scaled"]["temperature"] == pytest.approx(run.metrics["calibration"]["temperature"])
+    assert m["temp_scaled"]["temperature"] == pytest.approx(run.record.temperature)
     assert m["ci"]["auc"]["method"] == "DeLong" and m["ci"]["sensitivity"]["method"] == "Wilson"
     assert m["ci"]["acc"]["n"] == 24 and m["ci"]["acc"]["low"] <= m["acc"] <= m["ci"]["acc"]["high"]
     assert "arm/seed 0: auc " in out and "95% CI" in out  # one run: its case CIs are printed

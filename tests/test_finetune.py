@@ -36,7 +36,7 @@ def _cfg(*extra):
 
 def test_run_folder_contents(tmp_path):
     out = tmp_path / "run"
-    m = finetune(_cfg(), out, progress=False)
+    m = finetune(_cfg(), out, progress=False).as_dict()
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [".medtl-run.json", "config.yaml", "metrics.json", "log.csv", "checkpoint_best.pt", "train.log",
          "predictions_test.npz", "predictions_val.npz", "reliability.png"])
@@ -50,7 +50,7 @@ def test_run_folder_contents(tmp_path):
         assert ci["auc"]["method"] == "DeLong" and ci["auc"]["n"] == 48
         assert all(ci[k]["method"] == "Wilson" for k in ("acc", "sensitivity", "specificity"))
         assert all(ci[k]["low"] <= saved[section][k] <= ci[k]["high"] for k in ("auc", "acc", "sensitivity"))
-    assert saved["run"]["leak_status"] == saved["data"]["leaks"]["status"] == "clean"  # synthetic names patients
+    assert saved["data"]["leaks"]["status"] == "clean" and "leak_status" not in saved["run"]  # synthetic names patients
     assert saved["run"]["synthetic"] is True and "SYNTHETIC" in saved["run"]["dataset"]
     assert saved["threshold"]["chosen_on"] == "val"
     assert 0.0 <= saved["threshold"]["value"] <= 1.0
@@ -70,9 +70,9 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path):
     a = finetune(_cfg(), tmp_path / "a", progress=False)
     b = finetune(_cfg(), tmp_path / "b", progress=False)
     c = finetune(_cfg("seed=1"), tmp_path / "c", progress=False)
-    assert a["test"] == b["test"] and a["val"] == b["val"]
-    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
-    assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in c["history"]]
+    assert a.test == b.test and a.val == b.val
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
 
 
 def test_resume_after_interrupt_gives_identical_metrics(tmp_path, monkeypatch):
@@ -93,9 +93,9 @@ def test_resume_after_interrupt_gives_identical_metrics(tmp_path, monkeypatch):
     monkeypatch.setattr(loop_mod, "_train_epoch", real)
     resumed = finetune(_cfg(), out, progress=False)
     assert "resuming after epoch 2" in (out / "train.log").read_text()
-    assert resumed["test"] == ref["test"] and resumed["val"] == ref["val"]
+    assert resumed.test == ref.test and resumed.val == ref.val
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
-    assert strip(resumed["history"]) == strip(ref["history"])
+    assert strip(resumed.history) == strip(ref.history)
     assert not (out / "state").exists()  # resume state is dropped once the run finished
     # a finished run is not recomputed
     again = finetune(_cfg(), out, progress=False)
@@ -187,11 +187,11 @@ def test_multilabel_csv_run_reports_per_class_auc(tmp_path):
     cfg = build_config({}, [f"data.path={csv_path}", "data.image_size=24", "train.epochs=1",
                             "train.batch_size=16", "train.num_threads=1", "data.val_fraction=0.25"])
     m = finetune(cfg, tmp_path / "run", progress=False)
-    assert m["task"] == "multilabel" and set(m["classes"]) == {"Effusion", "Nodule"}
-    assert set(m["test"]["auc_per_class"]) == {"Effusion", "Nodule"}
-    assert m["threshold"]["rule"] == "argmax"
+    assert m.task == "multilabel" and set(m.classes) == {"Effusion", "Nodule"}
+    assert set(m.test.at("auc_per_class")) == {"Effusion", "Nodule"}
+    assert m.threshold.rule == "argmax"
     pred = np.load(tmp_path / "run" / "predictions_test.npz")
-    assert pred["p"].shape == (m["test"]["n"], 2)
+    assert pred["p"].shape == (m.test.n, 2)
 
 
 def test_recipe_options_mixup_head_only_balanced(tmp_path):
@@ -214,7 +214,7 @@ def test_recipe_options_mixup_head_only_balanced(tmp_path):
         if k.startswith("backbone."):
             assert torch.equal(best[k], v), k
     assert not torch.equal(best["head.weight"], init.state_dict()["head.weight"])
-    assert m["test"]["n"] == 48
+    assert m.test.n == 48
 
 
 def test_fast_conv_on_and_off_give_the_same_metrics(tmp_path):
@@ -230,11 +230,11 @@ def test_fast_conv_on_and_off_give_the_same_metrics(tmp_path):
     extra = ["data.image_size=28", "train.epochs=1", "train.precision=fp32", "train.bn_gamma={}", "train.lr=0.001"]
     a = finetune(_cfg(*extra, "train.fast_conv=true"), tmp_path / "on", progress=False)
     b = finetune(_cfg(*extra, "train.fast_conv=false"), tmp_path / "off", progress=False)
-    assert a["run"]["fast_conv"] is True and b["run"]["fast_conv"] is False
-    assert a["history"][0]["train_loss"] == pytest.approx(b["history"][0]["train_loss"], rel=1e-4)
+    assert a.run.fast_conv is True and b.run.fast_conv is False
+    assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=1e-4)
     for split in ("val", "test"):
-        assert a[split]["auc"] == pytest.approx(b[split]["auc"], abs=2e-3)
-        assert a[split]["loss"] == pytest.approx(b[split]["loss"], rel=1e-3)
+        assert getattr(a, split).auc == pytest.approx(getattr(b, split).auc, abs=2e-3)
+        assert getattr(a, split).loss == pytest.approx(getattr(b, split).loss, rel=1e-3)
 
 
 def test_truncated_resume_state_is_refused_cleanly_then_restart_works(tmp_path, monkeypatch):
@@ -255,7 +255,7 @@ def test_truncated_resume_state_is_refused_cleanly_then_restart_works(tmp_path, 
     with pytest.raises(ConfigError, match=r"last.pt: unreadable training state .*restart to discard it"):
         finetune(_cfg(), out, progress=False)
     m = finetune(_cfg(), out, progress=False, restart=True)
-    assert m["test"]["n"] == 48 and not state.exists()
+    assert m.test.n == 48 and not state.exists()
 
 
 def test_class_weighted_loss_follows_the_logits_device():
@@ -291,8 +291,8 @@ def test_final_evaluation_is_fp32_after_bf16_training(tmp_path):
 
     cfg = _cfg("train.precision=bf16", "train.epochs=2")
     m = finetune(cfg, tmp_path / "run", progress=False)
-    assert m["run"]["precision"] == "bf16" and m["run"]["eval_precision"] == "fp32"
-    assert m["threshold"]["precision"] == "fp32"
+    assert m.run.precision == "bf16" and m.run.eval_precision == "fp32"
+    assert m.threshold.precision == "fp32"
     saved = np.load(tmp_path / "run" / "predictions_test.npz")["p"]
     model, _ = create_model("resnet18", 2)
     model.load_state_dict(torch.load(tmp_path / "run" / "checkpoint_best.pt", weights_only=True)["model"])
@@ -324,4 +324,4 @@ def test_resume_refuses_another_precision_unless_allowed(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"differs in: runtime.precision"):
         finetune(_cfg("train.precision=auto"), out, progress=False)
     m = finetune(_cfg("train.precision=auto"), out, progress=False, allow_runtime_change=True)
-    assert m["run"]["precision"] == "fp32" and (out / "metrics.json").is_file()
+    assert m.run.precision == "fp32" and (out / "metrics.json").is_file()

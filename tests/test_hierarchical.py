@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import norm
+
 from sklearn.metrics import roc_auc_score
 
 from medtl.stats.hierarchical import RunPredictions, diff_ci, mean_ci, same_cases, weighted_metric

@@ -496,6 +496,7 @@ def test_a_class_with_three_images_warns_in_the_log_and_metrics(tmp_path):
 
 # ------------------------------------------------------------------ 5. the fuzz suite, a seeded sample
 
+@pytest.mark.e2e
 def test_fuzz_suite_sample(tmp_path):
     spec = importlib.util.spec_from_file_location("fuzz_inputs", REPO / "scripts" / "fuzz_inputs.py")
     fuzz = importlib.util.module_from_spec(spec)

@@ -64,11 +64,12 @@ def test_finetune_records_leaks_in_metrics(leaky, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTL_CACHE", str(tmp_path / "cache"))
     cfg = build_config({}, [f"data.path={leaky}", "data.image_size=16", "data.on_leak=drop_train",
                             "train.epochs=1", "train.batch_size=8", "train.bn_gamma={}", "data.val_fraction=0.2"])
-    m = finetune(cfg, tmp_path / "run", progress=False)
+    m = finetune(cfg, tmp_path / "run", progress=False).as_dict()
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved == m
     leaks = m["data"]["leaks"]
-    assert leaks["policy"] == "drop_train" and leaks["status"] == "dropped" and m["run"]["leak_status"] == "dropped"
+    assert leaks["policy"] == "drop_train" and leaks["status"] == "dropped"
+    assert "leak_status" not in m["run"]  # each fact once: the status lives in data.leaks
     assert leaks["before"]["images"]["train-test"] + leaks["before"]["images"]["val-test"] == 1
     assert m["data"]["n"]["test"] == 22 and m["test"]["n"] == 22
 
@@ -163,11 +164,12 @@ def test_pneumoniamnist_by_name_records_its_known_overlap(tmp_path, data_cache, 
 def _arm(name, *records):
     from pathlib import Path
 
+    from medtl.record import parse_record
     from medtl.runs import Arm
 
     arm = Arm(name, Path("."))
     for seed, rec in enumerate(records):
-        arm.runs[seed] = rec
+        arm.runs[seed] = parse_record({"task": "binary"} | rec)  # a record of its layout (no data: layout 0)
     return arm
 
 
@@ -200,8 +202,8 @@ def test_finetune_on_named_pneumoniamnist_warns_and_keeps_statuses_consistent(tm
     monkeypatch.setenv(env_var("medmnist:pneumoniamnist"), str(_npz(tmp_path / "p.npz", n=(48, 16, 16))))
     cfg = build_config({}, ["data.path=medmnist:pneumoniamnist", "data.image_size=16", "train.epochs=1",
                             "train.batch_size=16", "train.bn_gamma={}", "train.num_threads=1"])
-    m = finetune(cfg, tmp_path / "run", progress=False)
-    assert m["run"]["leak_status"] == m["data"]["leaks"]["status"] == "unchecked"
+    m = finetune(cfg, tmp_path / "run", progress=False).as_dict()
+    assert m["data"]["leaks"]["status"] == "unchecked"
     assert m["data"]["leaks"]["known_overlap"].startswith("PneumoniaMNIST is derived from Kermany")
     assert any(n.startswith("WARNING: KNOWN OVERLAP") for n in m["run"]["data_notes"])
     log = (tmp_path / "run" / "train.log").read_text()

@@ -428,8 +428,9 @@ def test_download_errors_name_url_and_cache_path(server, monkeypatch):
         resolve_weights_file(src)
     msg = str(ei.value)
     assert msg.startswith(f"cannot download {src.url} (") and "404" in msg
-    assert f"put the file at {weights_dir() / src.filename} or run: medtl weights fetch " \
-           f"{src.name} --from FILE" in msg
+    # the library names the parameter-level remedy; the command line adds its own words
+    assert f"put the file at {weights_dir() / src.filename}, or copy in a verified local file" in msg
+    assert "--from" not in msg and ei.value.fetch == ("weights", src.name)
 
     with socket.socket() as s:  # a loopback port with nobody listening
         s.bind(("127.0.0.1", 0))
@@ -442,6 +443,17 @@ def test_download_errors_name_url_and_cache_path(server, monkeypatch):
     assert msg.startswith(f"cannot download {src.url} (") and "\n" not in msg
     assert str(weights_dir() / src.filename) in msg
     assert cache_files() == []
+
+
+def test_the_cli_adds_the_fetch_command_to_a_missing_weights_error(monkeypatch, capsys, tmp_path):
+    from medtl.cli import run as cli
+
+    monkeypatch.setenv("MEDTL_OFFLINE", "1")
+    rc = cli(["finetune", "--config", "configs/quickstart.yaml", "--set", "model.weights=resnet18.tv_in1k",
+              "--out", str(tmp_path / "run"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and not (tmp_path / "run").exists()
+    assert "downloads are off" in err and err.rstrip().endswith("(run: medtl weights fetch resnet18.tv_in1k --from FILE)")
 
 
 def test_downloads_off(monkeypatch):

@@ -6,6 +6,8 @@ import json
 import pytest
 import yaml
 
+pytestmark = pytest.mark.e2e  # Ray clusters in-process: run by .ci/run after the README's command
+
 ray = pytest.importorskip("ray", reason="ray is not installed")
 
 

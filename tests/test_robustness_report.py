@@ -125,6 +125,7 @@ def test_seed_folders_given_one_by_one_join_their_arm(report, tmp_path):
     assert list(arms) == ["armA"] and sorted(arms["armA"].runs) == [0, 1]
 
 
+@pytest.mark.e2e
 def test_worker_processes_give_the_same_report(report, tmp_path):
     """Probing runs in two worker processes (spawned, one thread each) gives what one process gives."""
     import shutil
@@ -170,7 +171,8 @@ def _record(arm: str, seed: int, interpretable: bool, state: str, rng) -> dict:
 def test_shape_bias_counts_only_interpretable_seeds_and_shortcut_states_are_counted():
     """No probes: records built by hand.  Arm 'ok' has 3 of 4 interpretable seeds, arm 'none' none."""
     from medtl.reports.robustness import shape_summary, shortcut_flags, shortcut_seed_rows
-    from medtl.stats.robustness import aggregate, headline_metrics, robustness_pairs
+    from medtl.probes.registry import headline_metrics, probe_metrics
+    from medtl.stats.robustness import aggregate, robustness_pairs
 
     rng = np.random.default_rng(0)
     states = ["flagged", "not flagged", "undetermined", "undetermined"]
@@ -178,12 +180,12 @@ def test_shape_bias_counts_only_interpretable_seeds_and_shortcut_states_are_coun
         _record("none", s, False, "not flagged", rng) for s in range(4)]
     assert "shape_bias.shape_bias" in headline_metrics(runs)
     assert "shape_bias.shape_bias" not in headline_metrics([r for r in runs if r["arm"] == "none"])
-    arms = aggregate(runs, n_resamples=200)
+    arms = aggregate(runs, probe_metrics(), n_resamples=200)
     ok = arms["ok"]["metrics"]["shape_bias.shape_bias"]
     assert ok["n"] == 3 and ok["mean"] == pytest.approx(np.mean([r["shape_bias"]["shape_bias"] for r in runs[:3]]))
     assert "shape_bias.shape_bias" not in arms["none"]["metrics"]
     assert arms["none"]["metrics"]["shape_bias.texture_only_bacc"]["mean"] == pytest.approx(0.58)
-    pairs = robustness_pairs(runs, n_resamples=200)  # an arm without an interpretable seed does not break it
+    pairs = robustness_pairs(runs, probe_metrics(), n_resamples=200)  # an arm without an interpretable seed does not break it
     assert "shape_bias.shape_bias" in pairs["headline"]
     result = {"runs": runs, "arms": arms}
     lines = shape_summary(result)
@@ -198,3 +200,48 @@ def test_shape_bias_counts_only_interpretable_seeds_and_shortcut_states_are_coun
     assert flags[1].startswith("none: of 4 seeds, 0 flagged") and "4 not flagged" in flags[1]
     rows = shortcut_seed_rows(result)
     assert rows[0][2:] == [f"{runs[0]['shortcut']['masked_retention']:.3f}", "[0.600, 0.900]", "flagged", "90 of 100"]
+
+
+def test_a_toy_probe_takes_one_registration_and_reaches_suite_cli_study_and_page(report, tmp_path, capsys):
+    """Issue 21: a new probe registers once; the suite, the page, `medtl probe list|run` and the
+    study's primary-metric check find it without an edit to any of them."""
+    from medtl.cli import run as cli
+    from medtl.probes import registry
+    from medtl.probes.runs import cached_probe
+    from medtl.study.config import StudyConfig
+
+    def toy_probe(run_dir, *, force=False, **params):
+        p = {"scale": 1.0} | {k: v for k, v in params.items() if v is not None}
+        return cached_probe(run_dir, "toy", p, lambda run: {
+            "mean_p": float(run.proba(run.x())[:, 1].mean()) * p["scale"], "n_images": len(run.labels)}, force=force)
+
+    registry.register(registry.Probe(name="toy", run=toy_probe, defaults={"scale": 1.0}, summary="mean p(positive)",
+                                     headline=lambda keys, recs: ["toy.mean_p"], methods="Toy: mean p(positive)."))
+    try:
+        _, _, runs = report
+        out = tmp_path / "rep"
+        res = run_report([runs["root"]], out, params=PARAMS)   # built-in probes come from their caches
+        data = json.loads((out / "robustness.json").read_text())
+        for r in data["runs"]:
+            assert 0 <= r["toy"]["mean_p"] <= 1 and r["toy"]["n_images"] > 0 and "seconds" in r
+        a = data["arms"]["armA"]["metrics"]["toy.mean_p"]
+        assert a["n"] == 2 and a["mean"] == pytest.approx(np.mean([r["toy"]["mean_p"] for r in data["runs"]
+                                                                   if r["arm"] == "armA"]))
+        assert "toy.mean_p" in res["headline"] and "Toy: mean p(positive)." in res["methods"]
+        md = (out / "report.md").read_text()
+        assert "toy: mean p(positive) (mean and t 95% CI over seeds)" in md and "toy.mean_p" in md
+        assert "toy: mean p(positive)" in (out / "report.html").read_text()
+        # the CLI
+        assert cli(["probe", "list"]) == 0 and "toy: mean p(positive)" in capsys.readouterr().out
+        run_dir = runs["a0"]
+        assert cli(["probe", "run", "toy", str(run_dir), "--set", "scale=2", "--force"]) == 0
+        printed = capsys.readouterr().out
+        assert "mean_p: " in printed and float(printed.split("mean_p: ")[1].split()[0]) <= 2
+        assert cli(["probe", "run", "toy", str(run_dir), "--set", "nope=1"]) == 2
+        assert "unknown parameter(s) nope" in capsys.readouterr().err
+        # the study: a toy metric may be declared primary
+        StudyConfig.model_validate({"sweep": "s.yaml", "primary": ["toy.mean_p"]})
+    finally:
+        registry.unregister("toy")
+    with pytest.raises(Exception, match="neither a compare metric"):
+        StudyConfig.model_validate({"sweep": "s.yaml", "primary": ["toy.mean_p"]})

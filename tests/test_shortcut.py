@@ -188,6 +188,7 @@ def test_retention_ci_of_a_sample_and_of_the_whole_test_set_agree(runs):
     assert width(small) > width(full) > 0
 
 
+@pytest.mark.e2e
 def test_retention_ci_agrees_on_pneumoniamnist(runs, shared_dataset_names):
     """As above on a 28-px ResNet-18 trained briefly on the shared PneumoniaMNIST (624 test images),
     where the lung masks are mostly the fixed prior: the result says so."""

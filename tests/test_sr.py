@@ -8,9 +8,9 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from medtl.errors import ConfigError
-from medtl.sr import (build_sr_model, degrade, evaluate_sr, load_sr_model, save_sr_model, state_path, train_sr,
-                      upscale_learned, upscale_resize)
-from medtl.sr import train as sr_train
+from medtl.sr import build_sr_model, degrade, load_sr_model, save_sr_model, upscale_learned, upscale_resize
+from medtl.train import sr as sr_train
+from medtl.train.sr import evaluate_sr, state_path, train_sr
 from medtl.sr.io import FORMAT
 
 
@@ -324,6 +324,7 @@ def test_cli_train_eval_on_npz(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.shared
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_kermany_x4_beats_bicubic(tmp_path):
     from pathlib import Path
 

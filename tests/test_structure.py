@@ -84,6 +84,90 @@ def test_no_module_imports_a_module_that_imports_it_back():
     assert not pairs, f"mutual imports: {pairs}"
 
 
+def _ancestors(mod: str) -> list[str]:
+    parts = mod.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in MODULES]
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the medtl modules importing it executes: what it imports anywhere in the file
+    (top level and inside functions), plus each imported module's enclosing packages' ``__init__``
+    (importing ``medtl.sr.io`` runs ``medtl/sr/__init__.py`` first), except the packages that
+    enclose the importer itself (they are already being initialised when it runs)."""
+    graph = {}
+    for m in MODULES:
+        own = set(_ancestors(m)) | {m}
+        deps = set()
+        for t in _imports(m):
+            deps.update([t, *_ancestors(t)])
+        graph[m] = {d for d in deps if d not in own}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one node (Tarjan), each as a sorted list:
+    every import cycle, of any length, lies inside one."""
+    index, low, on, stack, out = {}, {}, set(), [], []
+
+    def visit(v: str) -> None:  # recursion depth <= number of modules (~120)
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _package_of(mod: str) -> str:
+    """The room of a module: ``medtl.<sub>`` for a subpackage's modules, else the module itself."""
+    parts = mod.split(".")
+    return ".".join(parts[:2])
+
+
+def _package_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for m, deps in _import_graph().items():
+        graph.setdefault(_package_of(m), set()).update(_package_of(d) for d in deps if _package_of(d) != _package_of(m))
+    graph.pop("medtl", None)  # the top-level __init__ (version string) imports nothing of medtl
+    return graph
+
+
+def test_no_import_cycle_of_any_length_between_modules():
+    assert _cycles(_import_graph()) == []
+
+
+def test_no_import_cycle_of_any_length_between_packages():
+    """medtl.data, medtl.sr, medtl.train, ... (and top-level modules such as medtl.runs) form a
+    layered house: no chain of imports, lazy ones included, leads from a package back to itself."""
+    assert _cycles(_package_graph()) == []
+
+
+@pytest.mark.parametrize("graph, cycle", [
+    ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}, ["a", "b", "c"]),
+    ({"a": {"b"}, "b": set()}, None),
+])
+def test_the_cycle_check_finds_a_three_step_cycle(graph, cycle):
+    assert _cycles(graph) == ([cycle] if cycle else [])
+
+
 def _long_functions(limit: int = 80) -> list[str]:
     out = []
     for mod, path in MODULES.items():

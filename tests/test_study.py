@@ -61,6 +61,7 @@ def _write(tmp_path, doc=STUDY):
     return p
 
 
+@pytest.mark.e2e
 def test_study_runs_every_stage_resumes_after_a_kill_and_renders(tmp_path, monkeypatch):
     cfg = _write(tmp_path, {**STUDY, "evaluate": [{"data": str(_external_npz(tmp_path)), "name": "synth-again",
                                                    "label_map": {"0": "normal", "1": "opacity"}}],

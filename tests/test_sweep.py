@@ -96,6 +96,7 @@ def test_interrupted_sweep_resumes_with_same_numbers(tmp_path, monkeypatch):
     assert _metrics(out) == ref
 
 
+@pytest.mark.e2e
 def test_process_pool_gives_the_same_numbers(tmp_path):
     one = tmp_path / "one"
     run_sweep(_sweep(tmp_path), one, workers=1, progress=False)
@@ -117,6 +118,7 @@ def test_process_pool_gives_the_same_numbers(tmp_path):
     assert _metrics(one) == _metrics(two)
 
 
+@pytest.mark.e2e
 def test_ray_executor_matches_local(tmp_path):
     ray = pytest.importorskip("ray", reason="ray is not installed")
     local = tmp_path / "local"

@@ -219,6 +219,7 @@ def _get(url: str, timeout: float = 5.0):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_mlflow_ui_lists_logged_experiment(finished_run, store):
     """`mlflow ui` on the store medtl writes: it starts, answers, and lists what medtl logged."""
     rid = tracking.log_run(finished_run, uri=str(store))

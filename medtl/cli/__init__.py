@@ -19,6 +19,7 @@ import typer
 from ..errors import MedtlError
 from . import (compare_cmd, data_cmd, evaluate_cmd, finetune_cmd, plan_cmd, probe_cmd, report_cmd, sr_cmd, study_cmd,
                sweep_cmd, track_cmd, weights_cmd)
+from . import export_cmd
 
 app = typer.Typer(
     name="medtl",
@@ -37,6 +38,7 @@ COMMANDS = {
     "robustness-report": report_cmd.robustness_report,
     "study": study_cmd.study,
     "track": track_cmd.track,
+    "export": export_cmd.export,
 }
 GROUPS = {
     "data": data_cmd.app,
@@ -66,6 +68,15 @@ _CLICK_ERRORS = _click_types("ClickException")
 _ABORTS = _click_types("Abort") + (typer.Abort,)
 
 
+def fetch_hint(fetch: tuple[str, str] | None) -> str:
+    """The command that supplies what an error says is missing (the library names it only)."""
+    if not fetch:
+        return ""
+    kind, name = fetch
+    return {"weights": f" (run: medtl weights fetch {name} --from FILE)",
+            "data": f" (run: medtl data fetch {name} [--from FILE])"}.get(kind, "")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI in-process and return the exit code (used by tests and :func:`main`)."""
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")  # its chatter can quote header values
@@ -73,6 +84,7 @@ def run(argv: list[str] | None = None) -> int:
         status = app(args=argv, prog_name="medtl", standalone_mode=False)  # typer.Exit(n): click returns n
     except MedtlError as exc:
         msg = " ".join(str(exc).split())
+        msg += fetch_hint(getattr(exc, "fetch", None))
         print(f"medtl: error: {msg}", file=sys.stderr)
         return 2
     except typer.Exit as exc:

@@ -126,10 +126,10 @@ def _counts_table(r: dict) -> str:
 
 def _resolve_name(path: str):
     """(the local path to inspect, the registry resolution or None) for a path or dataset name."""
-    from ..data.registry import resolve_data_path
+    from ..data.registry import locate
 
-    resolved = resolve_data_path(path)
-    return (str(resolved.path) if resolved else path), resolved
+    loc = locate(path)
+    return (path if loc.builtin else str(loc.path)), loc.dataset
 
 
 @app.command()

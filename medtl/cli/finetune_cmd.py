@@ -37,13 +37,12 @@ def finetune(
     cfg = load_config(config, overrides)
     out_dir = out or default_run_dir(cfg.name, cfg.seed)
     training_process(cfg.train.num_threads)
-    metrics = run_finetune(cfg, out_dir, progress=not quiet, restart=restart,
-                           allow_runtime_change=allow_device_change)
+    record = run_finetune(cfg, out_dir, progress=not quiet, restart=restart,
+                          allow_runtime_change=allow_device_change)
     from ..stats.case_ci import summary_line
 
-    t = metrics["test"]
-    tag = " [SYNTHETIC data]" if metrics["run"].get("synthetic") else ""
-    typer.echo(f"test{tag}: " + summary_line(t) + f" (n={t.get('n')})")
+    tag = " [SYNTHETIC data]" if record.run.synthetic else ""
+    typer.echo(f"test{tag}: " + summary_line(record.test) + f" (n={record.test.n})")
     typer.echo(f"run folder: {out_dir}")
     if mlflow is not None:
         mlflow_hook(out_dir, mlflow)

@@ -8,7 +8,8 @@ import typer
 
 from ..errors import ConfigError
 
-app = typer.Typer(help="Probes of a finished run: translation, adversarial, corruptions, explain, shape-bias, shortcut.",
+app = typer.Typer(help="Probes of a finished run: translation, adversarial, corruptions, explain, shape-bias, "
+                       "shortcut, and any registered probe (list, run NAME).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
@@ -40,23 +41,25 @@ def _done(res: dict, run_dir: Path, probe: str) -> None:
 @app.command()
 def translation(
     run_dir: Path = typer.Argument(..., help="A finished run folder."),
-    max_shift: int = typer.Option(8, "--max-shift", "-k", help="Largest shift in px."),
-    n_images: int = typer.Option(500, "--n-images", help="Seeded, stratified sample of test images (0: all)."),
-    n_pairs: int = typer.Option(4, "--n-pairs", help="Random shift pairs per image for consistency."),
-    scale_pct: int = typer.Option(8, "--scale-pct", help="Scale probe: ±1..N percent."),
-    protocol: List[str] = typer.Option(["crop", "black", "circular"], "--protocol", help="crop, black, circular."),
-    seed: int = typer.Option(0, "--seed"),
+    max_shift: Optional[int] = typer.Option(None, "--max-shift", "-k", help="Largest shift in px."),
+    n_images: Optional[int] = typer.Option(None, "--n-images", help="Seeded, stratified sample of test images "
+                                                                    "(0: all)."),
+    n_pairs: Optional[int] = typer.Option(None, "--n-pairs", help="Random shift pairs per image for consistency."),
+    scale_pct: Optional[int] = typer.Option(None, "--scale-pct", help="Scale probe: ±1..N percent."),
+    protocol: List[str] = typer.Option([], "--protocol", help="crop, black, circular (default: all three)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
     force: bool = typer.Option(False, "--force", help="Recompute even if cached."),
 ) -> None:
-    """P(decision change) under 1..k px shifts (three protocols), jaggedness, consistency, scale."""
+    """P(decision change) under 1..k px shifts (three protocols), jaggedness, consistency, scale.
+    Options left out take the probe's defaults (`medtl probe list`)."""
     from ..probes.translation import translation_probe
 
     r = translation_probe(run_dir, max_shift=max_shift, n_images=n_images, n_pairs=n_pairs, scale_pct=scale_pct,
-                          protocols=protocol, seed=seed, force=force)
+                          protocols=protocol or None, seed=seed, force=force)
     for p, m in r["protocols"].items():
         typer.echo(f"{p:9s} P(change,1px)={m['p_change_1px']:.4f} consistency={m['consistency']:.4f} "
                    f"jaggedness={m['jaggedness']:.4f} mean|Δp|/px={m['mean_abs_dp_per_px']:.4f}")
-    typer.echo(f"scale ±{scale_pct}%: P(change)={r['scale']['p_change_max']:.4f}")
+    typer.echo(f"scale ±{r['params']['scale_pct']}%: P(change)={r['scale']['p_change_max']:.4f}")
     _done(r, run_dir, "translation")
 
 
@@ -160,11 +163,12 @@ def shortcut(
 @app.command("shape-bias")
 def shape_bias(
     run_dir: Path = typer.Argument(..., help="A finished run folder."),
-    n_pairs: int = typer.Option(500, "--n-pairs", help="Cue-conflict images (pairs of correctly classified test "
-                                                       "images of different classes, balanced over class pairs)."),
-    sigma: float = typer.Option(0.04, "--sigma", help="Low-pass σ as a fraction of the image side (shape below, "
-                                                      "texture above)."),
-    seed: int = typer.Option(0, "--seed"),
+    n_pairs: Optional[int] = typer.Option(None, "--n-pairs", help="Cue-conflict images (pairs of correctly classified "
+                                                                 "test images of different classes, balanced over "
+                                                                 "class pairs)."),
+    sigma: Optional[float] = typer.Option(None, "--sigma", help="Low-pass σ as a fraction of the image side (shape "
+                                                                "below, texture above)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
     force: bool = typer.Option(False, "--force", help="Recompute even if cached."),
 ) -> None:
     """Shape vs texture bias on cue-conflict X-rays (low frequencies of one class's image, high
@@ -188,3 +192,42 @@ def shape_bias(
         typer.echo(f"shape bias {r['shape_bias']:.3f} (95% CI {r['ci_low']:.3f}-{r['ci_high']:.3f}; mean of the "
                    f"{len(r['directions'])} directions)")
     _done(r, run_dir, "shape_bias")
+
+
+@app.command("list")
+def list_probes() -> None:
+    """The registered probes, with their parameters and defaults (the suite's presets beside)."""
+    from ..probes import registry
+
+    for p in registry.probes():
+        typer.echo(f"{p.name}: {p.summary}")
+        typer.echo("  parameters: " + ", ".join(f"{k}={v!r}" for k, v in p.defaults.items()))
+        for preset, over in p.presets.items():
+            typer.echo(f"  {preset} (robustness-report): " + ", ".join(f"{k}={v!r}" for k, v in over.items()))
+
+
+@app.command("run")
+def run_probe(
+    name: str = typer.Argument(..., help="A registered probe (`medtl probe list`)."),
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    set_: List[str] = typer.Option([], "--set", help="KEY=VALUE: a probe parameter (the value is read as YAML)."),
+    force: bool = typer.Option(False, "--force", help="Recompute even if cached."),
+) -> None:
+    """Any registered probe by name, with parameters as KEY=VALUE; prints its scalar results."""
+    import yaml
+
+    from ..probes import registry
+
+    probe = registry.get(name)
+    params = {}
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    probe.params(**params)  # unknown parameters: one line naming the probe's parameters
+    r = probe.run(run_dir, force=force, **params)
+    for k, v in r.items():
+        if k not in ("key", "probe", "cached") and (isinstance(v, (int, float, str)) and not isinstance(v, bool)):
+            typer.echo(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    _done(r, run_dir, name)

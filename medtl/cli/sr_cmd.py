@@ -36,7 +36,7 @@ def _fmt_row(name: str, m: dict, digits: int) -> str:
 
 
 def format_eval(r: dict) -> str:
-    """A small text table of an :func:`medtl.sr.evaluate_sr` result."""
+    """A small text table of an :func:`medtl.train.sr.evaluate_sr` result."""
     head = (f"x{r['scale']} SR on {r['n']} images, {r['lr_shape'][0]}x{r['lr_shape'][1]} -> "
             f"{r['hr_shape'][0]}x{r['hr_shape'][1]} px" + (f", noise std {r['noise_std']:g}" if r.get("noise_std") else ""))
     lines = [head, f"{'metric':<6} {'learned':>10} {'bicubic':>10} {'diff':>10}  95% CI of diff (paired bootstrap)",
@@ -66,9 +66,9 @@ def train(
     Re-running the same command resumes an interrupted training, or reuses a finished model."""
     import numpy as np
 
-    from ..sr import train_sr
+    from ..train.sr import train_sr
     from ..sr.model import SCALES
-    from ..sr.train import DEFAULT_BATCH, DEFAULT_STEPS
+    from ..train.sr import DEFAULT_BATCH, DEFAULT_STEPS
     from .common import setup_logging, training_process
 
     setup_logging(quiet)
@@ -102,7 +102,8 @@ def evaluate(
     The HR images of --split are downscaled by the model's scale (as in training), upscaled
     with the model and with Pillow bicubic, and both are compared with the HR images."""
     from ..io import write_json_atomic
-    from ..sr import evaluate_sr, load_sr_model
+    from ..sr import load_sr_model
+    from ..train.sr import evaluate_sr
 
     if split not in SPLIT_NAMES:
         raise ConfigError(f"--split must be one of {', '.join(SPLIT_NAMES)} (got {split!r})")

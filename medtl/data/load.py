@@ -30,18 +30,14 @@ def _workers() -> int:
 
 def detect_format(path: str) -> str:
     """'synthetic' | 'folder' | 'csv' | 'dicom' | 'npz' for a data path; DataError otherwise."""
-    if str(path) == SYNTHETIC:
-        return "synthetic"
-    from .registry import resolve_data_path
+    from .registry import locate
 
-    resolved = resolve_data_path(path)  # a dataset name (medmnist:pneumoniamnist): its local copy
-    if resolved is not None:
-        return detect_format(str(resolved.path))
-    if str(path).startswith("builtin:"):
-        raise DataError(f"{path}: unknown built-in dataset (available: {SYNTHETIC})")
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise DataError(f"{path}: no such file or directory")
+    loc = locate(path)  # a dataset name (medmnist:pneumoniamnist) resolves to its local copy
+    if loc.builtin:
+        return "synthetic"
+    if loc.dataset is not None:
+        return detect_format(str(loc.path))
+    p = loc.path
     if p.is_file():
         suffix = p.suffix.lower()
         if suffix == ".npz":
@@ -126,8 +122,8 @@ def decode_files(paths: list[Path], size: int, mode: str) -> tuple[np.ndarray, n
 def _decode_plan(plan: FilePlan, cfg: DataConfig, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray, bool]:
     n = len(plan.paths)
     key = _cache.cache_key({
-        # the files (relative id, size, mtime), not where the folder lives: a copy that keeps its
-        # file times (`medtl data fetch --from FOLDER`, a zip medtl extracted) shares the cache
+        # the files (relative id, contents), not where the folder lives: a copy of the same files
+        # elsewhere (a fetched or extracted folder) shares the cache; an edit in place does not
         "kind": "files", "reader": READER_VERSION,
         "files": _cache.file_fingerprint(plan.paths, plan.ids), "size": cfg.image_size, "resize": cfg.resize,
     })

@@ -52,6 +52,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from ..errors import DataError
+from ..fetch import Registry, download_url, offline, transport_reason
 from ..io import file_digests as _digests, write_json_atomic
 from ..paths import cache_root
 from ..pins import PinStore
@@ -135,31 +136,26 @@ class DatasetSource:
         return d
 
 
-_REGISTRY: dict[str, DatasetSource] = {}
+DATASETS: Registry[DatasetSource] = Registry("dataset", lambda name, known: DataError(
+    f"{name}: unknown dataset name (registered: {', '.join(known) or 'none'}; or give a file or folder path)"))
+_REGISTRY = DATASETS.entries  # the table itself
 
 
 def register_dataset(source: DatasetSource, overwrite: bool = False) -> DatasetSource:
     """Add ``source`` to the registry (the built-in table, tests, plugins)."""
-    if source.name in _REGISTRY and not overwrite:
-        raise ValueError(f"dataset {source.name!r} is already registered")
-    _REGISTRY[source.name] = source
-    return source
+    return DATASETS.register(source.name, source, overwrite)
 
 
 def unregister_dataset(name: str) -> None:
-    _REGISTRY.pop(name, None)
+    DATASETS.unregister(name)
 
 
 def list_datasets() -> list[str]:
-    return list(_REGISTRY)
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DatasetSource:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise DataError(f"{name}: unknown dataset name (registered: {', '.join(_REGISTRY) or 'none'}; "
-                        "or give a file or folder path)") from None
+    return DATASETS.get(name)
 
 
 def _builtin() -> None:
@@ -221,11 +217,7 @@ def is_dataset_name(path: str | os.PathLike) -> bool:
     m = _NAME_RE.match(s)
     if not m:
         return False
-    return s in _REGISTRY or m.group(1) in {src.prefix for src in _REGISTRY.values()}
-
-
-def fetch_command(name: str) -> str:
-    return f"medtl data fetch {name}"
+    return s in DATASETS or m.group(1) in {src.prefix for src in DATASETS}
 
 
 def record_path(source: DatasetSource) -> Path:
@@ -239,9 +231,11 @@ def read_record(source: DatasetSource) -> dict | None:
     try:
         rec = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DataError(f"{p}: unreadable dataset record ({exc}); run: {fetch_command(source.name)}") from None
+        raise DataError(f"{p}: unreadable dataset record ({exc}); fetch {source.name} again",
+                        fetch=("data", source.name)) from None
     if not isinstance(rec, dict) or rec.get("name") != source.name or rec.get("status") not in (OFFICIAL, PINNED, UNOFFICIAL):
-        raise DataError(f"{p}: not a dataset record for {source.name}; run: {fetch_command(source.name)}")
+        raise DataError(f"{p}: not a dataset record for {source.name}; fetch {source.name} again",
+                        fetch=("data", source.name))
     return rec
 
 
@@ -365,6 +359,50 @@ def _override_notes(source: DatasetSource, var: str, path: Path) -> list[str]:
     return [f"{head}: not verified against the official {source.filename}"]
 
 
+@dataclass(frozen=True)
+class DataLocation:
+    """Where the data a command was given lives: ``path`` (None for a built-in dataset) and, for a
+    dataset name, its registry resolution."""
+
+    spec: str
+    path: Path | None
+    dataset: ResolvedDataset | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.path is None
+
+
+def locate(spec: str | os.PathLike) -> DataLocation:
+    """The one resolution of a data argument, for every command (finetune, evaluate, data check,
+    sr, study): ``builtin:synthetic``, a dataset name (its local copy; an unfetched name fails
+    with how to fetch it) or a path.  One-line :class:`DataError` for anything else."""
+    from ..config import SYNTHETIC
+
+    s = str(spec)
+    if s == SYNTHETIC:
+        return DataLocation(s, None)
+    resolved = resolve_data_path(s)
+    if resolved is not None:
+        return DataLocation(s, resolved.path, resolved)
+    if s.startswith("builtin:"):
+        raise DataError(f"{s}: unknown built-in dataset (available: {SYNTHETIC})")
+    p = Path(s).expanduser()
+    if not p.exists():
+        raise DataError(f"{s}: no such file or directory")
+    return DataLocation(s, p)
+
+
+def data_fingerprint(spec: str | os.PathLike) -> str:
+    """A content fingerprint of the data ``spec`` names (cache keys of evaluate and the probes):
+    the generator version for a built-in dataset, else :func:`medtl.data.cache.path_fingerprint`."""
+    from .cache import path_fingerprint
+    from .synthetic import GENERATOR_VERSION
+
+    loc = locate(spec)
+    return f"{loc.spec}:v{GENERATOR_VERSION}" if loc.builtin else path_fingerprint(loc.path)
+
+
 def resolve_data_path(path: str | os.PathLike) -> ResolvedDataset | None:
     """Resolve a dataset name to the local file/folder medtl reads; None when ``path`` is no name.
 
@@ -385,8 +423,8 @@ def resolve_data_path(path: str | os.PathLike) -> ResolvedDataset | None:
         return ResolvedDataset(source.name, p, "override", _override_notes(source, var, p), source.known_overlap)
     target = cached_target(source)
     if target is None:
-        raise DataError(f"{source.name}: dataset not fetched (not in {entry_dir(source)}); run: "
-                        f"{fetch_command(source.name)} (it can also verify and copy a local {source.filename})")
+        raise DataError(f"{source.name}: dataset not fetched (not in {entry_dir(source)}); fetch it first (a "
+                        f"verified local {source.filename} can be copied in)", fetch=("data", source.name))
     rec = read_record(source)
     assert rec is not None
     if target.is_file():
@@ -394,7 +432,8 @@ def resolve_data_path(path: str | os.PathLike) -> ResolvedDataset | None:
         want = (rec.get("file") or {}).get("sha256")
         if sha != want:
             raise DataError(f"{target}: cached file of {source.name} changed since it was fetched (sha256 "
-                            f"expected {want}, got {sha}); delete {entry_dir(source)} and run: {fetch_command(source.name)}")
+                            f"expected {want}, got {sha}); delete {entry_dir(source)} and fetch it again",
+                            fetch=("data", source.name))
     notes = [f"{source.name} -> {target}: {_status_text(source, rec)}",
              f"{source.name}: licence {source.licence}; cite: {source.citation}"]
     if rec["status"] == UNOFFICIAL:
@@ -534,10 +573,6 @@ class FetchResult:
     message: str         # one line for the user
 
 
-def _offline() -> bool:
-    return os.environ.get("MEDTL_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _write_record(source: DatasetSource, rec: dict) -> None:
     rec = {"name": source.name, "target": source.target, "layout": source.layout, "url": source.url,
            "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **rec}
@@ -626,8 +661,6 @@ def _install_folder(source: DatasetSource, folder: Path, unofficial: bool) -> tu
 def _download(source: DatasetSource, dest: Path, unofficial: bool,
               urlopen: Callable[..., Any] | None) -> dict:
     """Download the published file to ``dest`` (atomically, verified before the rename); its record."""
-    from ..models.weights import download_url  # the one streaming, atomic downloader
-
     box: dict = {}
 
     def verify(sha: str, tmp: Path) -> None:
@@ -638,12 +671,8 @@ def _download(source: DatasetSource, dest: Path, unofficial: bool,
     except DataError:
         raise
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        if isinstance(exc, urllib.error.HTTPError):
-            reason = f"HTTP {exc.code} {exc.reason}"
-        else:
-            reason = getattr(exc, "reason", None) or exc
-        reason = " ".join(str(reason).split()) or type(exc).__name__
-        raise DownloadUnavailable(f"{source.name}: cannot download {source.url} ({reason})", source) from None
+        raise DownloadUnavailable(f"{source.name}: cannot download {source.url} ({transport_reason(exc)})",
+                                  source) from None
     return box
 
 
@@ -693,7 +722,7 @@ def _fetch(source: DatasetSource, from_path, unofficial: bool, urlopen) -> Fetch
                                     "fetch again")
             return FetchResult(source.name, target, rec["status"], False, False,
                                _fetched_message(source, rec, target, "already cached, "))
-        if _offline():
+        if offline():
             raise DownloadUnavailable(f"{source.name}: not cached and downloads are off (MEDTL_OFFLINE)", source)
         entry.mkdir(parents=True, exist_ok=True)
         staged = entry / f".{source.filename}.download"

@@ -26,8 +26,11 @@ def _uniform(n: int, lo: float, hi: float, generator: torch.Generator) -> torch.
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Random affine (translate/scale/rotate, zero padding), optional h-flip, brightness and
-    contrast jitter, clamped to [0, 1].  Every random number comes from ``generator`` (CPU), in
-    a fixed order, so the same generator state gives the same output."""
+    contrast jitter, clamped to [0, 1]; then, where enabled, a bias field (MONAI's RandBiasField)
+    and a gamma jitter (x**γ on [0, 1]), clamped again.  Every random number comes from
+    ``generator`` (CPU), in a fixed order, so the same generator state gives the same output; the
+    bias field and gamma draw from it only when enabled, after everything else, so a config
+    without them consumes exactly the stream it did before they existed."""
     if x.ndim != 4:
         raise ValueError(f"augment_batch expects (N, C, H, W), got shape {tuple(x.shape)}")
     n = x.shape[0]
@@ -57,4 +60,13 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
         b = bright.to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         out = (out - mean) * c + mean + b
-    return out.clamp(0.0, 1.0)
+    out = out.clamp(0.0, 1.0)
+    # intensity families (medtl/data/intensity.py): acquisition (bias field) before display (gamma)
+    if cfg.bias_field > 0:  # one generator draw seeds MONAI's per-image fields
+        from .intensity import apply_bias_field
+
+        out = apply_bias_field(out, cfg.bias_field, generator).clamp(0.0, 1.0)
+    if cfg.gamma > 0:  # n draws: ln γ per image; x**γ keeps [0, 1]
+        g = torch.exp(_uniform(n, -cfg.gamma, cfg.gamma, generator))
+        out = out ** g.to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
+    return out

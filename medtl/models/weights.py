@@ -42,11 +42,12 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError, WeightsError
+from ..fetch import Registry, download_url, offline, transport_reason
 from ..io import atomic_path, sha256_file
 from ..paths import torch_hub_checkpoints, weights_dir
 from ..pins import PinStore
@@ -106,31 +107,26 @@ class WeightSource:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-_REGISTRY: dict[str, WeightSource] = {}
+WEIGHTS: Registry[WeightSource] = Registry("weights", lambda name, known: ConfigError(
+    f"unknown weights {name!r} (registered: {', '.join(known)}; or give 'none' or a local file path)"))
+_REGISTRY = WEIGHTS.entries  # the table itself (tests patch entries in place)
 
 
 def register_weights(source: WeightSource, overwrite: bool = False) -> WeightSource:
     """Add ``source`` to the registry (used by the built-in table and by tests/plugins)."""
-    if source.name in _REGISTRY and not overwrite:
-        raise ValueError(f"weights {source.name!r} are already registered")
-    _REGISTRY[source.name] = source
-    return source
+    return WEIGHTS.register(source.name, source, overwrite)
 
 
 def unregister_weights(name: str) -> None:
-    _REGISTRY.pop(name, None)
+    WEIGHTS.unregister(name)
 
 
 def list_weights(arch: str | None = None) -> list[str]:
-    return [n for n, s in _REGISTRY.items() if arch is None or s.arch == arch]
+    return [s.name for s in WEIGHTS if arch is None or s.arch == arch]
 
 
 def get_weights(name: str) -> WeightSource:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown weights {name!r} (registered: {', '.join(_REGISTRY)}; "
-                          "or give 'none' or a local file path)") from None
+    return WEIGHTS.get(name)
 
 
 def _builtin() -> None:
@@ -243,7 +239,7 @@ def check_hash(source: WeightSource, sha: str, where: str | os.PathLike) -> None
 
 def matching_source(sha: str) -> WeightSource | None:
     """The registry entry a file with this sha256 is known to be (full hash, pin or hub prefix)."""
-    for s in _REGISTRY.values():
+    for s in WEIGHTS:
         if s.sha256 is not None:
             if s.sha256 == sha:
                 return s
@@ -268,58 +264,8 @@ def cached_file(source: WeightSource) -> Path | None:
     return None
 
 
-def _offline() -> bool:
-    return os.environ.get("MEDTL_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _fetch_hint(source: WeightSource) -> str:
-    return (f"put the file at {weights_dir() / source.filename} or run: medtl weights fetch "
-            f"{source.name} --from FILE")
-
-
-def _progress(total: int | None, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                disable=None, leave=False)
-
-
-def download_url(url: str, dest: Path, *, timeout: float = 60.0,
-                 urlopen: Callable[..., Any] | None = None,
-                 verify: Callable[[str, Path], None] | None = None) -> str:
-    """Download ``url`` to ``dest`` atomically and return its sha256.
-
-    Streams to a temporary file beside ``dest`` while hashing, checks the length against
-    Content-Length, calls ``verify(sha, tmp_path)`` (which raises to refuse), then renames.
-    On any failure no file is left at ``dest`` or beside it.  Raises ``OSError``/``URLError``
-    for transport failures (callers turn them into :class:`WeightsError`).
-    """
-    import hashlib
-
-    opener = urlopen or urllib.request.urlopen
-    req = urllib.request.Request(url, headers={"User-Agent": "medtl"})
-    with atomic_path(dest) as tmp:
-        h = hashlib.sha256()
-        n = 0
-        with opener(req, timeout=timeout) as resp:
-            length = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
-            total = int(length) if length and length.isdigit() else None
-            with open(tmp, "wb") as f, _progress(total, dest.name) as bar:
-                while True:
-                    chunk = resp.read(1 << 20)
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    h.update(chunk)
-                    n += len(chunk)
-                    bar.update(len(chunk))
-        if total is not None and n != total:
-            raise urllib.error.ContentTooShortError(
-                f"got {n} of {total} bytes", None)  # type: ignore[arg-type]
-        sha = h.hexdigest()
-        if verify is not None:
-            verify(sha, tmp)
-    return sha
+    return f"put the file at {weights_dir() / source.filename}, or copy in a verified local file"
 
 
 def _download(source: WeightSource) -> Path:
@@ -331,12 +277,8 @@ def _download(source: WeightSource) -> Path:
     except WeightsError:
         raise
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        if isinstance(exc, urllib.error.HTTPError):
-            reason = f"HTTP {exc.code} {exc.reason}"
-        else:
-            reason = getattr(exc, "reason", None) or exc
-        reason = " ".join(str(reason).split()) or type(exc).__name__
-        raise WeightsError(f"cannot download {source.url} ({reason}); {_fetch_hint(source)}") from None
+        raise WeightsError(f"cannot download {source.url} ({transport_reason(exc)}); {_fetch_hint(source)}",
+                           fetch=("weights", source.name)) from None
     return dest
 
 
@@ -346,9 +288,10 @@ def resolve_weights_file(source: WeightSource, allow_download: bool = True) -> P
     if p is not None:
         check_hash(source, sha256_file(p), p)
         return p
-    if not allow_download or _offline():
+    if not allow_download or offline():
         raise WeightsError(f"{source.name}: {source.filename} is not in {weights_dir()} or "
-                           f"{torch_hub_checkpoints()} and downloads are off; {_fetch_hint(source)}")
+                           f"{torch_hub_checkpoints()} and downloads are off; {_fetch_hint(source)}",
+                           fetch=("weights", source.name))
     return _download(source)
 
 

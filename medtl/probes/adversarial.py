@@ -44,6 +44,7 @@ import torch
 
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
+from .registry import Probe, register
 from .runs import ProbeRun, cached_probe, check_positive, load_run, sample_indices, scores
 
 ATTACKS = ("fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2")  # the default set
@@ -262,3 +263,44 @@ def adversarial_probe(run_dir: str | Path, *, source: str | Path | None = None, 
     return cached_probe(run_dir, "adversarial_transfer", p,
                         lambda run: compute_adversarial(run, source=src, plots=plots, **p), force=force,
                         extra_key=":" + src.checkpoint_sha256)
+
+
+# ------------------------------------------------------------------------------------ registration
+
+_ROW_KEYS = ("eps", "auc", "acc", "success_rate", "auc_se", "p")
+
+
+def _rows(result: dict) -> dict:
+    return {name: [{k: r.get(k) for k in _ROW_KEYS} for r in rows] for name, rows in result["attacks"].items()}
+
+
+def _record(a: dict, run, transfer: dict | None = None) -> dict:
+    """The attacks' rows (transfer attacks, prefixed ``transfer_``, beside the white-box ones), the
+    attacked sample, and the clean AUC on that sample (fp32)."""
+    adv = _rows(a) | (_rows(transfer) if transfer else {})
+    return {"adversarial": adv,
+            "adversarial_sample": {"index": a.get("index"), "y": a.get("y"), "n_test": a.get("n_test")},
+            "clean": {"auc_fp32_probe_sample": a["clean"]["auc"], "n_probe_sample": a["n_images"]}}
+
+
+def _scalars(rec) -> dict:
+    return {f"adversarial.{name}.auc@{r['eps'] * 255:g}/255": float("nan") if r["auc"] is None else float(r["auc"])
+            for name, rows in rec["adversarial"].items() for r in rows}
+
+
+def _headline(keys, records) -> list:
+    """The AUC at the largest ε of one attack (PGD L∞ where it ran), not of every attack: their
+    AUCs are strongly correlated."""
+    from ..stats.robustness import headline_attack
+
+    attack = headline_attack([a for r in records for a in r["adversarial"]])
+    eps = [k for k in keys if attack and k.startswith(f"adversarial.{attack}.auc@")]
+    return [max(eps, key=lambda k: float(k.split("@")[1].split("/")[0]))] if eps else []
+
+
+register(Probe(
+    name="adversarial", order=20, run=adversarial_probe, defaults=DEFAULTS, transfer=True,
+    summary="FGSM / PGD (L-inf, L2), optionally AutoAttack, eps sweep: AUC, accuracy, attack success rate",
+    presets={"full": {"steps": 10, "n_images": 256, "batch_size": 512},
+             "quick": {"steps": 5, "n_images": 128, "batch_size": 512}},
+    record=_record, scalars=_scalars, headline=_headline))

@@ -14,6 +14,21 @@ jpeg               baseline JPEG (8x8 DCT, IJG luminance table)     quality = 80
 downup             area downsample by f, bilinear upsample          f = .8 .65 .5 .4 .3
 =================  ==============================================  ==============================
 
+Available but not in the default list (``EXTRA_SEVERITIES``; ask for them by name, e.g.
+``medtl probe corruptions RUN --corruption bias_field``), so the recorded default reports and their
+mean AUC drops stay reproducible:
+
+=================  ==============================================  ==============================
+corruption         operation                                        severity 1 .. 5
+=================  ==============================================  ==============================
+bias_field         x · exp(Σ c_ij P_i(row) P_j(col)), Legendre      a = .03 .06 .10 .15 .20
+                   degree 3, c_ij ~ U(-a, a), one field per image   (field max/min, median at 64
+                   (MONAI RandBiasField, seeded from the generator) px: 1.13 1.28 1.51 1.86 2.30)
+=================  ==============================================  ==============================
+
+Which of MONAI's intensity families medtl uses, and why (gamma and contrast stay medtl's; histogram
+shift and Gibbs ringing are not used): :mod:`medtl.data.intensity`.
+
 Every output is clamped to [0, 1].  JPEG is computed in torch (grayscale baseline JPEG is
 DCT, quantisation and rounding; the entropy coding is lossless), which keeps it batched; it
 matches Pillow's encoder to within about one grey level on average.
@@ -30,6 +45,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
+from .registry import Probe, register
 from .runs import ProbeRun, cached_probe, precision_check, sample_indices, scores
 
 SEVERITIES = {
@@ -41,7 +57,14 @@ SEVERITIES = {
     "jpeg": [80, 60, 40, 25, 10],
     "downup": [0.8, 0.65, 0.5, 0.4, 0.3],
 }
-CORRUPTIONS = tuple(SEVERITIES)
+# MONAI-backed corruptions (medtl.data.intensity): available by name, never in the defaults
+EXTRA_SEVERITIES = {
+    "bias_field": [0.03, 0.06, 0.10, 0.15, 0.20],
+}
+CORRUPTIONS = tuple(SEVERITIES)  # the default list (the recorded reports' 7)
+EXTRA_CORRUPTIONS = tuple(EXTRA_SEVERITIES)
+AVAILABLE = CORRUPTIONS + EXTRA_CORRUPTIONS
+ALL_SEVERITIES = {**SEVERITIES, **EXTRA_SEVERITIES}
 DEFAULTS = {"corruptions": list(CORRUPTIONS), "n_images": None, "seed": 0, "batch_size": 512, "precision": "fp32"}
 
 _JPEG_LUMA = torch.tensor([
@@ -95,12 +118,16 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Corrupted copy of x (B,C,H,W) in [0,1]; ``severity`` 1..5; noise drawn from ``generator``."""
-    if name not in SEVERITIES:
-        raise ConfigError(f"unknown corruption {name!r}; use one of {', '.join(CORRUPTIONS)}")
+    if name not in ALL_SEVERITIES:
+        raise ConfigError(f"unknown corruption {name!r}; use one of {', '.join(AVAILABLE)}")
     if not 1 <= int(severity) <= 5:
         raise ConfigError(f"corruption severity must be 1..5 (got {severity})")
-    s = SEVERITIES[name][int(severity) - 1]
-    if name == "gaussian_noise":
+    s = ALL_SEVERITIES[name][int(severity) - 1]
+    if name == "bias_field":  # one generator draw seeds MONAI's RandBiasField for the batch
+        from ..data.intensity import apply_bias_field
+
+        y = apply_bias_field(x, s, generator)
+    elif name == "gaussian_noise":
         y = x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype)
     elif name == "poisson_noise":
         y = torch.poisson(x.double() * s, generator=generator).to(x.dtype) / s
@@ -126,8 +153,8 @@ def compute_corruptions(run: ProbeRun, *, corruptions=CORRUPTIONS, n_images: int
     precision, for clean and corrupted images alike; the agreement with fp32 is recorded)."""
     amp = run.amp_dtype(precision)
     for c in corruptions:
-        if c not in SEVERITIES:
-            raise ConfigError(f"unknown corruption {c!r}; use one of {', '.join(CORRUPTIONS)}")
+        if c not in ALL_SEVERITIES:
+            raise ConfigError(f"unknown corruption {c!r}; use one of {', '.join(AVAILABLE)}")
     t0 = time.time()
     idx = sample_indices(len(run.labels), n_images, seed, run.labels)
     x = run.x(idx)
@@ -144,10 +171,10 @@ def compute_corruptions(run: ProbeRun, *, corruptions=CORRUPTIONS, n_images: int
             for i in range(0, len(x), batch_size):  # noise drawn per chunk from one seeded stream
                 probs.append(run.proba(corrupt(x[i:i + batch_size], c, sev, g), batch_size, amp))
             s = scores(run, y, np.concatenate(probs))
-            rows.append({"severity": sev, "param": SEVERITIES[c][sev - 1], "auc": s["auc"], "acc": s["acc"]})
+            rows.append({"severity": sev, "param": ALL_SEVERITIES[c][sev - 1], "auc": s["auc"], "acc": s["acc"]})
             drops.append(clean["auc"] - s["auc"])
         out["corruptions"][c] = rows
-        out["severity_params"][c] = SEVERITIES[c]
+        out["severity_params"][c] = ALL_SEVERITIES[c]
     out["mean_auc"] = float(np.mean([r["auc"] for rows in out["corruptions"].values() for r in rows]))
     out["mean_auc_drop"] = float(np.mean(drops)) if drops else float("nan")
     out["seconds"] = time.time() - t0
@@ -180,7 +207,35 @@ def corruptions_probe(run_dir: str | Path, *, force: bool = False, plots: bool =
     """Cached corruption probe (RUN/probes/corruptions.json)."""
     p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
     p["corruptions"] = list(p["corruptions"])
-    p["severities"] = SEVERITIES  # part of the cache key: changing a table recomputes
-    q = {k: v for k, v in p.items() if k != "severities"}
+    # part of the cache key: changing a table recomputes.  The default tables exactly as before (so
+    # existing caches stay valid); an extra (MONAI-backed) corruption adds its table and the MONAI
+    # version, whose sampling defines its fields
+    extra = [c for c in p["corruptions"] if c in EXTRA_SEVERITIES]
+    p["severities"] = {**SEVERITIES, **{c: EXTRA_SEVERITIES[c] for c in extra}}
+    if extra:
+        from importlib.metadata import version
+
+        p["monai"] = version("monai")
+    q = {k: v for k, v in p.items() if k not in ("severities", "monai")}
     return cached_probe(run_dir, "corruptions", p, lambda run: compute_corruptions(run, plots=plots, **q),
                         force=force)
+
+
+# ------------------------------------------------------------------------------------ registration
+
+def _scalars(rec) -> dict:
+    out = {f"corruptions.{name}.mean_auc": float(np.nanmean([float("nan") if r["auc"] is None else float(r["auc"])
+                                                             for r in rows]))
+           for name, rows in rec["corruptions"].items()}
+    drop = rec["corruptions_mean_auc_drop"]
+    return out | {"corruptions.mean_auc_drop": float("nan") if drop is None else float(drop)}
+
+
+register(Probe(
+    name="corruptions", order=30, run=corruptions_probe, defaults=DEFAULTS,
+    summary="AUC under noise, blur, contrast, gamma, JPEG and down-up sampling at 5 severities",
+    presets={"full": {"n_images": None, "precision": "train"}, "quick": {"n_images": 256, "precision": "train"}},
+    record=lambda c, run: {"corruptions": {name: [{"severity": r["severity"], "auc": r["auc"]} for r in rows]
+                                           for name, rows in c["corruptions"].items()},
+                           "corruptions_mean_auc_drop": c["mean_auc_drop"]},
+    scalars=_scalars, headline=lambda keys, records: ["corruptions.mean_auc_drop"]))

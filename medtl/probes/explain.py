@@ -22,6 +22,7 @@ import torch
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
 from ..models.inference import predict_proba
+from .registry import Probe, register
 from .runs import ProbeRun, cached_probe, decide, sample_indices
 
 DEFAULTS = {"n_samples": 8, "seed": 0, "embedding": "pca", "n_embed": 2000, "batch_size": 256}
@@ -176,3 +177,19 @@ def explain_probe(run_dir: str | Path, *, force: bool = False, plots: bool = Tru
     """Cached explanation probe (RUN/probes/explain.json and PNG panels)."""
     p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
     return cached_probe(run_dir, "explain", p, lambda run: compute_explain(run, plots=plots, **p), force=force)
+
+
+# ------------------------------------------------------------------------------------ registration
+
+def _record(e: dict, run) -> dict:
+    plots = e.get("plots")
+    return {"explain": {"gradcam_layer": e.get("gradcam_layer"), "map_agreement": e.get("map_agreement"),
+                        "panel": str(run.probes_dir / plots["panel"]) if plots else None,
+                        "embedding": str(run.probes_dir / plots["embedding"]) if plots else None}}
+
+
+register(Probe(
+    name="explain", order=40, run=explain_probe, defaults=DEFAULTS, sample_param=None,
+    summary="Grad-CAM and integrated-gradients panels, their agreement, and an embedding of the test set",
+    presets={"full": {"n_samples": 8, "n_embed": 2000}, "quick": {"n_samples": 4, "n_embed": 500}},
+    record=_record, scalars=lambda rec: {}))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -27,6 +27,7 @@ import torch
 
 from ..errors import ConfigError
 from ..io import json_safe, sha256_file, write_json_atomic
+from ..record import RunRecord
 from ..runs import CHECKPOINT, Run
 from ..models.inference import predict_proba
 from ..stats.metrics import auc
@@ -48,7 +49,7 @@ class ProbeRun:
     labels: np.ndarray        # int64 (N,)
     ids: list[str]            # non-identifying image ids
     device: torch.device
-    metrics: dict = field(default_factory=dict)
+    record: RunRecord | None = None
     checkpoint_sha256: str = ""
     channels_last: bool = False
 
@@ -56,7 +57,7 @@ class ProbeRun:
         """The autocast dtype of ``precision``: 'fp32' (None), 'bf16', 'fp16', or 'train' (the
         run's training precision, from metrics.json; fp32 where unknown or unsupported here)."""
         if precision == "train":
-            precision = str((self.metrics.get("run") or {}).get("precision") or "fp32")
+            precision = self.record.precision if self.record is not None else "fp32"
         if precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"precision must be fp32, bf16, fp16 or train (got {precision!r})")
         if precision == "fp16" and self.device.type != "cuda":
@@ -88,32 +89,16 @@ def load_run(run_dir: str | Path, device: str | None = None) -> ProbeRun:
     Raises :class:`DataError` (one line) for a folder that is not a finished run.
     """
     from ..data import load_dataset
-    from ..models import model_for_run
+    from ..models.inference import load_finished
 
-    run = Run(run_dir).require_finished(CHECKPOINT)
-    metrics = run.metrics
-    cfg = run.config()
-    task = metrics.get("task")
-    if task not in ("binary", "multiclass"):
-        raise ConfigError(f"{run.path}: probes support binary and multi-class runs, not {task!r}")
-    ckpt = run.load_checkpoint()
-    classes = list(ckpt.get("classes") or metrics.get("classes") or [])
-    model, _ = model_for_run(cfg, len(classes))
-    model.load_state_dict(ckpt["model"])
-    dev = torch.device(device or ("cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available()
-                                  else "cpu"))
-    model = model.float().to(dev).eval()
-    if CHANNELS_LAST:
-        model = model.to(memory_format=torch.channels_last)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    bundle = load_dataset(cfg.data, on_leak="warn")  # the test split is the published one under every policy
+    fm = load_finished(run_dir, device, channels_last=CHANNELS_LAST)
+    if fm.task not in ("binary", "multiclass"):
+        raise ConfigError(f"{fm.path}: probes support binary and multi-class runs, not {fm.task!r}")
+    bundle = load_dataset(fm.cfg.data, on_leak="warn")  # the test split is the published one under every policy
     test = bundle.splits["test"]
-    thr = (metrics.get("threshold") or {}).get("value")
-    thr = 0.5 if thr is None else float(thr)
-    return ProbeRun(path=run.path, cfg=cfg, model=model, classes=classes, task=task, threshold=thr,
-                    images=test.images, labels=np.asarray(test.labels, dtype=np.int64), ids=list(test.ids),
-                    device=dev, metrics=metrics, checkpoint_sha256=sha256_file(run.checkpoint_path),
+    return ProbeRun(path=fm.path, cfg=fm.cfg, model=fm.model, classes=fm.classes, task=fm.task,
+                    threshold=fm.threshold, images=test.images, labels=np.asarray(test.labels, dtype=np.int64),
+                    ids=list(test.ids), device=fm.device, record=fm.record, checkpoint_sha256=fm.checkpoint_sha256,
                     channels_last=CHANNELS_LAST)
 
 

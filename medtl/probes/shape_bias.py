@@ -47,12 +47,14 @@ import math
 import time
 from itertools import permutations
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
 
 from ..figures import new_figure, write_png
 from .corruptions import blur
+from .registry import Probe, register
 from .runs import ProbeRun, cached_probe, check_positive, decide
 
 DEFAULTS = {"n_pairs": 500, "sigma": 0.04, "seed": 0, "batch_size": 512, "min_pairs": 30}
@@ -270,3 +272,38 @@ def shape_bias_probe(run_dir: str | Path, *, force: bool = False, plots: bool = 
     key = p | {"layout": LAYOUT}  # a new result layout recomputes
     return cached_probe(run_dir, "shape_bias", key, lambda run: compute_shape_bias(run, plots=plots, **p),
                         force=force)
+
+
+# ------------------------------------------------------------------------------------ registration
+
+def shape_bias_record(probes_dir: Path, r: Mapping) -> dict:
+    """The shape-bias figures of one run for robustness.json: the score where interpretable (else
+    None, with the reason), the two cue-only balanced accuracies with their CIs, the directions."""
+    cue = {f"{name}_bacc{suffix}": (r.get(name) or {}).get(key) for name in ("shape_only", "texture_only")
+           for suffix, key in (("", "balanced_acc"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))}
+    dirs = {name: {k: d.get(k) for k in ("n_qualified", "n_decided", "shape_fraction", "ci_low", "ci_high")}
+            for name, d in (r.get("directions") or {}).items()}
+    return {k: r.get(k) for k in ("interpretable", "reason", "shape_bias", "ci_low", "ci_high", "n_pairs",
+                                  "n_qualified", "sigma_px")} | cue | {"directions": dirs} | {
+        "examples": str(probes_dir / r["plots"]["examples"]) if r.get("plots") else None}
+
+
+def _scalars(rec) -> dict:
+    """Shape bias only where the run's result is interpretable (so a seed whose cues are not usable
+    is left out of the arm's mean and of the tests); the cue-only balanced accuracies always."""
+    sb = rec.get("shape_bias") or {}
+    out = {}
+    if sb.get("interpretable") and sb.get("shape_bias") is not None:
+        out["shape_bias.shape_bias"] = float(sb["shape_bias"])
+    for k in ("shape_only_bacc", "texture_only_bacc"):
+        if k in sb:
+            out[f"shape_bias.{k}"] = float("nan") if sb[k] is None else float(sb[k])
+    return out
+
+
+register(Probe(
+    name="shape_bias", order=50, run=shape_bias_probe, defaults=DEFAULTS, sample_param=None,
+    summary="shape vs texture on cue-conflict X-rays (low-pass shape of one image, high-pass texture of another)",
+    presets={"full": {"n_pairs": 500}, "quick": {"n_pairs": 256}},
+    record=lambda r, run: {"shape_bias": shape_bias_record(run.probes_dir, r)}, scalars=_scalars,
+    headline=lambda keys, records: ["shape_bias.shape_bias"]))

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -49,6 +50,7 @@ from ..errors import DataError
 from ..figures import new_figure, write_png
 from ..models.inference import predict_proba
 from .lungmask import VERSION as LUNG_MASK_VERSION, border_band, lung_masks
+from .registry import Probe, register
 from .runs import ProbeRun, cached_probe, check_positive, sample_indices, scores
 
 VARIANTS = ("full", "lung_masked", "lung_only", "border_only")
@@ -332,16 +334,41 @@ def compute_source(run: ProbeRun, other: str, *, n_images: int = 500, seed: int 
 def source_probe(run_dir: str | Path, other: str, *, n_images: int = 500, seed: int = 0, folds: int = 5,
                  force: bool = False) -> dict:
     """Cached "name the source" probe (RUN/probes/source.json) against dataset ``other``; the
-    key includes the other dataset's path and a size+mtime fingerprint of its files."""
-    # the path resolution and fingerprint of external validation, so that both agree on what a dataset is
-    from ..evaluate import _data_path, _fingerprint
+    key includes the other dataset's name or path and a content fingerprint of its files."""
+    from ..data.registry import data_fingerprint
 
     check_positive("n_images", n_images, 2)
     check_positive("folds", folds, 2)
-    from ..config import SYNTHETIC
-
-    fp = str(other) if str(other) == SYNTHETIC else _fingerprint(_data_path(str(other)))  # builtin: no files
+    fp = data_fingerprint(str(other))
     p = {"other": str(other), "n_images": int(n_images), "seed": int(seed), "folds": int(folds)}
     return cached_probe(run_dir, "source", p,
                         lambda run: compute_source(run, str(other), n_images=n_images, seed=seed, folds=folds),
                         force=force, extra_key=fp)
+
+
+# ------------------------------------------------------------------------------------ registration
+
+def shortcut_record(probes_dir: Path, r: Mapping) -> dict:
+    """The lung-masking figures of one run for robustness.json."""
+    return {f"auc_{v}": (r["variants"].get(v) or {}).get("auc") for v in r["variants"]} | {
+        k: r.get(k) for k in ("masked_retention", "retention_ci_low", "retention_ci_high", "flag_state", "flagged",
+                              "mask_fallback", "masks_mostly_prior", "mask_warning", "n_images", "verdict")} | {
+        "n_undefined": (r.get("retention_ci") or {}).get("n_undefined"),
+        "masks": str(probes_dir / r["plots"]["masks"]) if r.get("plots") else None}
+
+
+def _scalars(rec) -> dict:
+    """The lung-masking AUCs, the retention and the flag (1 only for a CI wholly above the cut)."""
+    sc = rec.get("shortcut") or {}
+    out = {f"shortcut.{k}": float("nan") if sc[k] is None else float(sc[k])
+           for k in ("auc_full", "auc_lung_masked", "auc_lung_only", "auc_border_only", "masked_retention") if k in sc}
+    if "flagged" in sc:
+        out["shortcut.flagged"] = float(bool(sc["flagged"]))
+    return out
+
+
+register(Probe(
+    name="shortcut", order=60, run=shortcut_probe, defaults={"n_images": None, "band": 0.125, "seed": 0, "n_boot": N_BOOT},
+    summary="where the score is read: AUC with the lung fields masked, lungs only, border only",
+    presets={"full": {"n_images": None}, "quick": {"n_images": 256}},
+    record=lambda r, run: {"shortcut": shortcut_record(run.probes_dir, r)}, scalars=_scalars))

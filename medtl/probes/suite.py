@@ -13,70 +13,27 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
-
 from ..errors import ConfigError
 from ..io import json_safe
 from ..runs import Run, discover_arms, seed_dirname
 from ..stats.comparison import leak_warnings
 from ..stats.robustness import aggregate, robustness_pairs
+from . import registry
 
 # Measured cost decisions (scripts/bench_report.py, reports/probe_speed.md): the attacks run on a
 # seeded, stratified test subset (its DeLong sampling error joins the attack CIs; attack strength
 # unchanged: steps, step size, random start), in batches of 512; translation and corruption
 # forwards run at the training precision (each run records its clean-decision agreement with fp32).
-PRESETS = {
-    "full": {
-        "translation": {"max_shift": 8, "n_images": 500, "n_pairs": 4, "scale_pct": 8, "precision": "train"},
-        "adversarial": {"steps": 10, "n_images": 256, "batch_size": 512},
-        "corruptions": {"n_images": None, "precision": "train"},
-        "explain": {"n_samples": 8, "n_embed": 2000},
-        "shape_bias": {"n_pairs": 500},
-        "shortcut": {"n_images": None},
-    },
-    "quick": {
-        "translation": {"max_shift": 4, "n_images": 128, "n_pairs": 2, "scale_pct": 4, "precision": "train"},
-        "adversarial": {"steps": 5, "n_images": 128, "batch_size": 512},
-        "corruptions": {"n_images": 256, "precision": "train"},
-        "explain": {"n_samples": 4, "n_embed": 500},
-        "shape_bias": {"n_pairs": 256},
-        "shortcut": {"n_images": 256},
-    },
-}
+# Each probe's presets live with its registration (medtl.probes.registry).
 
 
 def probe_params(quick: bool = False, n_images: int | None = None) -> dict:
-    p = {k: dict(v) for k, v in PRESETS["quick" if quick else "full"].items()}
-    if n_images:
-        for k in ("translation", "adversarial", "corruptions", "shortcut"):
-            p[k]["n_images"] = n_images
-    return p
-
-
-def input_units(metrics: Mapping, p_change_by_shift: Sequence[float]) -> dict:
-    """How a run's probe figures relate to its native image: shifts are in network-input pixels,
-    so for a run that upscales (``data.sr``) one native pixel is ``scale`` input pixels.
-
-    ``p_change_1native_px`` is P(decision change) for a shift of one native pixel (read at
-    ``scale`` input pixels; linearly interpolated for a non-integer scale; None when the probe's
-    largest shift is smaller).  L∞ ε bounds each pixel's intensity change, the same in native and
-    input pixels; the L2 budget ε·sqrt(H·W) equals the L2 norm of an ε-per-native-pixel
-    perturbation upscaled to the input, so both budgets compare across input sizes (the attacker
-    of an upscaled input also has sub-native-pixel detail to work with)."""
-    info = metrics.get("run") or {}
-    native, inp = info.get("image_size"), info.get("input_size")
-    scale = float(inp) / float(native) if native and inp else 1.0
-    k = len(p_change_by_shift) - 1
-    p1 = None
-    if scale <= k:
-        lo = int(np.floor(scale))
-        hi = min(lo + 1, k)
-        frac = scale - lo
-        a, b = p_change_by_shift[lo], p_change_by_shift[hi]
-        if a is not None and b is not None:
-            p1 = float(a + frac * (b - a)) if frac else float(a)
-    return {"image_size": native, "input_size": inp, "input_px_per_native_px": scale,
-            "shift_unit": "input px", "p_change_1native_px": p1}
+    """``{probe: parameters}`` of every registered probe for the suite: its preset (``quick`` or
+    full) and, where it samples images, ``n_images``."""
+    preset = "quick" if quick else "full"
+    return {p.name: {k: v for k, v in p.params(preset, n_images).items()
+                     if k in p.presets.get(preset, {}) or (n_images and k == p.sample_param)}
+            for p in registry.probes()}
 
 
 def calibration_record(run: Run) -> dict | None:
@@ -84,94 +41,49 @@ def calibration_record(run: Run) -> dict | None:
     the temperature-scaled ECE), else computed from its predictions_test.npz (binary runs written
     before calibration existed; no temperature then); None for runs that have neither."""
     from ..errors import DataError
+    from ..record import MISSING
     from ..runs import METRICS, PREDICTIONS, read_predictions
     from ..stats.calibration import calibration_metrics
 
-    test = run.metrics.get("test") or {}
-    if "ece" in test:
-        src, ts = test, test.get("temp_scaled") or {}
-        source = METRICS
-    elif run.metrics.get("task") == "binary":
-        try:
-            d = read_predictions(run.predictions_path)
-        except DataError:
-            return None
-        src, ts, source = calibration_metrics(d["y"], d["p"]), {}, PREDICTIONS
-    else:
+    keys = ("ece", "ece_equal_mass", "mce", "brier", "nll", "reliability")
+    record = run.record
+    test = record.test
+    if test.ece is not None:
+        ts = test.temp_scaled
+        found = {k: (v if (v := test.at(k)) is not MISSING else None) for k in keys}
+        return found | {"ece_after_temperature": ts.ece if ts else None, "temperature": ts.temperature if ts else None,
+                        "source": METRICS}
+    if record.task != "binary":
         return None
-    return {k: src.get(k) for k in ("ece", "ece_equal_mass", "mce", "brier", "nll", "reliability")} | {
-        "ece_after_temperature": ts.get("ece"), "temperature": ts.get("temperature"), "source": source}
+    try:
+        d = read_predictions(run.predictions_path)
+    except DataError:
+        return None
+    src = calibration_metrics(d["y"], d["p"])
+    return {k: src.get(k) for k in keys} | {"ece_after_temperature": None, "temperature": None,
+                                           "source": PREDICTIONS}
 
 
 def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, force: bool = False) -> dict:
-    """All probes of one run (cached); the per-run record of robustness.json."""
-    from .adversarial import adversarial_probe
-    from .corruptions import corruptions_probe
-    from .explain import explain_probe
-    from .shape_bias import shape_bias_probe
-    from .shortcut import shortcut_probe
-    from .translation import translation_probe
-
-    t = translation_probe(run_dir, force=force, **params["translation"])
-    a = adversarial_probe(run_dir, force=force, **params["adversarial"])
-    c = corruptions_probe(run_dir, force=force, **params["corruptions"])
-    e = explain_probe(run_dir, force=force, **params["explain"])
-    sb = shape_bias_probe(run_dir, force=force, **params.get("shape_bias", {}))
-    sc = shortcut_probe(run_dir, force=force, **params.get("shortcut", {}))
-    keep = ("eps", "auc", "acc", "success_rate", "auc_se", "p")
-    adv = {name: [{k: r.get(k) for k in keep} for r in rows] for name, rows in a["attacks"].items()}
-    if source is not None and Path(source).resolve() != Path(run_dir).resolve():
-        tr = adversarial_probe(run_dir, source=source, force=force, **params["adversarial"])
-        adv.update({name: [{k: r.get(k) for k in keep} for r in rows] for name, rows in tr["attacks"].items()})
+    """All registered probes of one run (cached); the per-run record of robustness.json: the run's
+    clean test metrics, each probe's record entries, the run's test calibration, and each probe's
+    forward precision and seconds."""
     run = Run(run_dir)
-    test = run.metrics.get("test") or {}
-    by_shift = t["protocols"][t["main_protocol"]]["p_change_by_shift"]
-    return {
-        "clean": {"auc": test.get("auc"), "acc": test.get("acc"),
-                  "auc_fp32_probe_sample": a["clean"]["auc"], "n_probe_sample": a["n_images"],
-                  "n_test": test.get("n")},
-        "units": input_units(run.metrics, by_shift),
-        "translation": {k: t[k] for k in ("p_change_1px", "consistency", "jaggedness", "mean_abs_dp_per_px")}
-        | {"main_protocol": t["main_protocol"], "scale_p_change_max": t["scale"]["p_change_max"],
-           "p_change_by_shift": t["protocols"][t["main_protocol"]]["p_change_by_shift"],
-           "protocols": t["protocols"]},
-        "adversarial": adv,
-        "adversarial_sample": {"index": a.get("index"), "y": a.get("y"), "n_test": a.get("n_test")},
-        "corruptions": {name: [{"severity": r["severity"], "auc": r["auc"]} for r in rows]
-                        for name, rows in c["corruptions"].items()},
-        "corruptions_mean_auc_drop": c["mean_auc_drop"],
-        "calibration": calibration_record(run),
-        "explain": {"gradcam_layer": e.get("gradcam_layer"), "map_agreement": e.get("map_agreement"),
-                    "panel": str(run.probes_dir / e["plots"]["panel"]) if e.get("plots") else None,
-                    "embedding": str(run.probes_dir / e["plots"]["embedding"]) if e.get("plots") else None},
-        "precision": {"translation": t.get("precision"), "corruptions": c.get("precision")},
-        "shape_bias": shape_bias_record(run.probes_dir, sb),
-        "shortcut": shortcut_record(run.probes_dir, sc),
-        "seconds": {"translation": t.get("seconds"), "adversarial": a.get("seconds"),
-                    "corruptions": c.get("seconds"), "explain": e.get("seconds"), "shape_bias": sb.get("seconds"),
-                    "shortcut": sc.get("seconds")},
-    }
-
-
-def shape_bias_record(probes_dir: Path, r: Mapping) -> dict:
-    """The shape-bias figures of one run for robustness.json: the score where interpretable (else
-    None, with the reason), the two cue-only balanced accuracies with their CIs, the directions."""
-    cue = {f"{name}_bacc{suffix}": (r.get(name) or {}).get(key) for name in ("shape_only", "texture_only")
-           for suffix, key in (("", "balanced_acc"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))}
-    dirs = {name: {k: d.get(k) for k in ("n_qualified", "n_decided", "shape_fraction", "ci_low", "ci_high")}
-            for name, d in (r.get("directions") or {}).items()}
-    return {k: r.get(k) for k in ("interpretable", "reason", "shape_bias", "ci_low", "ci_high", "n_pairs",
-                                  "n_qualified", "sigma_px")} | cue | {"directions": dirs} | {
-        "examples": str(probes_dir / r["plots"]["examples"]) if r.get("plots") else None}
-
-
-def shortcut_record(probes_dir: Path, r: Mapping) -> dict:
-    """The lung-masking figures of one run for robustness.json."""
-    return {f"auc_{v}": (r["variants"].get(v) or {}).get("auc") for v in r["variants"]} | {
-        k: r.get(k) for k in ("masked_retention", "retention_ci_low", "retention_ci_high", "flag_state", "flagged",
-                              "mask_fallback", "masks_mostly_prior", "mask_warning", "n_images", "verdict")} | {
-        "n_undefined": (r.get("retention_ci") or {}).get("n_undefined"),
-        "masks": str(probes_dir / r["plots"]["masks"]) if r.get("plots") else None}
+    test = run.record.test
+    rec: dict = {"clean": {"auc": test.auc, "acc": test.acc, "n_test": test.n}}
+    results = {}
+    for p in registry.probes():
+        kw = dict(params.get(p.name, {}))
+        results[p.name] = r = p.run(run_dir, force=force, **kw)
+        transfer = None
+        if p.transfer and source is not None and Path(source).resolve() != Path(run_dir).resolve():
+            transfer = p.run(run_dir, source=source, force=force, **kw)
+        for k, v in p.record_of(r, run, transfer).items():
+            rec[k] = rec[k] | v if isinstance(rec.get(k), dict) and isinstance(v, dict) else v
+    rec["calibration"] = calibration_record(run)
+    rec["precision"] = {name: r["precision"] for name, r in results.items() if "precision" in r}
+    rec["seconds"] = {name: r.get("seconds") for name, r in results.items()}
+    return rec
 
 
 METHODS = [
@@ -188,7 +100,7 @@ METHODS = [
     "DeLong case variance of the predictions averaged over seeds, counted once, times the finite-population correction 1 - n/N), and the "
     "pair tests of attack AUCs use that variance; "
     "L2 budget ε·sqrt(H·W); success rate = fraction of clean-correct images made wrong; transfer attacks "
-    "(prefix transfer_) are crafted on the --source run.",
+    "(prefix transfer_) are crafted on the source run (``source``) and applied to each run.",
     "Corruptions: Gaussian and Poisson noise, Gaussian blur, contrast, gamma, JPEG, down-up sampling; 5 severities "
     "each; mean AUC drop = clean AUC − mean AUC over corruptions and severities (same image sample).",
     "Explanations: Grad-CAM (captum, deepest ResNet stage with ≥4 px maps), |gradient| saliency, occlusion; "
@@ -344,13 +256,15 @@ def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int
     else:
         raise ConfigError(f"executor must be local or ray (got {executor!r})")
     runs.sort(key=lambda r: (list(arms).index(r["arm"]), r["seed"]))
-    pairs = robustness_pairs(runs, margin=margin, primary=primary)
-    arms_summary = aggregate(runs)
+    metrics = registry.probe_metrics()
+    pairs = robustness_pairs(runs, metrics, margin=margin, primary=primary)
+    arms_summary = aggregate(runs, metrics)
     _drop_per_image(runs)
     result = {"runs": runs, "arms": arms_summary, "pairs": pairs["pairs"], "holm": pairs["holm"],
               "headline": pairs["headline"], "descriptive_only": pairs["descriptive_only"],
               "design_note": pairs["design_note"],
-              "leak_warnings": leak_warnings(arms), "params": params, "methods": METHODS,
+              "leak_warnings": leak_warnings(arms), "params": params, "methods": METHODS + [p.methods for p in registry.probes()
+                                                              if p.methods and p.name not in registry.BUILTIN],
               "n_failed": sum(len(a.failed) for a in arms.values()),
               "n_incomplete": sum(len(a.incomplete) for a in arms.values()),
               "workers": workers, "seconds": time.time() - t0}

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
+from .registry import Probe, register
 from .runs import ProbeRun, precision_check, cached_probe, check_positive, decide, sample_indices
 
 PROTOCOLS = ("crop", "black", "circular")
@@ -252,3 +253,68 @@ def translation_probe(run_dir: str | Path, *, force: bool = False, plots: bool =
     p["protocols"] = list(p["protocols"])
     return cached_probe(run_dir, "translation", p, lambda run: compute_translation(run, plots=plots, **p),
                         force=force)
+
+
+# ------------------------------------------------------------------------------------ registration
+
+def input_units(record, p_change_by_shift) -> dict:
+    """How a run's probe figures relate to its native image: shifts are in network-input pixels,
+    so for a run that upscales (``data.sr``) one native pixel is ``scale`` input pixels.
+
+    ``p_change_1native_px`` is P(decision change) for a shift of one native pixel (read at
+    ``scale`` input pixels; linearly interpolated for a non-integer scale; None when the probe's
+    largest shift is smaller).  L∞ ε bounds each pixel's intensity change, the same in native and
+    input pixels; the L2 budget ε·sqrt(H·W) equals the L2 norm of an ε-per-native-pixel
+    perturbation upscaled to the input, so both budgets compare across input sizes (the attacker
+    of an upscaled input also has sub-native-pixel detail to work with)."""
+    native, inp = record.run.image_size, record.run.input_size
+    scale = float(inp) / float(native) if native and inp else 1.0
+    k = len(p_change_by_shift) - 1
+    p1 = None
+    if scale <= k:
+        lo = int(np.floor(scale))
+        hi = min(lo + 1, k)
+        frac = scale - lo
+        a, b = p_change_by_shift[lo], p_change_by_shift[hi]
+        if a is not None and b is not None:
+            p1 = float(a + frac * (b - a)) if frac else float(a)
+    return {"image_size": native, "input_size": inp, "input_px_per_native_px": scale,
+            "shift_unit": "input px", "p_change_1native_px": p1}
+
+
+def _record(t: dict, run) -> dict:
+    main = t["protocols"][t["main_protocol"]]
+    return {"translation": {k: t[k] for k in ("p_change_1px", "consistency", "jaggedness", "mean_abs_dp_per_px")}
+            | {"main_protocol": t["main_protocol"], "scale_p_change_max": t["scale"]["p_change_max"],
+               "p_change_by_shift": main["p_change_by_shift"], "protocols": t["protocols"]},
+            "units": input_units(run.record, main["p_change_by_shift"])}
+
+
+def _f(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _scalars(rec) -> dict:
+    tr = rec["translation"]
+    out = {f"translation.{k}": _f(tr[k])
+           for k in ("p_change_1px", "consistency", "jaggedness", "mean_abs_dp_per_px", "scale_p_change_max")}
+    for s, v in enumerate(tr["p_change_by_shift"]):
+        out[f"translation.p_change@{s}px"] = _f(v)
+    units = rec.get("units") or {}
+    if units.get("input_px_per_native_px", 1.0) != 1.0:
+        out["translation.p_change_1native_px"] = _f(units.get("p_change_1native_px"))
+    return out
+
+
+def _headline(keys, records) -> list:
+    """P(change) at one pixel (native pixels when any run upscales its input) and consistency."""
+    upscaled = any((r.get("units") or {}).get("input_px_per_native_px", 1.0) != 1.0 for r in records)
+    return ["translation.p_change_1native_px" if upscaled else "translation.p_change_1px", "translation.consistency"]
+
+
+register(Probe(
+    name="translation", order=10, run=translation_probe, defaults=DEFAULTS,
+    summary="P(decision change) under 1..k px shifts (three protocols), jaggedness, consistency, scale",
+    presets={"full": {"max_shift": 8, "n_images": 500, "n_pairs": 4, "scale_pct": 8, "precision": "train"},
+             "quick": {"max_shift": 4, "n_images": 128, "n_pairs": 2, "scale_pct": 4, "precision": "train"}},
+    record=_record, scalars=_scalars, headline=_headline))

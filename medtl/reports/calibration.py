@@ -1,61 +1,16 @@
-"""Reliability diagrams: one run's (its test set or an external set, before and after
-temperature scaling) and the mean diagram of each arm for the robustness report.
+"""Reliability diagrams for reports: the mean diagram of each arm for the robustness report
+(one run's own diagram, which training and evaluate write into run folders, is
+:func:`medtl.figures.reliability_figure`).
 
 Rendering only: the per-bin data come from :func:`medtl.stats.calibration.reliability`.
 """
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from ..figures import new_figure, png_bytes, write_png
-
-
-def _mid(rel: Mapping) -> np.ndarray:
-    return (np.asarray(rel["bin_lower"], float) + np.asarray(rel["bin_upper"], float)) / 2
-
-
-def _fmt(x) -> str:
-    return "n/a" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
-
-
-def reliability_figure(section: Mapping, title: str = ""):
-    """A Figure: observed frequency against mean predicted probability per equal-width bin (the
-    diagonal is perfect calibration), after temperature scaling too where the section has it,
-    and the number of cases per bin below."""
-    rel = section.get("reliability") or {}
-    fig = new_figure(4.6, 5.0)
-    ax = fig.add_axes((0.14, 0.36, 0.8, 0.56))
-    hist = fig.add_axes((0.14, 0.09, 0.8, 0.17), sharex=ax)
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
-    if rel.get("count"):
-        ax.plot(np.asarray(rel["mean_predicted"], float), np.asarray(rel["observed"], float), marker="o",
-                color="C0", label=f"model (ECE {_fmt(section.get('ece'))})")
-        lo = np.asarray(rel["bin_lower"], float)
-        hist.bar(lo, np.asarray(rel["count"], float), width=np.asarray(rel["bin_upper"], float) - lo, align="edge",
-                 color="C0", alpha=0.6, edgecolor="white")
-    ts = section.get("temp_scaled") or {}
-    trel = ts.get("reliability") or {}
-    if trel.get("count"):
-        ax.plot(np.asarray(trel["mean_predicted"], float), np.asarray(trel["observed"], float), marker="s", ms=4,
-                color="C1", label=f"T = {_fmt(ts.get('temperature'))} (ECE {_fmt(ts.get('ece'))})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("observed frequency")
-    ax.set_title(title or "reliability diagram", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.grid(alpha=0.3)
-    hist.set_xlabel("mean predicted probability (equal-width bins)")
-    hist.set_ylabel("cases", fontsize=8)
-    return fig
-
-
-def write_reliability_png(path: str | Path, section: Mapping, title: str = "") -> None:
-    """The reliability diagram of one metrics section (``test`` or an external result), atomically."""
-    write_png(path, reliability_figure(section, title))
+from ..figures import new_figure, png_bytes, reliability_figure, write_reliability_png
 
 
 def mean_reliability_png(arms: Mapping[str, Mapping]) -> bytes:

@@ -36,7 +36,9 @@ def _options(text: str) -> dict:
 def render_block(opts: dict, root: Path) -> str:
     """The block's lines: one sentence per pair (only ``metrics`` where given), primary first."""
     doc = json.loads((root / opts["json"]).read_text(encoding="utf-8"))
-    pairs = regenerate(doc, primary=opts.get("primary"), margin=opts.get("margin"))
+    from ..probes.registry import probe_metrics
+
+    pairs = regenerate(doc, primary=opts.get("primary"), margin=opts.get("margin"), probe_metrics=probe_metrics())
     if opts.get("metrics"):
         pairs = [p for p in pairs if p["metric"] in opts["metrics"]]
     pairs.sort(key=lambda p: p.get("family") != "primary")

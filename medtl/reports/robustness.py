@@ -309,6 +309,23 @@ def robustness_pngs(clean: Mapping) -> dict[str, bytes]:
         first_seed_pngs(clean, "shape_bias", ("examples",)) | first_seed_pngs(clean, "shortcut", ("masks",)))
 
 
+def probe_sections(result: Mapping) -> list[dict]:
+    """The page sections of registered probes beyond the built-in ones (whose sections the page
+    lays out itself): the probe's own template where it declares one (``section``), else a table
+    of its metrics per arm (mean, t CI over seeds, per-seed values)."""
+    from ..probes.registry import BUILTIN, probes
+
+    out = []
+    for p in probes():
+        if p.name in BUILTIN or not any(p.name in r for r in result["runs"]):
+            continue
+        keys = list(dict.fromkeys(k for info in result["arms"].values() for k in info["metrics"]
+                                  if k.startswith(f"{p.name}.")))
+        out.append({"name": p.name, "title": f"{p.name}: {p.summary}" if p.summary else p.name,
+                    "template": p.section, "rows": metric_rows(result, keys)})
+    return out
+
+
 def page_context(clean: Mapping, pngs: Mapping[str, bytes], images: Mapping[str, str]) -> dict:
     """What the robustness templates (the page, and the robustness part of a study page) show."""
     return {"result": clean, "header": HEADER, "rows": summary_rows(clean), "pngs": pngs, "images": images,
@@ -322,7 +339,8 @@ def page_context(clean: Mapping, pngs: Mapping[str, bytes], images: Mapping[str,
             "warnings": list((clean.get("leak_warnings") or {}).values()),
             "descriptive_only": bool(clean.get("descriptive_only")), "units": units_note(clean),
             "precision": precision_note(clean),
-            "design_note": clean.get("design_note"), "calibration_rows": calibration_rows(clean)}
+            "design_note": clean.get("design_note"), "calibration_rows": calibration_rows(clean),
+            "probe_sections": probe_sections(clean)}
 
 
 def write_robustness(result: Mapping, out: str | Path) -> dict[str, Path]:

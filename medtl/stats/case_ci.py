@@ -159,8 +159,12 @@ def format_estimate(name: str, value, ci: Mapping | None, confidence: float = CO
             f"{method}{n})")
 
 
-def summary_line(metrics: Mapping, keys: Sequence[str] = ("auc", "acc", "sensitivity", "specificity")) -> str:
-    """The metrics of one section (``test``, an external set's) with their CIs, ``; ``-separated."""
-    ci = metrics.get("ci") or {}
-    parts = [format_estimate(k, metrics.get(k), ci.get(k)) for k in keys if k in metrics]
+def summary_line(metrics, keys: Sequence[str] = ("auc", "acc", "sensitivity", "specificity")) -> str:
+    """The metrics of one section (a :class:`medtl.record.Metrics`: ``test``, an external set's;
+    or the mapping a run is about to write) with their CIs, ``; ``-separated."""
+    from ..record import MISSING, Metrics
+
+    if not isinstance(metrics, Metrics):
+        metrics = Metrics.model_validate(dict(metrics))
+    parts = [format_estimate(k, v, metrics.ci.get(k)) for k in keys if (v := metrics.at(k)) is not MISSING]
     return "; ".join(parts)

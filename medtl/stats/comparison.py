@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..record import MISSING, Leaks, RunRecord, number_keys
 from ..runs import FAILED, METRICS, Arm, Run, read_predictions
 from .compare import compare_arms, conclude, describe, holm, holm_summary, paired_tests
 from .delong import delong_test
@@ -20,36 +21,6 @@ from .hierarchical import CaseSet, RunPredictions, crossed, diff_ci, mean_ci, tw
 # --------------------------------------------------------------------------------------------
 # metric lookup
 
-_MISSING = object()
-
-
-def lookup_metric(metrics: Mapping, path: str) -> Any:
-    """Value at a dotted path such as ``test.auc`` (``_MISSING`` sentinel when absent)."""
-    cur: Any = metrics
-    for part in path.split("."):
-        if isinstance(cur, Mapping) and part in cur:
-            cur = cur[part]
-        else:
-            return _MISSING
-    return cur
-
-
-def available_metrics(metrics: Mapping, prefix: str = "") -> list[str]:
-    """Dotted paths of every numeric leaf (``history``, ``run`` and every ``ci`` sub-dict, a
-    metric's case CI, are skipped)."""
-    out: list[str] = []
-    for k, v in metrics.items():
-        key = f"{prefix}{k}"
-        if not prefix and k in ("history", "run"):
-            continue
-        if k == "ci":  # a metric's case CI (low, high), not a metric of its own
-            continue
-        if isinstance(v, Mapping):
-            out.extend(available_metrics(v, key + "."))
-        elif v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)):
-            out.append(key)
-    return out
-
 
 def external_name(metric: str) -> str | None:
     """The ``<name>`` of an ``external.<name>.<key>`` metric; None for any other metric."""
@@ -57,26 +28,26 @@ def external_name(metric: str) -> str | None:
     return parts[1] if len(parts) >= 3 and parts[0] == "external" else None
 
 
-def with_external(metrics: Mapping, run_dir: str | Path | None, name: str | None) -> Mapping:
-    """A run's metrics with ``RUN/external/<name>/metrics.json``'s ``metrics`` section merged in
-    as ``external.<name>`` (``medtl evaluate``); unchanged where the run was not evaluated there."""
-    if name is None or run_dir is None:
-        return metrics
-    run = Run(run_dir)
-    if not run.external_metrics_path(name).is_file():
-        return metrics
-    ext = run.external_metrics(name).get("metrics") or {}
-    return {**metrics, "external": {**(metrics.get("external") or {}), name: ext}}
+def metric_value(record: RunRecord, run_dir: str | Path | None, metric: str) -> Any:
+    """The value of a dotted metric for one run (:data:`~medtl.record.MISSING` when absent):
+    ``external.<name>.<key>`` from the run's ``external/<name>/`` evaluation, else from its record."""
+    ext = external_name(metric)
+    if ext is None:
+        return record.at(metric)
+    if run_dir is None or not Run(run_dir).external_metrics_path(ext).is_file():
+        return MISSING
+    return Run(run_dir).external_record(ext).metrics.at(metric.split(".", 2)[2])
 
 
 def _available(arms: Mapping[str, Arm]) -> list[str]:
     """The metric keys of the first finished run, its external evaluations included."""
     first = next(a for a in arms.values() if a.runs)
     seed = min(first.runs)
-    m = first.runs[seed]
-    for ext in Run(first.run_dirs[seed]).external_names():
-        m = with_external(m, first.run_dirs[seed], ext)
-    return available_metrics(m)
+    run = Run(first.run_dirs[seed])
+    keys = first.runs[seed].metric_keys()
+    for ext in run.external_names():
+        keys += [f"external.{ext}.{k}" for k in number_keys(run.external_record(ext).metrics.as_dict())]
+    return keys
 
 
 def collect_values(arms: Mapping[str, Arm], metric: str) -> dict[str, dict[int, float]]:
@@ -87,13 +58,11 @@ def collect_values(arms: Mapping[str, Arm], metric: str) -> dict[str, dict[int, 
     """
     out: dict[str, dict[int, float]] = {}
     seen = False
-    ext = external_name(metric)
     for name, arm in arms.items():
         vals: dict[int, float] = {}
         for seed, m in sorted(arm.runs.items()):
-            m = with_external(m, arm.run_dirs.get(seed), ext)
-            v = lookup_metric(m, metric)
-            if v is _MISSING:
+            v = metric_value(m, arm.run_dirs.get(seed), metric)
+            if v is MISSING:
                 vals[seed] = float("nan")
                 continue
             seen = True
@@ -105,7 +74,7 @@ def collect_values(arms: Mapping[str, Arm], metric: str) -> dict[str, dict[int, 
                 kind = "an object" if isinstance(v, Mapping) else type(v).__name__
                 path = arm.run_dirs[seed] / METRICS
                 raise ConfigError(f"metric {metric!r} is not a number in {path} (it is {kind}); "
-                                  f"available: {', '.join(available_metrics(m))}")
+                                  f"available: {', '.join(_available(arms))}")
         out[name] = vals
     if not seen:
         keys = _available(arms)
@@ -160,20 +129,20 @@ def run_predictions(arm: Arm, external: str | None = None) -> dict[int, RunPredi
     binary, are left out)."""
     out = {}
     for seed, path in arm.run_dirs.items():
-        m = arm.runs[seed]
-        if m.get("task") != "binary":
+        rec = arm.runs[seed]
+        if rec.task != "binary":
             continue
+        thr = rec.threshold.value
         try:
             d = read_predictions(Run(path).external_predictions_path(external) if external else path)
             if external:  # the threshold on the evaluated positive class, as evaluate applied it
-                m = {"threshold": {"value": (Run(path).external_metrics(external).get("run") or {}).get("threshold")}}
+                thr = Run(path).external_record(external).run.threshold
         except DataError:
             continue
         p = np.asarray(d["p"], dtype=np.float64).ravel()
         y = np.asarray(d["y"]).ravel()
         if p.size != y.size or not np.isfinite(p).all():
             continue
-        thr = (m.get("threshold") or {}).get("value")
         out[seed] = RunPredictions(y=y.astype(int), p=p, threshold=0.5 if thr is None else float(thr),
                                    ids=d.get("ids"))
     return out
@@ -250,17 +219,17 @@ def leak_warnings(arms: Mapping[str, Arm]) -> dict[str, str]:
     out = {}
     for name, arm in arms.items():
         runs = list(arm.runs.values())
-        leaks = [((m.get("data") or {}).get("leaks") or {}) for m in runs]
-        status = [lk.get("status", "unknown") for lk in leaks]
+        leaks = [r.data.leaks for r in runs]
+        status = [lk.status for lk in leaks]
         msgs = []
         leaky = sum(s == "leaky" for s in status)
         if leaky:
             msgs.append(f"LEAKY SPLIT: {leaky} of {len(status)} runs of {name} were trained with test patients or "
                         f"images also in train/val (data.on_leak: warn); their test metrics are optimistic.")
         msgs += _unchecked_warning(name, runs, leaks)
-        overlap = list(dict.fromkeys(lk["known_overlap"] for lk in leaks if lk.get("known_overlap")))
+        overlap = list(dict.fromkeys(lk.known_overlap for lk in leaks if lk.known_overlap))
         if overlap:
-            n = sum(bool(lk.get("known_overlap")) for lk in leaks)
+            n = sum(bool(lk.known_overlap) for lk in leaks)
             msgs.append(f"KNOWN OVERLAP: {n} of {len(status)} runs of {name}: " + "; ".join(overlap) + ".")
         unknown = sum(s == "unknown" for s in status)
         if unknown:
@@ -271,16 +240,16 @@ def leak_warnings(arms: Mapping[str, Arm]) -> dict[str, str]:
     return out
 
 
-def _unchecked_warning(name: str, runs: Sequence[Mapping], leaks: Sequence[Mapping]) -> list[str]:
+def _unchecked_warning(name: str, runs: Sequence[RunRecord], leaks: Sequence[Leaks]) -> list[str]:
     """The UNCHECKED sentence of :func:`leak_warnings` (runs whose data name no patient for some
     or all images), or nothing."""
     hit, partial = 0, False
-    for m, lk in zip(runs, leaks):
-        missing = sum((lk.get("n_without_patient") or {}).values())
-        if lk.get("status") != "unchecked" and not missing:
+    for rec, lk in zip(runs, leaks):
+        missing = sum(lk.n_without_patient.values())
+        if lk.status != "unchecked" and not missing:
             continue
         hit += 1
-        total = sum(((m.get("data") or {}).get("n") or {}).values())
+        total = sum(rec.data.n.values())
         partial = partial or (total > 0 and missing < total)
     if not hit:
         return []

@@ -43,18 +43,22 @@ def _compare_pairs(doc: Mapping, primary: Sequence[str], margin, alpha: float) -
     return compare_arms(values, alpha=alpha, margin=margin, primary=primary)["pairs"]
 
 
-def _robustness_pairs(doc: Mapping, primary: Sequence[str], margin, alpha: float) -> list[dict]:
+def _robustness_pairs(doc: Mapping, primary: Sequence[str], margin, alpha: float, metrics) -> list[dict]:
     from .robustness import robustness_pairs
 
     if _modern(doc.get("pairs") or []):
         return _as_recorded(doc["pairs"], primary)
-    return robustness_pairs(doc["runs"], alpha=alpha, margin=margin, primary=primary)["pairs"]
+    if metrics is None:
+        raise ValueError("an older robustness record is recomputed from its per-run records: give probe_metrics")
+    return robustness_pairs(doc["runs"], metrics, alpha=alpha, margin=margin, primary=primary)["pairs"]
 
 
-def regenerate(doc: Mapping, *, primary: Sequence[str] | None = None, margin=None, alpha: float | None = None
-               ) -> list[dict]:
+def regenerate(doc: Mapping, *, primary: Sequence[str] | None = None, margin=None, alpha: float | None = None,
+               probe_metrics=None) -> list[dict]:
     """Every pair of a recorded compare / robustness / study JSON, concluded by today's rule (one
-    Holm family for ``primary`` across the file, one for the rest)."""
+    Holm family for ``primary`` across the file, one for the rest).  ``probe_metrics``
+    (:class:`medtl.stats.robustness.ProbeMetrics`) flattens an older robustness file's per-run
+    records (:func:`medtl.probes.registry.probe_metrics`)."""
     kind = doc.get("kind")
     if "study" in doc and "compare" in doc:  # study.json
         study = doc["study"]
@@ -64,7 +68,7 @@ def regenerate(doc: Mapping, *, primary: Sequence[str] | None = None, margin=Non
         alpha = alpha or (cfg.get("compare") or {}).get("alpha", 0.05)
         pairs = _compare_pairs(doc["compare"], primary, margin, alpha)
         if doc.get("robustness"):
-            pairs += _robustness_pairs(doc["robustness"], primary, margin, alpha)
+            pairs += _robustness_pairs(doc["robustness"], primary, margin, alpha, probe_metrics)
     elif kind == "medtl.compare" or ("by_metric" in doc and "metrics" in doc):
         primary = list(primary if primary is not None else doc.get("primary") or [])
         margin = margin if margin is not None else doc.get("margin")
@@ -72,7 +76,7 @@ def regenerate(doc: Mapping, *, primary: Sequence[str] | None = None, margin=Non
         pairs = _compare_pairs(doc, primary, margin, alpha)
     elif "runs" in doc and "arms" in doc:  # robustness.json
         primary, alpha = list(primary or []), alpha or 0.05
-        pairs = _robustness_pairs(doc, primary, margin, alpha)
+        pairs = _robustness_pairs(doc, primary, margin, alpha, probe_metrics)
     else:
         raise ValueError("not a compare, robustness or study record")
     conclude(pairs, alpha=alpha, margin=margin)

@@ -2,7 +2,8 @@
 mean and t CI over seeds (:func:`medtl.stats.compare.describe`)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -13,51 +14,24 @@ def _f(v) -> float:
     return float("nan") if v is None else float(v)
 
 
-def scalar_metrics(rec: Mapping) -> dict[str, float]:
-    """Flat scalar metrics of one run's probe record (as :func:`medtl.probes.suite.probe_run` makes it)."""
-    out = {"clean.auc": _f(rec["clean"]["auc"])}
-    for k in ("p_change_1px", "consistency", "jaggedness", "mean_abs_dp_per_px", "scale_p_change_max"):
-        out[f"translation.{k}"] = _f(rec["translation"][k])
-    for s, v in enumerate(rec["translation"]["p_change_by_shift"]):
-        out[f"translation.p_change@{s}px"] = _f(v)
-    units = rec.get("units") or {}
-    if units.get("input_px_per_native_px", 1.0) != 1.0:
-        out["translation.p_change_1native_px"] = _f(units.get("p_change_1native_px"))
-    for name, rows in rec["adversarial"].items():
-        for r in rows:
-            out[f"adversarial.{name}.auc@{r['eps'] * 255:g}/255"] = _f(r["auc"])
-    for name, rows in rec["corruptions"].items():
-        out[f"corruptions.{name}.mean_auc"] = float(np.nanmean([_f(r["auc"]) for r in rows]))
-    out["corruptions.mean_auc_drop"] = _f(rec["corruptions_mean_auc_drop"])
-    out |= _shape_and_shortcut(rec)
-    cal = rec.get("calibration") or {}
-    for k in CALIBRATION_KEYS:
-        if cal.get(k) is not None:
-            out[f"calibration.{k}"] = _f(cal[k])
-    return out
+@dataclass(frozen=True)
+class ProbeMetrics:
+    """How a per-run probe record becomes flat metrics: ``scalars(rec) -> {metric: float}`` and
+    ``headline(records) -> [metric]`` (the metrics the arms are tested on).  The probes package
+    supplies it from its registry (:func:`medtl.probes.registry.probe_metrics`); statistics stay
+    independent of which probes exist."""
+
+    scalars: Callable[[Mapping], dict[str, float]]
+    headline: Callable[[Sequence[Mapping]], list[str]]
 
 
 CALIBRATION_KEYS = ("ece", "ece_equal_mass", "brier", "nll", "ece_after_temperature")
 
 
-def _shape_and_shortcut(rec: Mapping) -> dict[str, float]:
-    """Shape bias only where the run's result is interpretable (so a seed whose cues are not usable
-    is left out of the arm's mean and of the tests), the cue-only balanced accuracies always; the
-    lung-masking AUCs, the retention and the flag (1 only for a CI wholly above the cut)."""
-    out: dict[str, float] = {}
-    sb = rec.get("shape_bias") or {}
-    if sb.get("interpretable") and sb.get("shape_bias") is not None:
-        out["shape_bias.shape_bias"] = _f(sb["shape_bias"])
-    for k in ("shape_only_bacc", "texture_only_bacc"):
-        if k in sb:
-            out[f"shape_bias.{k}"] = _f(sb[k])
-    sc = rec.get("shortcut") or {}
-    for k in ("auc_full", "auc_lung_masked", "auc_lung_only", "auc_border_only", "masked_retention"):
-        if k in sc:
-            out[f"shortcut.{k}"] = _f(sc[k])
-    if "flagged" in sc:
-        out["shortcut.flagged"] = float(bool(sc["flagged"]))
-    return out
+def calibration_scalars(rec: Mapping) -> dict[str, float]:
+    """``calibration.<key>`` of a per-run record (the run's own test calibration, not a probe)."""
+    cal = rec.get("calibration") or {}
+    return {f"calibration.{k}": _f(cal[k]) for k in CALIBRATION_KEYS if cal.get(k) is not None}
 
 
 def mean_reliability(recs: Sequence[Mapping], n_resamples: int = 2000) -> dict | None:
@@ -80,23 +54,6 @@ def mean_reliability(recs: Sequence[Mapping], n_resamples: int = 2000) -> dict |
             "n_seeds_per_bin": [c["n"] for c in cis]}
 
 
-def headline_metrics(runs: Sequence[Mapping]) -> list[str]:
-    """The metrics the arms are tested on: clean AUC, P(change) at one pixel (native pixels when
-    any run upscales its input), consistency, AUC at each attack's largest ε, mean corruption
-    AUC drop, shape bias (over the runs where it is interpretable; absent when none is)."""
-    flat = [scalar_metrics(r) for r in runs]
-    keys = list(dict.fromkeys(k for f in flat for k in f))
-    upscaled = any((r.get("units") or {}).get("input_px_per_native_px", 1.0) != 1.0 for r in runs)
-    out = ["clean.auc", "translation.p_change_1native_px" if upscaled else "translation.p_change_1px",
-           "translation.consistency"]
-    attack = headline_attack([a for r in runs for a in r["adversarial"]])
-    eps = [k for k in keys if attack and k.startswith(f"adversarial.{attack}.auc@")]
-    if eps:  # one attack, not every attack: their AUCs are strongly correlated
-        out.append(max(eps, key=lambda k: float(k.split("@")[1].split("/")[0])))
-    out += ["corruptions.mean_auc_drop", "shape_bias.shape_bias"]
-    return [k for k in out if k in keys]
-
-
 HEADLINE_ATTACKS = ("pgd_linf", "pgd_l2", "fgsm_linf", "fgsm_l2")
 
 
@@ -107,18 +64,18 @@ def headline_attack(names: Sequence[str]) -> str | None:
     return next((a for a in HEADLINE_ATTACKS if a in names), names[0] if names else None)
 
 
-def robustness_pairs(runs: Sequence[Mapping], *, alpha: float = 0.05, n_resamples: int = 2000,
-                     seed: int = 0, margin=None, primary: Sequence[str] | None = None) -> dict:
+def robustness_pairs(runs: Sequence[Mapping], metrics: ProbeMetrics, *, alpha: float = 0.05,
+                     n_resamples: int = 2000, seed: int = 0, margin=None, primary: Sequence[str] | None = None) -> dict:
     """Every pair of arms on every headline metric, as ``medtl compare`` tests them (paired t over
     shared seeds; an attack AUC measured on a test subset also counts that subset's sampling error,
     with the finite-population correction), Holm within each family (``primary``: the headline
     metrics declared primary; the rest exploratory); ``descriptive_only`` when an arm has < 3 seeds."""
     from .compare import MIN_N_CI, compare_arms, conclude, holm_summary
 
-    heads = headline_metrics(runs)
+    heads = metrics.headline(runs)
     values: dict[str, dict[str, dict[int, float]]] = {m: {} for m in heads}
     for r in runs:
-        flat = scalar_metrics(r)
+        flat = metrics.scalars(r)
         for m in heads:
             values[m].setdefault(r["arm"], {})[int(r["seed"])] = flat.get(m, float("nan"))
     empty = {"pairs": [], "design_note": None}
@@ -233,7 +190,7 @@ def clean_seed_case_ci(recs: Sequence[Mapping]) -> dict:
     return {"ci_seeds_cases_low": res["ci_low"], "ci_seeds_cases_high": res["ci_high"]}
 
 
-def aggregate(runs: Sequence[Mapping], n_resamples: int = 2000) -> dict:
+def aggregate(runs: Sequence[Mapping], metrics: ProbeMetrics, n_resamples: int = 2000) -> dict:
     """``{arm: {"seeds": [...], "metrics": {key: describe(...) + values}}}`` over the runs' records
     (adversarial AUCs measured on a test subset also get :func:`with_subset_ci`)."""
     by_arm: dict[str, list[Mapping]] = {}
@@ -241,16 +198,16 @@ def aggregate(runs: Sequence[Mapping], n_resamples: int = 2000) -> dict:
         by_arm.setdefault(r["arm"], []).append(r)
     arms = {}
     for arm, recs in by_arm.items():
-        flat = [scalar_metrics(r) for r in recs]
+        flat = [metrics.scalars(r) for r in recs]
         keys = list(dict.fromkeys(k for f in flat for k in f))
-        metrics = {}
+        by_key = {}
         for k in keys:
             d = describe([f.get(k, float("nan")) for f in flat], n_resamples=n_resamples) | {
                 "values": [f.get(k) for f in flat]}
             sub = [attack_predictions(r, k) for r in recs] if k.startswith("adversarial.") else []
-            metrics[k] = with_subset_ci(d, sub) if sub and all(x is not None and x[1] > 0 for x in sub) else d
-        if "clean.auc" in metrics:
-            metrics["clean.auc"] |= clean_seed_case_ci(recs)
-        arms[arm] = {"seeds": [r["seed"] for r in recs], "metrics": metrics,
+            by_key[k] = with_subset_ci(d, sub) if sub and all(x is not None and x[1] > 0 for x in sub) else d
+        if "clean.auc" in by_key:
+            by_key["clean.auc"] |= clean_seed_case_ci(recs)
+        arms[arm] = {"seeds": [r["seed"] for r in recs], "metrics": by_key,
                      "reliability": mean_reliability(recs, n_resamples)}
     return arms

@@ -41,7 +41,11 @@ from ..errors import ConfigError
 
 
 # robustness headline metrics (medtl.stats.robustness.headline_metrics) that may be declared primary
-ROBUSTNESS_PREFIXES = ("clean.", "translation.", "adversarial.", "corruptions.", "shape_bias.", "shortcut.")
+def robustness_prefixes() -> tuple[str, ...]:
+    """``clean.`` and ``<probe>.`` of every registered probe (:mod:`medtl.probes.registry`)."""
+    from ..probes import registry
+
+    return ("clean.",) + tuple(f"{n}." for n in registry.names())
 
 
 class _Strict(BaseModel):
@@ -113,10 +117,11 @@ class StudyConfig(_Strict):
     @model_validator(mode="after")
     def _primary_known(self):
         for m in self.primary:
-            if m not in self.compare.metrics and not m.startswith(ROBUSTNESS_PREFIXES):
+            prefixes = robustness_prefixes()
+            if m not in self.compare.metrics and not m.startswith(prefixes):
                 raise ValueError(f"primary metric {m!r} is neither a compare metric ({', '.join(self.compare.metrics)}) "
-                                 f"nor a robustness headline metric ({', '.join(p + '*' for p in ROBUSTNESS_PREFIXES)})")
-            if m.startswith(ROBUSTNESS_PREFIXES) and self.probes.preset == "none":
+                                 f"nor a robustness headline metric ({', '.join(p + '*' for p in prefixes)})")
+            if m.startswith(prefixes) and self.probes.preset == "none":
                 raise ValueError(f"primary metric {m!r} needs the probes (probes.preset is none)")
         if self.plan is not None and self.plan.difference is None and self.margin is None:
             raise ValueError("plan: give plan.difference, or a study margin to plan equivalence for")

@@ -59,7 +59,6 @@ def _train(out: Path, st: _Stages, executor: str, workers, address, gpus_per_run
 
 
 def _compare(cfg: StudyConfig, out: Path) -> dict:
-    from ..reports import write_compare
     from ..stats.comparison import compare_runs
 
     c = cfg.compare

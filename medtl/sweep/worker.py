@@ -54,13 +54,13 @@ def execute_run(spec: RunSpec | dict) -> dict:
     failed = run.failed_path
     t0 = time.time()
     if run.finished():
-        return asdict(RunResult(spec.arm, spec.seed, "skipped", 0.0, (run.metrics.get("test") or {}).get("auc")))
+        return asdict(RunResult(spec.arm, spec.seed, "skipped", 0.0, run.record.test.auc))
     if failed.is_file():
         failed.unlink()  # a re-run retries failed runs
     try:
         cfg = RunConfig.model_validate(spec.config)
         m = finetune(cfg, out, progress=False)
-        return asdict(RunResult(spec.arm, spec.seed, "done", time.time() - t0, m["test"].get("auc")))
+        return asdict(RunResult(spec.arm, spec.seed, "done", time.time() - t0, m.test.auc))
     except Exception as exc:  # noqa: BLE001 - record every failure, keep sweeping
         user = isinstance(exc, MedtlError)
         msg = " ".join(str(exc).split()) or type(exc).__name__

@@ -7,8 +7,9 @@ Design choices:
 - Every random choice of epoch ``e`` (data order, augmentation, mixup, dropout) is drawn
   from generators seeded by ``(seed, e)``.  A run resumed from the end of epoch ``e-1``
   therefore continues exactly as an uninterrupted run would.
-- The run folder's files (:mod:`medtl.runs`) are each written atomically; ``metrics.json``,
-  written last, marks a finished run.  The resume point is a
+- The run folder's files (:mod:`medtl.runs`) are each written atomically; ``metrics.json``
+  (the typed run record, :mod:`medtl.record`), written last, marks a finished run.  Claiming,
+  restarting and logging into the folder are :mod:`medtl.lifecycle`'s.  The resume point is a
   :class:`~medtl.train.resumable.TrainingState`.
 - Process-wide settings (threads, malloc) are the entry point's job
   (:func:`medtl.train.runtime.configure_process`).
@@ -19,13 +20,11 @@ import csv
 import io
 import logging
 import math
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -34,11 +33,12 @@ from pydantic import ValidationError
 
 from .. import __version__
 from ..config import RunConfig, config_to_yaml
-from ..errors import ConfigError, DataError, TrainingError
-from ..io import atomic_path, json_safe, write_json_atomic, write_text_atomic
+from ..errors import ConfigError, TrainingError
+from ..io import atomic_path, json_safe, write_text_atomic
 from ..models.inference import predict_logits
-from ..runs import (MARKER, Run, foreign_entries, is_legacy_run_folder, is_medtl_run_folder, remove_run_files,
-                    write_marker)
+from ..record import RunRecord
+from ..lifecycle import FileLog, claim, discard, save_torch_atomic, start
+from ..runs import Run
 from ..stats import binary_metrics, choose_threshold, multiclass_metrics, multilabel_metrics
 from ..stats.case_ci import case_cis, summary_line
 from .resumable import Progress, TrainingState, check_finite, settings_diff
@@ -167,83 +167,27 @@ def evaluate(model, split, task: Task, rt: Runtime, batch_size: int, threshold: 
 
 # ---------------------------------------------------------------- the run folder
 
-def _check_creatable(path: Path) -> None:
-    """One line now, before any work, when ``path`` cannot become a run folder: a file, a path
-    under a file, a place where no folder can be made."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{path}: output path is an existing file, not a folder; choose another output folder")
-    anc = path
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        raise ConfigError(f"{path}: cannot create the run folder: {anc} is a file")
-    try:  # os.access says yes to root everywhere, and /proc refuses anyway: try it
-        os.rmdir(tempfile.mkdtemp(prefix=".medtl-probe-", dir=path if path.exists() else anc))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot write the run folder there ({exc.strerror or type(exc).__name__})") from None
+def _differences(cfg: RunConfig) -> Callable[[dict], list[str]]:
+    """What makes a stored run another run than ``cfg`` (:func:`medtl.lifecycle.claim`)."""
 
+    def differences(old: dict) -> list[str]:
+        changed = method_changes(old)
+        if changed:  # before the defaults are filled in: they would make the old run look like a new one
+            return [f"a run made with a method medtl has since replaced ({'; '.join(changed)})"]
+        try:  # fill in keys added to the schema since that run was written, with their defaults
+            old = RunConfig.model_validate(old).model_dump(mode="json")
+        except ValidationError:
+            pass  # keys since removed: compare as written, which reports them
+        diff = [d for d in settings_diff(old, cfg.model_dump(mode="json")) if d not in RESUME_SAFE]
+        return [f"a run with a different config (differs in: {', '.join(diff)})"] if diff else []
 
-def _check_ownership(run: Run, status: str) -> None:
-    """Refuse a non-empty folder medtl did not write: no marker and not a run folder of an older
-    medtl, or (legacy or starting afresh) holding files that medtl did not write."""
-    legacy = not is_medtl_run_folder(run.path)
-    if legacy and not is_legacy_run_folder(run.path):
-        raise ConfigError(f"{run.path}: folder exists and is not a medtl run folder (no {MARKER}); "
-                          "choose another output folder")
-    foreign = foreign_entries(run.path)
-    if foreign and (legacy or status == "new"):
-        raise ConfigError(f"{run.path}: holds files medtl did not write ({', '.join(foreign[:3])}"
-                          f"{', ...' if len(foreign) > 3 else ''}); move them away or choose another output folder")
+    return differences
 
 
 def check_existing(run: Run, cfg: RunConfig) -> str:
-    """'new', 'resume' or 'finished'; raises if the folder holds a different run, or is not
-    medtl's (:func:`_check_ownership`), or cannot be written."""
-    _check_creatable(run.path)
-    if not run.path.exists() or not any(run.path.iterdir()):
-        return "new"
-    _check_ownership(run, "new" if not (run.finished() or run.has_state()) else "old")
-    try:
-        old = run.raw_config()
-    except DataError:
-        raise ConfigError(f"{run.config_path}: unreadable config in existing run folder; restart to discard it") from None
-    changed = method_changes(old)
-    if changed:  # before the defaults are filled in: they would make the old run look like a new one
-        raise ConfigError(f"{run.path}: holds a run made with a method medtl has since replaced ({'; '.join(changed)}); "
-                          "write elsewhere, or restart to discard it")
-    try:  # fill in keys added to the schema since that run was written, with their defaults
-        old = RunConfig.model_validate(old).model_dump(mode="json")
-    except ValidationError:
-        pass  # keys since removed: compare as written, which reports them
-    diff = [d for d in settings_diff(old, cfg.model_dump(mode="json")) if d not in RESUME_SAFE]
-    if diff:
-        raise ConfigError(f"{run.path}: holds a run with a different config (differs in: {', '.join(diff)}); "
-                          "write elsewhere, or restart to discard it")
-    if run.finished():
-        return "finished"
-    return "resume" if run.has_state() else "new"
-
-
-def _discard(run: Run) -> None:
-    """Before a restart, remove the files medtl wrote in the run folder and nothing else.
-
-    Refused, with nothing removed, for a file, for a folder without medtl's marker that is not
-    a run folder of an older medtl, and for a folder holding anything medtl did not write."""
-    if not run.path.exists():
-        return
-    if not run.path.is_dir():
-        raise ConfigError(f"{run.path}: restart refuses: the output path is a file, not a run folder")
-    if not any(run.path.iterdir()):
-        return
-    if not is_medtl_run_folder(run.path) and not is_legacy_run_folder(run.path):
-        raise ConfigError(f"{run.path}: restart refuses to delete a folder that is not a medtl run folder "
-                          f"(no {MARKER}); choose another output folder")
-    foreign = foreign_entries(run.path)
-    if foreign:
-        raise ConfigError(f"{run.path}: restart refuses: the folder holds files medtl did not write "
-                          f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); move them away "
-                          "or choose another output folder")
-    remove_run_files(run.path)
+    """'new', 'resume' or 'finished' for fine-tuning ``cfg`` into ``run``'s folder
+    (:func:`medtl.lifecycle.claim`)."""
+    return claim(run, _differences(cfg))
 
 
 def _write_log_csv(path: Path, history: list[dict]) -> None:
@@ -254,31 +198,6 @@ def _write_log_csv(path: Path, history: list[dict]) -> None:
     for row in history:
         w.writerow({k: (f"{row[k]:.6g}" if isinstance(row.get(k), float) else row.get(k)) for k in fields})
     write_text_atomic(path, buf.getvalue())
-
-
-def _save_torch_atomic(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-class _FileLog:
-    """Mirrors medtl's log messages into the run folder's train.log."""
-
-    def __init__(self, path: Path):
-        self.handler = logging.FileHandler(path, encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-
-    def __enter__(self):
-        self.old_level = log.level
-        if log.getEffectiveLevel() > logging.INFO:
-            log.setLevel(logging.INFO)
-        log.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        log.removeHandler(self.handler)
-        log.setLevel(self.old_level)
-        self.handler.close()
 
 
 # ---------------------------------------------------------------- set-up
@@ -509,7 +428,7 @@ def _train(s: _Setup, cfg: RunConfig, run: Run, state: TrainingState, progress: 
         score = _select_score(val_m, cfg.train.select_metric)
         if score > best_score:
             best_score, best_epoch = score, epoch + 1
-            _save_torch_atomic({"model": s.model.state_dict(), "epoch": epoch + 1, "classes": s.task.classes,
+            save_torch_atomic({"model": s.model.state_dict(), "epoch": epoch + 1, "classes": s.task.classes,
                                 "config": config_to_yaml(cfg), "medtl_version": __version__}, run.checkpoint_path)
         state.save(model=s.model.state_dict(), optimizer=s.opt.state_dict(),
                    scaler=s.scaler.state_dict() if s.scaler is not None else None, epoch=epoch + 1,
@@ -591,7 +510,7 @@ def _final_evaluation(s: _Setup, cfg: RunConfig, run: Run) -> tuple[dict, dict, 
     _save_predictions(run.predictions_path, test, task, test_prob, test_logits)
     _save_predictions(run.val_predictions_path, val, task, val_prob, val_logits)
     if calib:
-        from ..reports.calibration import write_reliability_png
+        from ..figures import write_reliability_png
 
         write_reliability_png(run.reliability_path, test_m, title=f"{cfg.name} seed {cfg.seed}: test")
     return val_m, test_m, threshold, calib
@@ -608,7 +527,7 @@ def _run_record(s: _Setup, cfg: RunConfig, best_epoch: int, wall: float) -> dict
         "image_size": cfg.data.image_size, "input_size": int(s.bundle.splits["train"].images.shape[-1]),
         "sr": cfg.data.sr.method, "epochs": cfg.train.epochs, "best_epoch": best_epoch,
         "device": str(s.rt.device), "precision": s.rt.precision, "eval_precision": "fp32",
-        "fast_conv": bool(cfg.train.fast_conv), "leak_status": s.bundle.leaks.get("status", "unknown"),
+        "fast_conv": bool(cfg.train.fast_conv),
         "threads": torch.get_num_threads(), "medtl_version": __version__, "torch_version": torch.__version__,
         "wall_time_s": round(wall, 2), "bn_gamma_layers": [[n, v] for n, v in s.gamma_touched],
     }
@@ -618,7 +537,7 @@ def _run_record(s: _Setup, cfg: RunConfig, best_epoch: int, wall: float) -> dict
 
 def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bool = False,
              allow_runtime_change: bool = False) -> dict:
-    """Fine-tune per ``cfg`` into the run folder ``out``; returns the metrics dict.
+    """Fine-tune per ``cfg`` into the run folder ``out``; returns its :class:`~medtl.record.RunRecord`.
 
     Re-running with the same config resumes an interrupted run from its last finished
     epoch, or returns the stored metrics of a finished one.  ``restart`` discards an existing
@@ -627,25 +546,20 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
     """
     run = Run(out)
     if restart:
-        _discard(run)
+        discard(run)
     status = check_existing(run, cfg)
     if status == "finished":
         log.info("run already finished: %s", run.metrics_path)
-        return run.metrics
+        return run.record
     t0 = time.time()
     s = _prepare(cfg)
     fresh = status == "new"
-    try:
-        run.path.mkdir(parents=True, exist_ok=True)
-        write_marker(run.path)
-        write_text_atomic(run.config_path, config_to_yaml(cfg))
-    except OSError as exc:
-        raise ConfigError(f"{run.path}: cannot write the run folder ({exc.strerror or type(exc).__name__})") from None
+    start(run, config_to_yaml(cfg))
     settings = cfg.model_dump(mode="json") | {"runtime": {"device_type": s.rt.device.type,
                                                            "precision": s.rt.precision}}
     ignore = RESUME_SAFE | ({"runtime.device_type", "runtime.precision"} if allow_runtime_change else set())
     state = TrainingState(run.state_path, STATE_KIND, settings, ignore=ignore)
-    with _FileLog(run.train_log_path):
+    with FileLog(run.train_log_path):
         _log_setup(s, cfg)
         try:
             history, best_epoch = _train(s, cfg, run, state, progress)
@@ -654,7 +568,7 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
         val_m, test_m, threshold, calib = _final_evaluation(s, cfg, run)
-        metrics = json_safe({
+        record = RunRecord.model_validate(json_safe({
             "run": _run_record(s, cfg, best_epoch, time.time() - t0),
             "task": s.task.kind, "classes": s.task.classes,
             "threshold": {"rule": cfg.train.threshold_rule if s.task.kind == "binary" else "argmax",
@@ -662,8 +576,8 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
             "data": {"source": s.bundle.source, "leaks": s.bundle.leaks,
                      "n": {k: len(v) for k, v in s.bundle.splits.items()}},
             "val": val_m, "test": test_m, "history": history,
-        } | ({"calibration": calib} if calib else {}))
-        write_json_atomic(run.metrics_path, metrics)
+        } | ({"calibration": calib} if calib else {})))
+        run.write_record(record)
         shutil.rmtree(run.state_dir, ignore_errors=True)
-        log.info("test: %s", summary_line(metrics["test"]))
-    return metrics
+        log.info("test: %s", summary_line(record.test))
+    return record

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from .. import __version__
 from ..errors import ConfigError
 from ..io import array_digest, json_safe
-from ..train.resumable import Progress, TrainingState, check_finite
-from ..train.schedule import lr_factor
-from .apply import add_noise, crop_to_multiple, degrade, upscale_learned, upscale_resize
-from .io import FORMAT, read_sr_file, save_sr_model
-from .model import build_sr_model, resolve_arch
+from ..sr.apply import add_noise, crop_to_multiple, degrade, upscale_learned, upscale_resize
+from ..sr.io import FORMAT, read_sr_file, save_sr_model
+from ..sr.model import build_sr_model, resolve_arch
+from .resumable import Progress, TrainingState, check_finite
+from .schedule import lr_factor
 
 log = logging.getLogger("medtl")
 
