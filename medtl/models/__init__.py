@@ -7,7 +7,7 @@ Typical use::
     set_trainable(model, "last:2")
     optimizer = torch.optim.SGD(param_groups(model, 1e-4), lr=0.01, momentum=0.9)
 """
-from .archs import ArchSpec, build_architecture, get_architecture, list_architectures
+from .archs import ArchSpec, build_architecture, get_architecture, list_architectures, register_architecture
 from .classifier import ImageClassifier, LoadReport, create_model, load_pretrained, model_for_run
 from .tuning import apply_bn_gamma, param_groups, set_trainable
 from .weights import (FAMILIES, IMAGENET_MEAN, IMAGENET_STD, WeightSource, adapt_state_dict,
@@ -16,7 +16,7 @@ from .weights import (FAMILIES, IMAGENET_MEAN, IMAGENET_STD, WeightSource, adapt
                       register_weights, resolve_weights_file, unregister_weights)
 
 __all__ = [
-    "ArchSpec", "build_architecture", "get_architecture", "list_architectures",
+    "ArchSpec", "build_architecture", "get_architecture", "list_architectures", "register_architecture",
     "ImageClassifier", "LoadReport", "create_model", "load_pretrained", "model_for_run",
     "apply_bn_gamma", "param_groups", "set_trainable",
     "FAMILIES", "IMAGENET_MEAN", "IMAGENET_STD", "WeightSource", "adapt_state_dict",

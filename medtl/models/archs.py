@@ -30,6 +30,7 @@ from typing import Callable, Literal
 from torch import nn
 
 from ..errors import ConfigError
+from ..fetch import Registry
 
 
 def _torchvision():
@@ -79,23 +80,28 @@ class ArchSpec:
     description: str
 
 
-_ARCHS: dict[str, ArchSpec] = {
-    "resnet18": ArchSpec("resnet18", _tv_resnet18, "torchvision", "ResNet-18 (He et al. 2016)"),
-    "resnet50": ArchSpec("resnet50", _tv_resnet50, "torchvision", "ResNet-50 (He et al. 2016)"),
-    "resnet50d": ArchSpec("resnet50d", _timm_resnet50d, "timm",
-                          "ResNet-50-D: deep stem, avg-pool downsample (He et al. 2019)"),
-}
+ARCHITECTURES: Registry[ArchSpec] = Registry("architecture", lambda name, known: ConfigError(
+    f"unknown backbone {name!r} (valid: {', '.join(known)})"))
+for _spec in (
+    ArchSpec("resnet18", _tv_resnet18, "torchvision", "ResNet-18 (He et al. 2016)"),
+    ArchSpec("resnet50", _tv_resnet50, "torchvision", "ResNet-50 (He et al. 2016)"),
+    ArchSpec("resnet50d", _timm_resnet50d, "timm", "ResNet-50-D: deep stem, avg-pool downsample (He et al. 2019)"),
+):
+    ARCHITECTURES.register(_spec.name, _spec)
+_ARCHS = ARCHITECTURES.entries
+
+
+def register_architecture(spec: ArchSpec, overwrite: bool = False) -> ArchSpec:
+    """Add an architecture (one name -> one builder; :mod:`medtl.fetch`'s registry)."""
+    return ARCHITECTURES.register(spec.name, spec, overwrite)
 
 
 def list_architectures() -> list[str]:
-    return list(_ARCHS)
+    return ARCHITECTURES.names()
 
 
 def get_architecture(name: str) -> ArchSpec:
-    try:
-        return _ARCHS[name]
-    except KeyError:
-        raise ConfigError(f"unknown backbone {name!r} (valid: {', '.join(_ARCHS)})") from None
+    return ARCHITECTURES.get(name)
 
 
 def build_architecture(name: str, antialias: str = "none") -> nn.Module:
