@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 SYNTHETIC = "builtin:synthetic"
+FRACTALDB = "builtin:fractaldb"
+BUILTIN_DATASETS = (SYNTHETIC, FRACTALDB)
 
 
 class _Strict(BaseModel):
@@ -127,9 +129,18 @@ class PlantConfig(_Strict):
         return v
 
 
+class FractalConfig(_Strict):
+    """``builtin:fractaldb`` (:mod:`medtl.data.fractaldb`): formula-driven classes for pretraining."""
+
+    classes: int = Field(100, ge=2, le=10000)
+    instances: int = Field(100, ge=2, description="training images per class")
+    eval_instances: int = Field(10, ge=1, description="val and test images per class (each)")
+    seed: int = 0
+
+
 class DataConfig(_Strict):
     path: str = SYNTHETIC
-    format: Literal["auto", "folder", "csv", "dicom", "npz", "synthetic"] = "auto"
+    format: Literal["auto", "folder", "csv", "dicom", "npz", "synthetic", "fractaldb"] = "auto"
     image_size: int = Field(64, ge=8, le=2048)
     resize: Literal["squash", "pad", "crop"] = "squash"
     # CSV manifests
@@ -151,8 +162,16 @@ class DataConfig(_Strict):
     # train and val keeping the published test split (drop_train), or go on marked (warn)
     on_leak: Literal["error", "drop_train", "warn"] = "error"
     split_seed: int = 0
+    # label fraction (data-efficiency curves): the train split, after the splits and the leak
+    # policy, subsampled to this fraction of its patients, stratified by class, patient-level,
+    # seeded by fraction_seed (None: split_seed) and nested (the 5% subset lies in the 10% one);
+    # val and test are never touched (medtl.data.fraction)
+    train_fraction: float = Field(1.0, gt=0, le=1)
+    fraction_seed: int | None = None
     # embedded synthetic set: sizes per split
     synthetic_n: dict[str, int] = Field(default_factory=lambda: {"train": 1200, "val": 300, "test": 500})
+    # builtin:fractaldb: classes, instances per class, seed of the IFS codes
+    fractal: FractalConfig = Field(default_factory=FractalConfig)
     cache: bool = True
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     sr: SRConfig = Field(default_factory=SRConfig)
@@ -167,6 +186,9 @@ class ModelConfig(_Strict):
     # 'blurpool': the antialiased ResNet of Zhang (ICML 2019), a low-pass filter before every strided
     # subsampling (timm's aa_layer; pretrained weights of the plain arch load fully; inputs >= 17 px)
     antialias: Literal["none", "blurpool"] = "none"
+    # a weight file must fill every backbone tensor (the classifier head is always replaced);
+    # false: load what fits and keep the rest random (warned, counted in train.log)
+    weights_strict: bool = True
 
 
 class TrainConfig(_Strict):
@@ -238,15 +260,15 @@ def _valid_keys(model_cls: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
-def _keys_at(loc) -> list[str]:
+def _keys_at(loc, schema: type[BaseModel] | None = None) -> list[str]:
     """The valid keys one level below ``loc`` (sections shown as ``name.*``)."""
-    cls: type[BaseModel] = RunConfig
+    cls: type[BaseModel] = schema or RunConfig
     prefix = ""
     for part in loc:
         field = cls.model_fields.get(str(part))
         ann = field.annotation if field else None
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return valid_keys()
+            return _valid_keys(schema or RunConfig)
         cls, prefix = ann, prefix + str(part) + "."
     out = []
     for name, field in cls.model_fields.items():
@@ -260,14 +282,14 @@ def valid_keys() -> list[str]:
     return _valid_keys(RunConfig)
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def _format_validation_error(exc: ValidationError, source: str, schema: type[BaseModel] | None = None) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             parent = ".".join(str(p) for p in err["loc"][:-1])
             parts.append(f"unknown key '{loc}' (valid keys{(' under ' + parent) if parent else ''}: "
-                         f"{', '.join(_keys_at(err['loc'][:-1]))})")
+                         f"{', '.join(_keys_at(err['loc'][:-1], schema))})")
         else:
             parts.append(f"'{loc}': {err['msg']}")
     return f"{source}: invalid config: " + "; ".join(parts)
@@ -295,7 +317,9 @@ def apply_override(raw: dict, dotted: str, value: Any) -> None:
 
 
 def build_config(raw: dict | None = None, overrides: list[str] | None = None,
-                 source: str = "config") -> RunConfig:
+                 source: str = "config", schema: type[BaseModel] | None = None) -> RunConfig:
+    """A validated config (``schema``: :class:`RunConfig` by default) from ``raw`` plus
+    ``key=value`` overrides; one-line :class:`ConfigError` naming the key at fault."""
     raw = dict(raw or {})
     for item in overrides or []:
         if "=" not in item:
@@ -306,9 +330,9 @@ def build_config(raw: dict | None = None, overrides: list[str] | None = None,
             raise ConfigError(f"override {item!r}: empty key")
         apply_override(raw, key, parse_value(val))
     try:
-        return RunConfig.model_validate(raw)
+        return (schema or RunConfig).model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, source, schema)) from None
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict:
@@ -329,7 +353,8 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                schema: type[BaseModel] | None = None) -> RunConfig:
     raw: dict = {}
     source = "config"
     if path is not None:
@@ -348,7 +373,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: a config must be a mapping of sections (data, model, train)")
         raw = loaded
-    return build_config(raw, overrides, source=source)
+    return build_config(raw, overrides, source=source, schema=schema)
 
 
 def config_to_yaml(cfg: RunConfig) -> str:

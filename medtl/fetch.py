@@ -42,6 +42,16 @@ class Registry(Generic[T]):
         self.kind = kind
         self.entries: dict[str, T] = {}
         self._missing = missing
+        self._refreshers: list[Callable[[], None]] = []
+
+    def add_refresher(self, fn: Callable[[], None]) -> None:
+        """``fn()`` runs before every lookup (e.g. re-reading an index of entries made since)."""
+        if fn not in self._refreshers:
+            self._refreshers.append(fn)
+
+    def _refresh(self) -> None:
+        for fn in self._refreshers:
+            fn()
 
     def register(self, name: str, entry: T, overwrite: bool = False) -> T:
         if name in self.entries and not overwrite:
@@ -53,18 +63,22 @@ class Registry(Generic[T]):
         self.entries.pop(name, None)
 
     def names(self) -> list[str]:
+        self._refresh()
         return list(self.entries)
 
     def get(self, name: str) -> T:
+        self._refresh()
         try:
             return self.entries[name]
         except KeyError:
             raise self._missing(name, list(self.entries)) from None
 
     def __contains__(self, name: object) -> bool:
+        self._refresh()
         return name in self.entries
 
     def __iter__(self) -> Iterator[T]:
+        self._refresh()
         return iter(list(self.entries.values()))
 
 

@@ -107,11 +107,19 @@ def discard(run: Run) -> None:
 
 
 def save_torch_atomic(obj, path: Path) -> None:
-    """``torch.save`` into a temporary file, then rename: a reader never sees half a checkpoint."""
+    """``torch.save`` into a temporary file, then rename: a reader never sees half a checkpoint.
+
+    Serialised in memory first: torch names the zip archive's folder after the file it writes, so
+    saving straight into a randomly named temporary file would make the same tensors give other
+    bytes (and another sha256) every time; from a buffer the archive is always ``archive/``."""
+    import io
+
     import torch
 
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        Path(tmp).write_bytes(buf.getvalue())
 
 
 class FileLog:

@@ -776,7 +776,9 @@ def weights_cases(b: Builder, per: int) -> list[Case]:
         ("junk.safetensors", "bad", lambda f: f.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":1}")),
         ("no-tensors.pth", "bad", lambda f: torch.save({"a": 1, "b": "x"}, f)),
         ("renamed-keys.pth", "bad", lambda f: torch.save({"x" + k: v for k, v in sd.items()}, f)),
-        ("wrong-shapes.pth", "warn", lambda f: torch.save({k: v[..., :1] if v.ndim == 4 else v for k, v in sd.items()}, f)),
+        ("wrong-shapes.pth", "strict", lambda f: torch.save({k: v[..., :1] if v.ndim == 4 else v for k, v in sd.items()}, f)),
+        ("wrong-shapes-lenient.pth", "warn", lambda f: torch.save({k: v[..., :1] if v.ndim == 4 else v
+                                                                   for k, v in sd.items()}, f)),
         ("nan-weights.pth", "bad-loss", lambda f: torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point()
                                                          else v for k, v in sd.items()}, f)),
         ("resnet18-good.pth", "good", None),
@@ -792,10 +794,14 @@ def weights_cases(b: Builder, per: int) -> list[Case]:
         names = "unsafe: a raw Python pickle" if name.startswith("raw-pickle") else name
         if expect == "bad-loss":  # NaN weights load; the first step's loss is NaN: refused there
             expect, names = "bad", "loss became nan"
-        if expect == "warn":  # every conv mis-shaped, BN loaded: medtl trains with the random convs, warning
+        extra = []
+        if expect == "strict":  # every conv mis-shaped, BN fits: refused, counting what did not fit
+            expect = "bad"
+        if expect == "warn":  # the same under model.weights_strict: false: trains with the random convs, warning
             expect, names = "good+warning", "tensors not loaded (kept random)"
+            extra = ["model.weights_strict=false"]
         cases.append(Case("weights", f"finetune weights={name}", ["finetune", "-q", "--out", str(out)]
-                          + sets(*SYNTH, *TINY, f"model.weights={f}"), expect, names,
+                          + sets(*SYNTH, *TINY, f"model.weights={f}", *extra), expect, names,
                           no_output=[out] if expect == "bad" else [], payload=pwned))
     for name in ("raw-pickle-payload.pth", "random.pth", "zip-with-object.pth"):
         cases.append(Case("weights", f"weights fetch --from {name}", ["weights", "fetch", "resnet18.tv_in1k",

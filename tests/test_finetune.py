@@ -102,6 +102,41 @@ def test_resume_after_interrupt_gives_identical_metrics(tmp_path, monkeypatch):
     assert again == resumed
 
 
+def test_a_state_written_before_a_config_key_existed_still_resumes(tmp_path, monkeypatch):
+    """A run interrupted under an older medtl: its state's settings lack keys added since (here
+    data.train_fraction and model.weights_strict); with today's defaults it is the same run."""
+    import torch
+
+    real = loop_mod._train_epoch
+
+    def interrupted(*args, **kw):
+        if args[2] == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(_cfg(), out, progress=False)
+    state_file = out / "state" / "last.pt"
+    state = torch.load(state_file, weights_only=True)
+    del state["settings"]["data"]["train_fraction"], state["settings"]["model"]["weights_strict"]
+    torch.save(state, state_file)
+    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    finetune(_cfg(), out, progress=False)
+    assert "resuming after epoch 1" in (out / "train.log").read_text()
+    # a key whose stored value differs from today's is still a different run
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
+        finetune(_cfg(), tmp_path / "other", progress=False)
+    state = torch.load(tmp_path / "other" / "state" / "last.pt", weights_only=True)
+    state["settings"]["data"]["train_fraction"] = 0.5
+    torch.save(state, tmp_path / "other" / "state" / "last.pt")
+    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    with pytest.raises(ConfigError, match="differs in: data.train_fraction"):
+        finetune(_cfg(), tmp_path / "other", progress=False)
+
+
 def test_existing_folder_with_other_config_is_refused(tmp_path):
     out = tmp_path / "run"
     finetune(_cfg(), out, progress=False)

@@ -237,9 +237,14 @@ def test_checkpoint_that_does_not_fit(ckpts, caplog):
     with pytest.raises(WeightsError, match=r"resnet18\.pth: checkpoint does not fit the "
                                            r"architecture resnet50"):
         create_model("resnet50", 2, weights=str(ckpts["dir"] / "resnet18.pth"))
-    # resnet50d weights into resnet50: the stages fit, the deep stem does not -> warned
+    # resnet50d weights into resnet50: the stages fit, the deep stem and the downsample convs do
+    # not: refused (strict), counted; with model.weights_strict false: loaded, the rest warned
+    with pytest.raises(WeightsError, match=r"resnet50d\.pth: checkpoint does not fit the architecture resnet50: "
+                                           r"21 of 265 backbone tensors did not fit \(17 missing, 4 of another "
+                                           r"shape; .*\); set model.weights_strict: false"):
+        create_model("resnet50", 2, weights=str(ckpts["dir"] / "resnet50d.pth"))
     with caplog.at_level(logging.WARNING, logger="medtl"):
-        model, report = create_model("resnet50", 2, weights=str(ckpts["dir"] / "resnet50d.pth"))
+        model, report = create_model("resnet50", 2, weights=str(ckpts["dir"] / "resnet50d.pth"), strict=False)
     assert "conv1.weight" in report.missing
     assert report.unexpected and "not loaded" in caplog.text
 
@@ -258,7 +263,7 @@ def test_fetch_wrong_bytes_refused(name, tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"definitely not the published checkpoint")
     src = get_weights(name)
-    if src.format == "geirhos":  # these are checked against the pin of an earlier fetch
+    if src.format not in W.HUB_CONVENTION_FORMATS:  # these are checked against the pin of an earlier fetch
         pin = "ab" * 32
         write_json_atomic(W.pins_path(), {name: {"sha256": pin, "url": src.url}})
     res = cli_fetch(name, "--from", str(bad))

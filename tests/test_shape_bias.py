@@ -20,7 +20,8 @@ import torch
 from test_probes_helpers import make_run, tiny_runs
 
 from medtl.errors import MedtlError
-from medtl.probes.shape_bias import compute_shape_bias, cue_conflict, lowpass, shape_bias_probe, texture_only
+from medtl.probes.shape_bias import (LAYOUT, compute_shape_bias, cue_conflict, gate, lowpass, pooled_score,
+                                     shape_bias_probe, texture_only)
 
 SIZE = 24
 
@@ -249,7 +250,7 @@ def test_shape_bias_probe_caches_plots_and_refuses_bad_input(tmp_path):
     assert shape_bias_probe(run, n_pairs=40)["cached"]
     assert not shape_bias_probe(run, n_pairs=40, sigma=0.08)["cached"]
     stored = json.loads((run / "probes" / "shape_bias.json").read_text())
-    assert stored["params"]["sigma"] == 0.08 and stored["params"]["layout"] == 2 and "ids" not in json.dumps(stored)
+    assert stored["params"]["sigma"] == 0.08 and stored["params"]["layout"] == LAYOUT and "ids" not in json.dumps(stored)
     assert {"interpretable", "reason", "shape_bias", "ci_low", "ci_high", "shape_only", "texture_only",
             "n_qualified", "directions", "chance"} <= set(stored)
     # a result of the old layout (same parameters) is recomputed
@@ -276,3 +277,21 @@ def test_cli_shape_bias(capsys, tmp_path):
     assert cli_run(["probe", "shape-bias", str(tmp_path), "--n-pairs", "24"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("medtl: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_many_classes_are_scored_pooled_without_a_quota_per_direction():
+    """K > 2 (e.g. a fractal source with 20 classes: 380 directions, a pair or two each): Geirhos'
+    pooled fraction, gated on the total, not on every direction having pairs."""
+    def d(n_q, n_s, n_t):
+        return {"n_qualified": n_q, "n_shape": n_s, "n_texture": n_t, "n_decided": n_s + n_t}
+
+    dirs = {f"shape={a},texture={b}": d(0, 0, 0) for a in "abc" for b in "abc" if a != b}
+    dirs["shape=a,texture=b"] = d(30, 24, 4)      # 2 decisions follow the third class
+    dirs["shape=b,texture=c"] = d(12, 6, 6)
+    cue = {"balanced_acc": 0.9, "ci_low": 0.8, "ci_high": 0.95}
+    assert gate(cue, cue, 1 / 3, dirs, 30) == []  # 42 qualified; four directions have none
+    s = pooled_score(dirs)
+    assert s["shape_bias"] == pytest.approx(30 / 40) and s["ci_low"] < 0.75 < s["ci_high"]
+    assert gate(cue, cue, 1 / 3, dirs, 50)[0].startswith("only 42 cue-conflict pairs qualified")
+    binary = {"shape=a,texture=b": d(30, 24, 6), "shape=b,texture=a": d(0, 0, 0)}
+    assert any("for shape=b,texture=a" in r for r in gate(cue, cue, 0.5, binary, 30))  # binary keeps its quota

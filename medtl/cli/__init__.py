@@ -17,9 +17,8 @@ import warnings
 import typer
 
 from ..errors import MedtlError
-from . import (compare_cmd, data_cmd, evaluate_cmd, finetune_cmd, plan_cmd, probe_cmd, report_cmd, sr_cmd, study_cmd,
-               sweep_cmd, track_cmd, weights_cmd)
-from . import export_cmd
+from . import (compare_cmd, data_cmd, evaluate_cmd, export_cmd, finetune_cmd, plan_cmd, pretrain_cmd, probe_cmd,
+               report_cmd, sr_cmd, study_cmd, sweep_cmd, track_cmd, weights_cmd)
 
 app = typer.Typer(
     name="medtl",
@@ -31,6 +30,7 @@ app = typer.Typer(
 
 COMMANDS = {
     "finetune": finetune_cmd.finetune,
+    "pretrain": pretrain_cmd.pretrain,
     "sweep": sweep_cmd.sweep,
     "compare": compare_cmd.compare,
     "plan": plan_cmd.plan,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import SYNTHETIC, DataConfig
+from ..config import FRACTALDB, SYNTHETIC, DataConfig
 from ..errors import ConfigError, DataError
 from ..io import sha256_file
 from . import cache as _cache
@@ -21,7 +21,7 @@ from .medmnist import read_npz
 from .plan import FilePlan, assign_splits, duplicate_groups, leak_summary
 from .types import DICOM_EXTS, IMAGE_EXTS, READER_VERSION, SPLITS, DatasetBundle, Split
 
-FORMATS = ("folder", "csv", "dicom", "npz", "synthetic")
+FORMATS = ("folder", "csv", "dicom", "npz", "synthetic", "fractaldb")
 
 
 def _workers() -> int:
@@ -34,7 +34,7 @@ def detect_format(path: str) -> str:
 
     loc = locate(path)  # a dataset name (medmnist:pneumoniamnist) resolves to its local copy
     if loc.builtin:
-        return "synthetic"
+        return "fractaldb" if loc.spec == FRACTALDB else "synthetic"
     if loc.dataset is not None:
         return detect_format(str(loc.path))
     p = loc.path
@@ -68,7 +68,9 @@ def resolve_format(cfg: DataConfig) -> str:
     fmt = detect_format(cfg.path) if cfg.format == "auto" else cfg.format
     if fmt == "synthetic" and cfg.path != SYNTHETIC:
         raise DataError(f"{cfg.path}: data.format 'synthetic' needs data.path '{SYNTHETIC}'")
-    if fmt != "synthetic" and not Path(cfg.path).expanduser().exists():
+    if fmt == "fractaldb" and cfg.path != FRACTALDB:
+        raise DataError(f"{cfg.path}: data.format 'fractaldb' needs data.path '{FRACTALDB}'")
+    if fmt not in ("synthetic", "fractaldb") and not Path(cfg.path).expanduser().exists():
         raise DataError(f"{cfg.path}: no such file or directory")
     return fmt
 
@@ -275,6 +277,34 @@ def _load_synthetic(cfg: DataConfig, cache_dir: Path | None) -> DatasetBundle:
                          multilabel=False, synthetic=True, splits=splits, notes=notes)
 
 
+def _load_fractaldb(cfg: DataConfig, cache_dir: Path | None) -> DatasetBundle:
+    from . import fractaldb as _fractal
+
+    fc = cfg.fractal
+    per_split = {"train": fc.instances, "val": fc.eval_instances, "test": fc.eval_instances}
+    key = _cache.cache_key({"kind": "fractaldb", "generator": _fractal.GENERATOR_VERSION, "classes": fc.classes,
+                            "n": per_split, "seed": fc.seed, "size": cfg.image_size})
+    cfile = _cache.cache_file(cache_dir, "fractaldb", key)
+    arrays = _cache.load(cfile) if cfg.cache else None
+    if arrays is None:
+        made = _fractal.generate(fc.classes, per_split, cfg.image_size, fc.seed)
+        arrays = {f"{s}_{k}": v for s, (imgs, labs) in made.items() for k, v in (("images", imgs), ("labels", labs))}
+        if cfg.cache:
+            _cache.save(cfile, arrays)
+    splits = {}
+    for s in SPLITS:
+        n = len(arrays[f"{s}_labels"])
+        ids = [f"fractaldb:{s}:{i}" for i in range(n)]
+        splits[s] = Split(images=arrays[f"{s}_images"], labels=arrays[f"{s}_labels"].astype(np.int64),
+                          patients=np.array(ids, dtype=object), ids=ids)
+    notes = [f"SYNTHETIC formula-driven images (FractalDB-style IFS attractors, generator "
+             f"v{_fractal.GENERATOR_VERSION}; {fc.classes} classes, seed {fc.seed}): a licence-free pretraining "
+             f"source, not X-rays and not natural images"]
+    return DatasetBundle(name=_fractal.NAME, format="fractaldb", source=cfg.path,
+                         classes=_fractal.class_names(fc.classes), multilabel=False, synthetic=True,
+                         splits=splits, notes=notes)
+
+
 def load_dataset(cfg: DataConfig, cache_dir: Path | None = None, on_leak: str | None = None) -> DatasetBundle:
     """Load a dataset as uint8 arrays at cfg.image_size with train/val/test splits (then
     upscaled per ``cfg.sr`` when that is not 'none').
@@ -296,6 +326,7 @@ def load_dataset(cfg: DataConfig, cache_dir: Path | None = None, on_leak: str | 
     ``cfg.plant`` (a marker for validating the shortcut probe, :mod:`medtl.data.plant`) is burned
     in last, into fresh arrays, and noted as ``PLANTED CUE:`` in the bundle's notes.
     """
+    from .fraction import subsample_train
     from .leaks import apply_leak_policy
     from .plant import plant_cue
     from .registry import resolve_data_config
@@ -308,6 +339,8 @@ def load_dataset(cfg: DataConfig, cache_dir: Path | None = None, on_leak: str | 
     check_group_format(cfg.group_columns, fmt, cfg.path)
     if fmt == "synthetic":
         bundle = _load_synthetic(cfg, cache_dir)
+    elif fmt == "fractaldb":
+        bundle = _load_fractaldb(cfg, cache_dir)
     elif fmt == "npz":
         bundle = _load_npz(cfg, cache_dir)
     else:
@@ -318,5 +351,8 @@ def load_dataset(cfg: DataConfig, cache_dir: Path | None = None, on_leak: str | 
     bundle = apply_leak_policy(bundle, on_leak or cfg.on_leak, resolved.known_overlap if resolved else "")
     bundle = validate_bundle(bundle)  # refuses what cannot be meant; warns about odd data
     bundle = apply_sr(bundle, cfg, cache_dir)  # data.sr: upscaled after decoding, cached
+    # data.train_fraction: the train split only, after every cache (shared by all fractions)
+    bundle = subsample_train(bundle, cfg.train_fraction,
+                             cfg.split_seed if cfg.fraction_seed is None else cfg.fraction_seed)
     # data.plant: a marker burned into the listed splits, after every cache (which stays clean)
     return plant_cue(bundle, cfg.plant, cfg.split_seed)

@@ -377,16 +377,16 @@ def locate(spec: str | os.PathLike) -> DataLocation:
     """The one resolution of a data argument, for every command (finetune, evaluate, data check,
     sr, study): ``builtin:synthetic``, a dataset name (its local copy; an unfetched name fails
     with how to fetch it) or a path.  One-line :class:`DataError` for anything else."""
-    from ..config import SYNTHETIC
+    from ..config import BUILTIN_DATASETS
 
     s = str(spec)
-    if s == SYNTHETIC:
+    if s in BUILTIN_DATASETS:
         return DataLocation(s, None)
     resolved = resolve_data_path(s)
     if resolved is not None:
         return DataLocation(s, resolved.path, resolved)
     if s.startswith("builtin:"):
-        raise DataError(f"{s}: unknown built-in dataset (available: {SYNTHETIC})")
+        raise DataError(f"{s}: unknown built-in dataset (available: {', '.join(BUILTIN_DATASETS)})")
     p = Path(s).expanduser()
     if not p.exists():
         raise DataError(f"{s}: no such file or directory")
@@ -396,11 +396,15 @@ def locate(spec: str | os.PathLike) -> DataLocation:
 def data_fingerprint(spec: str | os.PathLike) -> str:
     """A content fingerprint of the data ``spec`` names (cache keys of evaluate and the probes):
     the generator version for a built-in dataset, else :func:`medtl.data.cache.path_fingerprint`."""
+    from ..config import FRACTALDB
+    from . import fractaldb, synthetic
     from .cache import path_fingerprint
-    from .synthetic import GENERATOR_VERSION
 
     loc = locate(spec)
-    return f"{loc.spec}:v{GENERATOR_VERSION}" if loc.builtin else path_fingerprint(loc.path)
+    if loc.builtin:
+        version = fractaldb.GENERATOR_VERSION if loc.spec == FRACTALDB else synthetic.GENERATOR_VERSION
+        return f"{loc.spec}:v{version}"
+    return path_fingerprint(loc.path)
 
 
 def resolve_data_path(path: str | os.PathLike) -> ResolvedDataset | None:

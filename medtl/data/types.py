@@ -43,6 +43,8 @@ class DatasetBundle:
     notes: list[str] = field(default_factory=list)
     # leak counts and what the data.on_leak policy did (medtl.data.leaks.apply_leak_policy)
     leaks: dict = field(default_factory=dict)
+    # data.train_fraction: what the train subsample kept (medtl.data.fraction.subsample_train)
+    train_fraction: dict | None = None
 
     @property
     def num_classes(self) -> int:

@@ -14,11 +14,12 @@ from .weights import (FAMILIES, IMAGENET_MEAN, IMAGENET_STD, WeightSource, adapt
                       cached_file, check_hash, download_url, fetch_weights, get_weights,
                       list_weights, load_state_dict_file, pins_path, read_checkpoint,
                       register_weights, resolve_weights_file, unregister_weights)
+from .local_weights import register_local  # also makes the registry see weights made here (medtl pretrain)
 
 __all__ = [
     "ArchSpec", "build_architecture", "get_architecture", "list_architectures", "register_architecture",
     "ImageClassifier", "LoadReport", "create_model", "load_pretrained", "model_for_run",
-    "apply_bn_gamma", "param_groups", "set_trainable",
+    "apply_bn_gamma", "param_groups", "set_trainable", "register_local",
     "FAMILIES", "IMAGENET_MEAN", "IMAGENET_STD", "WeightSource", "adapt_state_dict",
     "cached_file", "check_hash", "download_url", "fetch_weights", "get_weights", "list_weights",
     "load_state_dict_file", "pins_path", "read_checkpoint", "register_weights",

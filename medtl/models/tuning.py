@@ -50,13 +50,18 @@ def apply_bn_gamma(model: nn.Module, rules: dict[str, Any]) -> list[tuple[str, A
         return []
     bns = [(n, m) for n, m in _backbone(model).named_modules()
            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        norms = sorted({type(m).__name__ for m in _backbone(model).modules() if isinstance(m, _NORM_TYPES)})
+        raise ConfigError(f"train.bn_gamma: {_arch(model)} has no BatchNorm layer (it normalises with "
+                          f"{', '.join(norms) or 'no normalisation layer'}); BN gamma rules apply to "
+                          "BatchNorm networks only, so leave train.bn_gamma empty")
     parsed = {rule: _bn_rule(rule, value) for rule, value in rules.items()}
     unmatched = [r for r in rules if not any(fnmatch.fnmatchcase(n, r) for n, _ in bns)]
     if unmatched:
         names = [n for n, _ in bns]
-        examples = names[:2] + [n for n in names if n.startswith("layer4")][-2:]
+        examples = list(dict.fromkeys(names[:2] + names[-2:]))
         raise ConfigError(f"train.bn_gamma: rule {unmatched[0]!r} matches no BatchNorm layer "
-                          f"(names look like {', '.join(examples)})")
+                          f"(names look like {', '.join(examples)} in {_arch(model)})")
     resolved: list[tuple[str, Any]] = []
     import torch
 
@@ -78,41 +83,82 @@ def apply_bn_gamma(model: nn.Module, rules: dict[str, Any]) -> list[tuple[str, A
     return resolved
 
 
-def _units(model: ImageClassifier) -> list[tuple[str, nn.Module]]:
-    """Top-level trainable units in forward order: stem parts, stages, head."""
-    units = [(f"backbone.{n}", m) for n, m in model.backbone.named_children()
-             if any(True for _ in m.parameters())]
-    units.append(("head", model.head))
-    return units
+def _arch(model: nn.Module) -> str:
+    return (getattr(model, "info", None) or {}).get("arch") or type(_backbone(model)).__name__
+
+
+def stages(backbone: nn.Module) -> list[list[nn.Parameter]] | None:
+    """The backbone's stages in forward order, as parameter lists (the stem excluded), or None.
+
+    ResNets: ``layer1``..``layer4``.  Other timm models: timm's coarse parameter groups
+    (``group_matcher(coarse=True)``, the grouping timm's layer-wise LR decay uses: DenseNet's dense
+    block + its transition, EfficientNet's block rows, ConvNeXt's stages, ViT's blocks); a final
+    group of parameters no pattern names (DenseNet's ``norm5``, ConvNeXt's ``head.norm``) joins
+    the last stage, as timm's own trailing norms (``MATCH_PREV_GROUP``) do."""
+    if all(hasattr(backbone, s) for s in STAGES):
+        return [list(getattr(backbone, s).parameters()) for s in STAGES]
+    matcher = getattr(backbone, "group_matcher", None)
+    if matcher is None:
+        return None
+    import re
+
+    from timm.models import group_parameters
+
+    spec = matcher(coarse=True)
+    params = dict(backbone.named_parameters())
+    groups = [[params[n] for n in names] for _, names in sorted(group_parameters(backbone, spec).items())]
+    patterns = [p if isinstance(p, str) else p[0] for v in spec.values() if v is not None
+                for p in ([v] if isinstance(v, str) else v)]
+    names_of = {id(p): n for n, p in params.items()}
+    if len(groups) > 2 and not any(re.match(pat, names_of[id(p)]) for p in groups[-1] for pat in patterns):
+        groups[-2:] = [groups[-2] + groups[-1]]
+    stem = spec.get("stem")
+    if stem and isinstance(stem, str) and groups and all(re.match(stem, names_of[id(p)]) for p in groups[0]):
+        groups = groups[1:]
+    return groups
+
+
+def _covering(module: nn.Module, prefix: str, keep: set[int]) -> list[str]:
+    """Names of the largest submodules (and loose parameters) whose parameters are all in ``keep``."""
+    out = [prefix + n for n, p in module.named_parameters(recurse=False) if id(p) in keep]
+    for n, child in module.named_children():
+        on = [id(p) in keep for p in child.parameters()]
+        if on and all(on):
+            out.append(prefix + n)
+        elif any(on):
+            out += _covering(child, f"{prefix}{n}.", keep)
+    return out
 
 
 def set_trainable(model: ImageClassifier, spec: str) -> list[str]:
-    """Freeze parts of the model: 'all' | 'head' | 'last:N' (last N of layer1..4 + head).
+    """Freeze parts of the model: 'all' | 'head' | 'last:N' (the last N stages + head; stages:
+    :func:`stages`).
 
     Frozen BatchNorm layers stay in eval mode (running statistics frozen) through
-    ``model.train()``.  Returns the trainable top-level names.
+    ``model.train()``.  Returns the trainable module names (the largest wholly trainable ones).
     """
     if not isinstance(model, ImageClassifier):
         raise TypeError("set_trainable expects an ImageClassifier")
-    stages = [s for s in STAGES if hasattr(model.backbone, s)]
     if spec == "all":
-        keep = None
+        keep = {id(p) for p in model.parameters()}
     elif spec == "head":
-        keep = {"head"}
+        keep = {id(p) for p in model.head.parameters()}
     elif isinstance(spec, str) and spec.startswith("last:") and spec[5:].isdigit():
+        found = stages(model.backbone)
+        if not found:
+            raise ConfigError(f"train.trainable: {spec!r} needs the stages of the backbone, and {_arch(model)} "
+                              "has neither ResNet stages nor timm parameter groups; use 'all' or 'head'")
         n = int(spec[5:])
-        if not 1 <= n <= len(stages):
-            raise ConfigError(f"train.trainable: {spec!r}: N must be between 1 and {len(stages)}")
-        keep = {"head"} | {f"backbone.{s}" for s in stages[-n:]}
+        if not 1 <= n <= len(found):
+            raise ConfigError(f"train.trainable: {spec!r}: N must be between 1 and {len(found)} "
+                              f"({_arch(model)} has {len(found)} stages)")
+        keep = {id(p) for p in model.head.parameters()} | {id(p) for group in found[-n:] for p in group}
     else:
         raise ConfigError(f"train.trainable: {spec!r} is not 'all', 'head' or 'last:N'")
-    trainable = []
-    for name, module in _units(model):
-        on = keep is None or name in keep
-        for p in module.parameters():
-            p.requires_grad_(on)
-        if on:
-            trainable.append(name)
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    trainable = _covering(model.backbone, "backbone.", keep) + (["head"] if any(
+        id(p) in keep for p in model.head.parameters()) else [])
     model.train(model.training)  # put newly frozen BatchNorms into eval mode now
     log.info("trainable (%s): %s", spec, ", ".join(trainable))
     return trainable

@@ -24,12 +24,16 @@ Hash policy
       On the first successful load the file's full sha256 is pinned in
       ``weights_dir()/pins.json`` (written atomically); from then on the file must match
       the pin exactly (trust on first use).  Delete the pin entry to re-pin.
+    * torchxrayvision files: no hash published and no tag in the name: pinned on the first
+      successful load, as above.
 
 Reading checkpoints
     ``.safetensors`` files are read with safetensors; anything else with
     ``torch.load(map_location='cpu', weights_only=True)``.  A checkpoint that pickles
     objects other than tensors and plain containers/numbers/strings is refused: medtl
-    never unpickles arbitrary objects.
+    never unpickles arbitrary objects.  torchxrayvision's files pickle whole modules: their
+    module classes are read as inert stand-ins, still under ``weights_only=True``
+    (:mod:`medtl.models.module_pickle`).
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +61,10 @@ log = logging.getLogger("medtl")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-FORMATS = ("torchvision", "geirhos", "timm")
+FORMATS = ("torchvision", "geirhos", "timm", "xrv")
 #: formats whose file-name tag is a sha256 prefix (torch.hub's convention)
 HUB_CONVENTION_FORMATS = ("torchvision", "timm")
-FAMILIES = ("IN", "SIN", "SIN+IN", "SIN+IN→IN", "tricks")
+FAMILIES = ("IN", "SIN", "SIN+IN", "SIN+IN→IN", "tricks", "CXR")
 
 _HE2016 = "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016"
 _GEIRHOS = ("Geirhos, Rubisch, Michaelis, Bethge, Wichmann, Brendel. ImageNet-trained CNNs are "
@@ -81,22 +85,25 @@ class WeightSource:
     arch: str
     url: str
     sha256: str | None  # full hex digest when known
-    sha256_prefix: str  # the 8-hex tag in the file name
+    sha256_prefix: str  # the 8-hex tag in the file name ('' where the name has none)
     filename: str
-    format: str  # 'torchvision' | 'geirhos' | 'timm'
-    family: str  # 'IN' | 'SIN' | 'SIN+IN' | 'SIN+IN→IN' | 'tricks'
+    format: str  # 'torchvision' | 'geirhos' | 'timm' | 'xrv'
+    family: str  # 'IN' | 'SIN' | 'SIN+IN' | 'SIN+IN→IN' | 'tricks' | 'CXR'
     top1: float | None  # published ImageNet-1k top-1 (%)
     citation: str
     notes: str = ""
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     input_size: tuple[int, int, int] = (3, 224, 224)
+    # weights made here (medtl pretrain): recipe, source, size, epochs, seed, medtl version
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"{self.name}: format must be one of {FORMATS}")
-        if not re.fullmatch(r"[0-9a-f]{8}", self.sha256_prefix):
-            raise ValueError(f"{self.name}: sha256_prefix must be 8 lowercase hex digits")
+        if not re.fullmatch(r"([0-9a-f]{8})?", self.sha256_prefix):
+            raise ValueError(f"{self.name}: sha256_prefix must be 8 lowercase hex digits ('' for a file "
+                             "name without a hash tag)")
         if self.sha256 is not None:
             if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
                 raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits")
@@ -180,8 +187,56 @@ def _builtin() -> None:
             "gluon_resnet50_v1d-818a1b1b.pth", "timm", "tricks", 79.08, _TRICKS,
             "GluonCV ResNet-50 v1d (the Bag of Tricks paper's own model), timm port; "
             "timm resnet50d parameter names; evaluated bicubic, crop 0.875"),
+        WeightSource(
+            "densenet121.tv_in1k", "densenet121", tv + "densenet121-a639ec97.pth", None, "a639ec97",
+            "densenet121-a639ec97.pth", "torchvision", "IN", 74.43, _HUANG2017,
+            "torchvision IMAGENET1K_V1 (acc@1 74.434); legacy 'norm.1'-style layer keys, renamed "
+            "as torchvision's own loader does; 32,342,954 bytes"),
+        WeightSource(
+            "densenet121.ra_in1k", "densenet121",
+            "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
+            "densenet121_ra-50efcf5c.pth", None, "50efcf5c",
+            "densenet121_ra-50efcf5c.pth", "timm", "tricks", 75.56, _HUANG2017,
+            "timm RandAugment recipe ('ra'; hub copy timm/densenet121.ra_in1k); torchvision's "
+            "tensor names; evaluated bicubic, crop 0.875; 32,376,726 bytes"),
+        *_xrv_densenets(),
     ]:
         register_weights(s)
+
+
+_HUANG2017 = ("Huang, Liu, van der Maaten, Weinberger. Densely Connected Convolutional Networks. "
+              "CVPR 2017")
+_XRV = ("Cohen, Viviano, Bertin, Morrison, Torabian, Guarrera, Lungren, Chaudhari, Brooks, Hashir, "
+        "Bertrand. TorchXRayVision: A library of chest X-ray datasets and models. MIDL 2022; "
+        "Cohen, Hashir, Brooks, Bertrand. On the limits of cross-domain generalization in automated "
+        "X-ray prediction. MIDL 2020")
+#: torchxrayvision's input scale: [0, 1] -> [-1024, 1024] (its ``normalize(img, maxval)``)
+XRV_MEAN, XRV_STD = (0.5, 0.5, 0.5), (1 / 2048, 1 / 2048, 1 / 2048)
+
+
+def _xrv_densenets() -> list[WeightSource]:
+    """torchxrayvision's chest X-ray DenseNet-121s (``xrv.models.DenseNet(weights=
+    "densenet121-res224-<tag>")``), from its GitHub release v1: 1-channel 224 px input scaled to
+    [-1024, 1024], 18 pathology outputs (the head is dropped).  The files pickle the whole module
+    (read tensors-only: :mod:`medtl.models.module_pickle`) and publish no hash: the sha256 of the
+    first successful load is pinned."""
+    base = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
+    tail = "-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
+    trained_on = {
+        "all": ("nih-pc-chex-mimic_ch-google-openi-kaggle", "NIH, PadChest, CheXpert, MIMIC-CXR, Google, "
+                "OpenI and RSNA (densenet121-res224-all)"),
+        "nih": ("nih", "NIH ChestX-ray14 (densenet121-res224-nih)"),
+        "pc": ("pc", "PadChest (densenet121-res224-pc)"),
+        "chex": ("chex", "CheXpert (densenet121-res224-chex)"),
+        "rsna": ("kaggle", "the RSNA Pneumonia Challenge (densenet121-res224-rsna)"),
+        "mimic_nb": ("mimic_nb", "MIMIC-CXR, NegBio labels (densenet121-res224-mimic_nb)"),
+        "mimic_ch": ("mimic_ch", "MIMIC-CXR, CheXpert labels (densenet121-res224-mimic_ch)"),
+    }
+    return [WeightSource(
+        f"densenet121.xrv_{tag}", "densenet121", base + stem + tail, None, "", stem + tail, "xrv", "CXR",
+        None, _XRV, f"torchxrayvision, trained on {what}; 1-channel conv0 spread over RGB (exact on "
+        "grayscale input)", mean=XRV_MEAN, std=XRV_STD, input_size=(1, 224, 224))
+        for tag, (stem, what) in trained_on.items()]
 
 
 _builtin()
@@ -227,6 +282,10 @@ def check_hash(source: WeightSource, sha: str, where: str | os.PathLike) -> None
             raise WeightsError(f"{where}: sha256 mismatch for {source.name}: expected {pin} "
                                f"(pinned in {pins_path()}), got {sha}")
         return
+    if not source.sha256_prefix:  # nothing published to check: pinned on the first successful load
+        log.info("%s: %s publishes no hash; sha256 %s will be pinned on first successful load",
+                 where, source.name, sha)
+        return
     if sha.startswith(source.sha256_prefix):
         return
     if source.format in HUB_CONVENTION_FORMATS:
@@ -249,7 +308,7 @@ def matching_source(sha: str) -> WeightSource | None:
             if pin == sha:
                 return s
             continue
-        if s.format in HUB_CONVENTION_FORMATS and sha.startswith(s.sha256_prefix):
+        if s.format in HUB_CONVENTION_FORMATS and s.sha256_prefix and sha.startswith(s.sha256_prefix):
             return s
     return None
 
@@ -374,9 +433,12 @@ def read_checkpoint(path: str | os.PathLike, safetensors: bool | None = None) ->
         text = str(exc)
         found = sorted(set(re.findall(r"GLOBAL ([\w.]+)", text)))
         if found:
+            xrv = any(n.startswith("torchxrayvision.") for n in found)
             raise WeightsError(f"{path}: refused: the checkpoint pickles objects that are not "
                                f"plain tensors ({', '.join(found)}); medtl loads weights only "
-                               "with weights_only=True") from None
+                               "with weights_only=True" + ("; a torchxrayvision DenseNet file loads by its "
+                                                           "registry name (densenet121.xrv_*)" if xrv else "")
+                               ) from None
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n\n", text, re.S)
         msg = " ".join((detail.group(1) if detail else text).split())[:200]
         raise WeightsError(f"{path}: not a readable checkpoint (corrupt or truncated?): "
@@ -437,19 +499,38 @@ def _tensors_only(sd: Mapping[str, Any], where: str) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
+_DENSE_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var"
+                           r"|num_batches_tracked))$")
+
+
+def _densenet_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision's published DenseNet files name dense-layer tensors ``norm.1``/``conv.2`` (dots
+    are no longer allowed in module names); renamed to ``norm1``/``conv2`` as torchvision's and
+    timm's loaders do (their pattern, plus ``num_batches_tracked``, which the 2017 files lack)."""
+    out = {}
+    for k, v in sd.items():
+        m = _DENSE_LEGACY.match(k)
+        out[m.group(1) + m.group(2) if m else k] = v
+    return out
+
+
 def adapt_state_dict(obj: Any, fmt: str, arch: str | None = None,
                      where: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Turn a checkpoint object of format ``fmt`` into a flat state_dict for ``arch``.
 
-    ``torchvision`` and ``timm``: a plain state_dict (timm's resnet50 uses torchvision's
-    names; resnet50d uses timm's own).  ``geirhos``: ``{'state_dict': {'module.…': …},
+    ``torchvision`` and ``timm``: a plain state_dict (timm's resnet50 and densenet121 use
+    torchvision's names; resnet50d uses timm's own; DenseNet legacy keys renamed).  ``xrv``: the
+    flattened torchxrayvision module (:mod:`medtl.models.module_pickle`), ``op_threshs`` dropped.  ``geirhos``: ``{'state_dict': {'module.…': …},
     'epoch', 'arch', 'optimizer', …}`` from DataParallel training.  ``auto``: unwrap
     'state_dict'/'model'/'model_state'/… and strip a ``module.`` prefix.
     """
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{where}: expected a dict checkpoint, got {type(obj).__name__}")
     if fmt in ("torchvision", "timm"):
-        return _tensors_only(obj, where)
+        return _densenet_keys(_tensors_only(obj, where))
+    if fmt == "xrv":  # a pickled torchxrayvision module, flattened; its op_threshs are outputs' facts
+        sd = _tensors_only(_strip_prefix(obj, "module."), where)
+        return _densenet_keys({k: v for k, v in sd.items() if k != "op_threshs"})
     if fmt == "geirhos":
         sd = obj.get("state_dict")
         if not isinstance(sd, Mapping):
@@ -473,12 +554,16 @@ def adapt_state_dict(obj: Any, fmt: str, arch: str | None = None,
                                f"(top-level keys: {', '.join(map(str, list(obj)[:6]))})")
         for prefix in ("module.", "model.", "backbone."):
             sd = _strip_prefix(sd, prefix)
-        return sd
+        return _densenet_keys(sd)
     raise ConfigError(f"unknown weights format {fmt!r} (valid: auto, {', '.join(FORMATS)})")
 
 
 def load_state_dict_file(path: str | os.PathLike, fmt: str = "auto", arch: str | None = None,
                          safetensors: bool | None = None) -> dict[str, torch.Tensor]:
     """Read ``path`` safely and adapt it (see :func:`adapt_state_dict`) to a flat state_dict."""
+    if fmt == "xrv":
+        from .module_pickle import read_module_checkpoint
+
+        return adapt_state_dict(read_module_checkpoint(path), fmt, arch, where=str(path))
     return adapt_state_dict(read_checkpoint(path, safetensors), fmt, arch, where=str(path))
 

@@ -31,13 +31,17 @@ What is computed, in order:
 3. **Per direction**, over its qualifying pairs: ``shape_fraction`` = decisions that follow the
    shape source's class / decisions that follow either source's class (binary: every decision
    follows one of them), with its Wilson interval.
-4. **Shape bias** = the mean of the per-direction fractions (balanced: a model that always answers
-   one class scores 0.5), 95% CI by MOVER from the per-direction Wilson intervals.  Sources recur
-   across pairs, so the interval is somewhat optimistic (``n_unique_*_sources`` says how many).
+4. **Shape bias**, two classes: the mean of the two per-direction fractions (balanced: a model
+   that always answers one class scores 0.5), 95% CI by MOVER from the per-direction Wilson
+   intervals.  More classes (K > 2; K(K-1) directions, most with a pair or two): Geirhos et al.'s
+   own pooled score, the shape decisions over all decisions that follow either source, with its
+   Wilson interval (``score_method`` says which).  Sources recur across pairs, so the interval is
+   somewhat optimistic (``n_unique_*_sources`` says how many).
 
 **Interpretable** only when both cues alone are recognised clearly above chance (the lower CI bound
-of each balanced accuracy above 1/K for K classes), at least ``min_pairs`` pairs qualify, and every
-direction has at least ``ceil(min_pairs / directions)``.  Otherwise ``interpretable`` is false,
+of each balanced accuracy above 1/K for K classes), at least ``min_pairs`` pairs qualify, and (two
+classes) each direction has at least ``ceil(min_pairs / 2)``, or (K > 2) at least ``min_pairs``
+qualified decisions follow one of the two sources.  Otherwise ``interpretable`` is false,
 ``shape_bias`` (and its CI) is null and ``reason`` says why: a cue the model cannot use alone makes
 every cue-conflict decision follow the other one, and the "bias" is then that cue's accuracy.
 """
@@ -59,10 +63,12 @@ from .runs import ProbeRun, cached_probe, check_positive, decide
 
 DEFAULTS = {"n_pairs": 500, "sigma": 0.04, "seed": 0, "batch_size": 512, "min_pairs": 30}
 #: the result layout; part of the cache key, so results of an older layout are recomputed
-LAYOUT = 2
+LAYOUT = 3  # 3: K > 2 classes scored pooled over directions
 CUE_CI_METHOD = "per-class Wilson 95% intervals combined for the mean over classes (MOVER, Zou & Donner 2008)"
 SCORE_CI_METHOD = ("per-direction Wilson 95% intervals combined for the mean over directions (MOVER); "
                    "source images recur across pairs, so it is somewhat optimistic")
+POOLED_CI_METHOD = ("Wilson 95% interval of the pooled shape fraction; source images recur across pairs, so it "
+                    "is somewhat optimistic")
 
 
 def lowpass(x: torch.Tensor, sigma_frac: float) -> torch.Tensor:
@@ -159,6 +165,15 @@ def balanced_score(directions: dict) -> dict:
     return {"shape_bias": float(np.mean(pts)), "ci_low": lo, "ci_high": hi}
 
 
+def pooled_score(directions: dict) -> dict:
+    """K > 2 classes: shape decisions / decisions following either source, pooled over the
+    directions, with its Wilson 95% interval."""
+    n_shape = sum(d["n_shape"] for d in directions.values())
+    n = n_shape + sum(d["n_texture"] for d in directions.values())
+    lo, hi = wilson(n_shape, n)
+    return {"shape_bias": n_shape / n if n else None, "ci_low": lo, "ci_high": hi}
+
+
 def _cue_reason(name: str, r: dict, chance: float) -> str | None:
     if r["ci_low"] is not None and r["ci_low"] > chance:
         return None
@@ -179,6 +194,12 @@ def gate(shape_only: dict, texture_only: dict, chance: float, directions: dict, 
     if n_q < min_pairs:
         reasons.append(f"only {n_q} cue-conflict pairs qualified (both single-cue images classified correctly; "
                        f"at least {min_pairs} needed)")
+    if len(directions) > 2:  # K > 2: pooled (pooled_score); enough decisions that follow a source
+        n_dec = sum(d["n_decided"] for d in directions.values())
+        if n_dec < min_pairs and n_q >= min_pairs:
+            reasons.append(f"only {n_dec} of the qualified pairs' decisions follow either source (at least "
+                           f"{min_pairs} needed)")
+        return reasons
     per = max(1, math.ceil(min_pairs / len(directions)))
     for name, d in directions.items():
         if d["n_qualified"] < per:
@@ -228,7 +249,9 @@ def compute_shape_bias(run: ProbeRun, *, n_pairs: int = 500, sigma: float = 0.04
     dec[qualified] = _conflict_decisions(run, pairs[qualified], sigma, batch_size)
     directions = direction_scores(y[a], y[b], dec, qualified, run.classes)
     reasons = gate(shape_cue, tex_cue, 1.0 / max(k, 1), directions, min_pairs)
-    score = balanced_score(directions) if not reasons else {"shape_bias": None, "ci_low": None, "ci_high": None}
+    pooled = len(directions) > 2
+    score = (pooled_score(directions) if pooled else balanced_score(directions)) if not reasons else \
+        {"shape_bias": None, "ci_low": None, "ci_high": None}
     out = {"layout": LAYOUT, "n_test": int(len(y)), "chance": 1.0 / max(k, 1),
            "sigma_px": float(sigma * min(run.images.shape[-2:])),
            "shape_only": shape_cue, "texture_only": tex_cue, "cue_ci_method": CUE_CI_METHOD,
@@ -237,7 +260,8 @@ def compute_shape_bias(run: ProbeRun, *, n_pairs: int = 500, sigma: float = 0.04
            "n_unique_texture_sources": int(len(np.unique(b[qualified]))),
            "directions": directions, "interpretable": not reasons,
            "reason": ("not interpretable at this setting: " + "; ".join(reasons)) if reasons else None,
-           **score, "ci_method": SCORE_CI_METHOD, "seconds": time.time() - t0}
+           **score, "score_method": "pooled over directions (K > 2)" if pooled else "mean of the two directions",
+           "ci_method": POOLED_CI_METHOD if pooled else SCORE_CI_METHOD, "seconds": time.time() - t0}
     if plots and len(pairs):
         out["plots"] = {"examples": _plot(run, pairs[qualified][:6] if qualified.any() else pairs[:6], sigma)}
     return out

@@ -7,6 +7,8 @@ dicts), loadable with ``torch.load(..., weights_only=True)``::
 """
 from __future__ import annotations
 
+import io
+
 import json
 import os
 import re
@@ -41,8 +43,10 @@ def save_sr_model(path: str | os.PathLike, model: SRNet, arch: dict, info: dict 
         json.dumps(payload["train"], allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"info: cannot be stored in an SR model file (plain data only): {exc}") from None
+    buf = io.BytesIO()  # serialised in memory: torch names the zip's folder after the file it writes,
+    torch.save(payload, buf)  # so a random temporary name would make the same model other bytes
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        Path(tmp).write_bytes(buf.getvalue())
     return path
 
 

@@ -184,6 +184,17 @@ def _differences(cfg: RunConfig) -> Callable[[dict], list[str]]:
     return differences
 
 
+def _stored_settings(old: dict) -> dict:
+    """A resume state's settings with config keys added since it was written filled in with their
+    defaults (as :func:`check_existing` does for the stored config.yaml)."""
+    runtime = old.pop("runtime", None)
+    try:
+        old = RunConfig.model_validate(old).model_dump(mode="json")
+    except ValidationError:
+        pass  # keys since removed: compared as written, which reports them
+    return old | ({"runtime": runtime} if runtime is not None else {})
+
+
 def check_existing(run: Run, cfg: RunConfig) -> str:
     """'new', 'resume' or 'finished' for fine-tuning ``cfg`` into ``run``'s folder
     (:func:`medtl.lifecycle.claim`)."""
@@ -224,9 +235,10 @@ class _Setup:
 
 
 def _check_input_side(cfg: RunConfig, bundle) -> None:
-    from ..models.archs import BLURPOOL_MIN_SIDE
+    from ..models.archs import BLURPOOL_MIN_SIDE, check_input_side
 
     side = min(bundle.splits["train"].images.shape[-2:])
+    check_input_side(cfg.model.backbone, int(side))
     if cfg.model.antialias == "blurpool" and side < BLURPOOL_MIN_SIDE:
         raise ConfigError(f"model.antialias: blurpool needs inputs of at least {BLURPOOL_MIN_SIDE} px (its reflect "
                           f"padding); this run feeds {side} px (raise data.image_size or upscale with data.sr)")
@@ -288,8 +300,10 @@ def _log_setup(s: _Setup, cfg: RunConfig) -> None:
     log.info("runtime: device=%s precision=%s channels_last=%s threads=%d fast_conv=%s", s.rt.device,
              s.rt.precision, s.rt.channels_last, torch.get_num_threads(), cfg.train.fast_conv)
     if s.weights_report is not None:
-        log.info("weights: %s missing=%s unexpected=%s", cfg.model.weights,
-                 getattr(s.weights_report, "missing", None), getattr(s.weights_report, "unexpected", None))
+        r = s.weights_report
+        log.info("weights: %s missing=%s unexpected=%s mismatched=%s adapted=%s", cfg.model.weights,
+                 getattr(r, "missing", None), getattr(r, "unexpected", None), getattr(r, "mismatched", None),
+                 getattr(r, "adapted", None))
     if s.gamma_touched:
         log.info("bn_gamma applied to %d layers: %s", len(s.gamma_touched),
                  ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, v in s.gamma_touched))
@@ -516,6 +530,19 @@ def _final_evaluation(s: _Setup, cfg: RunConfig, run: Run) -> tuple[dict, dict, 
     return val_m, test_m, threshold, calib
 
 
+def _weights_facts(s: _Setup, cfg: RunConfig) -> dict:
+    """What the backbone started from: the weights' family and sha256, and for weights made by
+    ``medtl pretrain`` their provenance (recipe, source, size, epochs, seed)."""
+    if cfg.model.weights.lower() == "none":
+        return {}
+    from ..models.weights import get_weights, list_weights
+
+    info = getattr(s.model, "info", {}) or {}
+    prov = get_weights(cfg.model.weights).provenance if cfg.model.weights in list_weights() else {}
+    return {"weights_family": info.get("family"), "weights_sha256": info.get("weights_sha256"),
+            "weights_provenance": dict(prov) or None}
+
+
 def _run_record(s: _Setup, cfg: RunConfig, best_epoch: int, wall: float) -> dict:
     return {
         "name": cfg.name, "seed": cfg.seed, "dataset": s.bundle.name, "synthetic": bool(s.bundle.synthetic),
@@ -527,7 +554,7 @@ def _run_record(s: _Setup, cfg: RunConfig, best_epoch: int, wall: float) -> dict
         "image_size": cfg.data.image_size, "input_size": int(s.bundle.splits["train"].images.shape[-1]),
         "sr": cfg.data.sr.method, "epochs": cfg.train.epochs, "best_epoch": best_epoch,
         "device": str(s.rt.device), "precision": s.rt.precision, "eval_precision": "fp32",
-        "fast_conv": bool(cfg.train.fast_conv),
+        "fast_conv": bool(cfg.train.fast_conv), **_weights_facts(s, cfg),
         "threads": torch.get_num_threads(), "medtl_version": __version__, "torch_version": torch.__version__,
         "wall_time_s": round(wall, 2), "bn_gamma_layers": [[n, v] for n, v in s.gamma_touched],
     }
@@ -558,7 +585,7 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
     settings = cfg.model_dump(mode="json") | {"runtime": {"device_type": s.rt.device.type,
                                                            "precision": s.rt.precision}}
     ignore = RESUME_SAFE | ({"runtime.device_type", "runtime.precision"} if allow_runtime_change else set())
-    state = TrainingState(run.state_path, STATE_KIND, settings, ignore=ignore)
+    state = TrainingState(run.state_path, STATE_KIND, settings, ignore=ignore, normalize=_stored_settings)
     with FileLog(run.train_log_path):
         _log_setup(s, cfg)
         try:
@@ -574,7 +601,8 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
             "threshold": {"rule": cfg.train.threshold_rule if s.task.kind == "binary" else "argmax",
                           "value": threshold, "chosen_on": "val", "precision": "fp32"},
             "data": {"source": s.bundle.source, "leaks": s.bundle.leaks,
-                     "n": {k: len(v) for k, v in s.bundle.splits.items()}},
+                     "n": {k: len(v) for k, v in s.bundle.splits.items()}}
+                    | ({"train_fraction": s.bundle.train_fraction} if s.bundle.train_fraction else {}),
             "val": val_m, "test": test_m, "history": history,
         } | ({"calibration": calib} if calib else {})))
         run.write_record(record)

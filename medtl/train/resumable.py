@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -39,16 +39,20 @@ class TrainingState:
 
     ``kind`` names the training (a format tag stored in the file); ``settings`` are what must be
     equal for a resume to continue the same computation; ``compare`` picks which settings keys
-    are compared (default: all); ``ignore`` lists dotted keys that may differ.
+    are compared (default: all); ``ignore`` lists dotted keys that may differ; ``normalize``
+    brings the stored settings to today's form first (e.g. keys added to the config schema since
+    the state was written, filled in with their defaults: such a state resumes).
     """
 
     def __init__(self, path: str | Path, kind: str, settings: Mapping[str, Any], *,
-                 compare: Iterable[str] | None = None, ignore: Iterable[str] = ()):
+                 compare: Iterable[str] | None = None, ignore: Iterable[str] = (),
+                 normalize: Callable[[dict], dict] | None = None):
         self.path = Path(path)
         self.kind = kind
         self.settings = dict(settings)
         self.compare = None if compare is None else list(compare)
         self.ignore = set(ignore)
+        self.normalize = normalize
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -66,6 +70,8 @@ class TrainingState:
             raise ConfigError(f"{self.path}: not a {self.kind} training state; restart to discard it")
         old = state.get("settings")
         if old is not None:  # state files of older medtl versions carry none: the caller checked
+            if self.normalize is not None:
+                old = self.normalize(dict(old))
             diff = [d for d in settings_diff(old, self.settings, keys=self.compare) if d not in self.ignore]
             if diff:
                 raise ConfigError(f"{self.path}: an interrupted training with different settings (differs in: "

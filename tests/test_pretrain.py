@@ -1,0 +1,134 @@
+"""`medtl pretrain` at toy size: formula-driven fractals, the recipes, the registered weight
+that a fine-tuning config loads in full, provenance in metrics.json, resume and refusals."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medtl.cli import run as cli
+from medtl.data import fractaldb as F
+from medtl.errors import ConfigError, WeightsError
+
+TOY = ["--set", "pretrain.classes=6", "--set", "pretrain.instances=12", "--set", "pretrain.eval_instances=3",
+       "--set", "pretrain.image_size=24", "--set", "pretrain.epochs=2", "--set", "train.batch_size=24",
+       "--set", "train.num_threads=1", "--set", "train.precision=fp32"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTL_CACHE", str(tmp_path / "cache"))
+
+
+# ------------------------------------------------------------------ the source
+
+def test_fractals_are_deterministic_distinct_per_class_and_varied_within():
+    a = F.generate(4, {"train": 6, "val": 2}, 32, seed=3)
+    b = F.generate(4, {"train": 6, "val": 2}, 32, seed=3)
+    assert all(np.array_equal(a[s][0], b[s][0]) for s in a)                      # same seed, same bytes
+    c = F.generate(4, {"train": 6}, 32, seed=4)["train"][0]
+    assert not np.array_equal(a["train"][0], c)                                    # another seed, other codes
+    x, y = a["train"]
+    assert x.shape == (24, 32, 32) and x.dtype == np.uint8 and list(np.bincount(y)) == [6, 6, 6, 6]
+    fill = (x > 0).mean(axis=(1, 2))
+    assert fill.min() > 0.02 and fill.max() < 0.9                                  # an attractor, not empty or full
+    means = np.stack([x[y == k].astype(float).mean(0) for k in range(4)])
+    within = np.mean([np.abs(x[y == k].astype(float) - means[k]).mean() for k in range(4)])
+    between = np.mean([np.abs(means[i] - means[j]).mean() for i in range(4) for j in range(i + 1, 4)])
+    assert within > 1.0                                                            # instances vary
+    assert not any(np.array_equal(x[i], x[j]) for i in range(len(x)) for j in range(i + 1, len(x)))
+    assert between > 0                                                             # classes differ in mean shape
+    for k in range(4):
+        code = F.class_code(3, k)
+        sv = [np.linalg.svd(m[:4].reshape(2, 2), compute_uv=False).max() for m in code]
+        assert 2 <= len(code) <= 4 and max(sv) <= F.MAX_SINGULAR + 1e-9           # contractive maps
+
+
+def test_the_fractal_source_loads_as_a_dataset(tmp_path):
+    from medtl.config import build_config
+    from medtl.data import load_dataset
+    from medtl.data.registry import data_fingerprint, locate
+
+    cfg = build_config({}, ["data.path=builtin:fractaldb", "data.image_size=16",
+                            "data.fractal={classes: 5, instances: 4, eval_instances: 2}"])
+    b = load_dataset(cfg.data)
+    assert {s: len(v.labels) for s, v in b.splits.items()} == {"train": 20, "val": 10, "test": 10}
+    assert b.classes == [f"ifs{k}" for k in range(5)] and b.synthetic and b.leaks["status"] == "clean"
+    assert locate("builtin:fractaldb").builtin and data_fingerprint("builtin:fractaldb") == "builtin:fractaldb:v1"
+
+
+# ------------------------------------------------------------------ recipes
+
+def test_recipes_are_the_named_settings():
+    from medtl.pretrain.run import load_pretrain_config, stage_config
+
+    def cfg(recipe, *extra):
+        return load_pretrain_config(None, [f"pretrain.recipe={recipe}", *extra])
+
+    plain = stage_config(cfg("in"), 0, None)
+    assert (plain.train.schedule, plain.train.warmup_epochs, plain.train.label_smoothing, plain.train.mixup_alpha,
+            plain.train.no_bias_decay, plain.train.bn_gamma, plain.data.augment.stylize) == \
+        ("step", 0.0, 0.0, 0.0, False, {}, 0.0)
+    assert stage_config(cfg("sin"), 0, None).data.augment.stylize == 1.0
+    assert stage_config(cfg("sin+in"), 0, None).data.augment.stylize == 0.5
+    tricks = stage_config(cfg("tricks", "pretrain.epochs=40"), 0, None)
+    assert (tricks.train.schedule, tricks.train.label_smoothing, tricks.train.mixup_alpha, tricks.train.no_bias_decay,
+            tricks.train.warmup_epochs) == ("cosine", 0.1, 0.2, True, 2.0)
+    assert tricks.train.bn_gamma == {"layer*.*.bn2": 0.0}                          # ResNet-18: BasicBlock's last BN
+    two = cfg("sin+in->in", "pretrain.epochs=9", "train.lr=0.2")
+    first, second = stage_config(two, 0, None), stage_config(two, 1, "/x/first.pt")
+    assert first.data.augment.stylize == 0.5 and first.train.epochs == 9 and first.model.weights == "none"
+    assert second.data.augment.stylize == 0.0 and second.train.epochs == 3 and second.model.weights == "/x/first.pt"
+    assert second.train.lr == pytest.approx(0.02)
+    assert first.data.path == "builtin:fractaldb" and first.data.fractal.classes == 100
+    with pytest.raises(ConfigError, match="pretrain.classes/instances.*describe builtin:fractaldb"):
+        stage_config(cfg("in", "pretrain.source=/some/folder", "pretrain.classes=10"), 0, None)
+    with pytest.raises(ConfigError, match="pretrain.recipe"):
+        cfg("imagenet")
+
+
+# ------------------------------------------------------------------ the command
+
+def test_pretrain_registers_a_weight_that_finetune_loads_in_full(tmp_path, capsys):
+    out = tmp_path / "pt"
+    assert cli(["pretrain", "--recipe", "sin", "--name", "toy_sin", "--out", str(out), "-q", *TOY]) == 0
+    said = capsys.readouterr().out
+    assert "registered weights toy_sin (SIN, resnet18" in said
+    rec = json.loads((out / "pretrain.json").read_text())
+    assert rec["recipe"] == "sin" and rec["family"] == "SIN" and rec["source"] == "builtin:fractaldb"
+    assert rec["fractal"] == {"classes": 6, "instances": 12, "seed": 0} and rec["image_size"] == 24
+    assert (out / "sin" / "metrics.json").is_file() and (out / "backbone.pt").is_file()
+    assert cli(["weights", "list"]) == 0 and "toy_sin" in capsys.readouterr().out
+    # a fine-tuning run names it: every backbone tensor loads, and the run records where it came from
+    run = tmp_path / "ft"
+    assert cli(["finetune", "--set", "model.weights=toy_sin", "--set", "data.image_size=24", "--set",
+                "data.synthetic_n={train: 32, val: 16, test: 16}", "--set", "train.epochs=1", "--set",
+                "train.num_threads=1", "--out", str(run), "-q"]) == 0
+    assert "weights: toy_sin missing=[] unexpected=[]" in (run / "train.log").read_text()
+    m = json.loads((run / "metrics.json").read_text())["run"]
+    assert m["weights"] == "toy_sin" and m["weights_family"] == "SIN" and m["weights_sha256"] == rec["sha256"]
+    assert m["weights_provenance"]["recipe"] == "sin" and m["weights_provenance"]["epochs"] == [2]
+    # re-running the same command trains nothing and registers the same bytes
+    capsys.readouterr()
+    assert cli(["pretrain", "--recipe", "sin", "--name", "toy_sin", "--out", str(out), "-q", *TOY]) == 0
+    assert json.loads((out / "pretrain.json").read_text())["sha256"] == rec["sha256"]
+
+
+def test_weight_names_are_guarded(tmp_path):
+    from medtl.models.local_weights import register_local
+
+    f1, f2 = tmp_path / "a.pt", tmp_path / "b.pt"
+    f1.write_bytes(b"one")
+    f2.write_bytes(b"two")
+    kw = dict(arch="resnet18", fmt="torchvision", family="IN", provenance={}, mean=(0.5,) * 3, std=(0.25,) * 3,
+              input_size=(3, 32, 32))
+    register_local("mine", f1, **kw)
+    register_local("mine", f1, **kw)                                               # same bytes: a no-op
+    with pytest.raises(WeightsError, match="mine: already names other locally made weights"):
+        register_local("mine", f2, **kw)
+    with pytest.raises(WeightsError, match="a published weight name"):
+        register_local("resnet18.tv_in1k", f1, **kw)
+    from medtl.models import get_weights
+
+    assert get_weights("mine").sha256 == __import__("hashlib").sha256(b"one").hexdigest()
