@@ -113,6 +113,10 @@ def test_pretrain_registers_a_weight_that_finetune_loads_in_full(tmp_path, capsy
     capsys.readouterr()
     assert cli(["pretrain", "--recipe", "sin", "--name", "toy_sin", "--out", str(out), "-q", *TOY]) == 0
     assert json.loads((out / "pretrain.json").read_text())["sha256"] == rec["sha256"]
+    # pretraining is deterministic: an independent run of the same settings gives the same bytes
+    assert cli(["pretrain", "--recipe", "sin", "--name", "toy_sin_again", "--out", str(tmp_path / "again"), "-q",
+                *TOY]) == 0
+    assert json.loads((tmp_path / "again" / "pretrain.json").read_text())["sha256"] == rec["sha256"]
 
 
 def test_weight_names_are_guarded(tmp_path):
