@@ -46,3 +46,27 @@ def data_cache(tmp_path) -> Path:
     d = tmp_path / "medtl-cache"
     d.mkdir()
     return d
+
+
+@pytest.fixture()
+def stop_at_epoch(monkeypatch):
+    """``stop_at_epoch(k)``: the next fine-tuning runs raise KeyboardInterrupt when epoch index
+    ``k`` starts (a kill part-way, leaving the resume state of epoch k-1); ``stop_at_epoch(None)``
+    trains normally again."""
+    from medtl.train import loop
+
+    real = loop._train_epoch
+
+    def arm(epoch: int | None) -> None:
+        if epoch is None:
+            monkeypatch.setattr(loop, "_train_epoch", real)
+            return
+
+        def interrupted(*args, **kw):
+            if args[2] == epoch:
+                raise KeyboardInterrupt
+            return real(*args, **kw)
+
+        monkeypatch.setattr(loop, "_train_epoch", interrupted)
+
+    return arm

@@ -205,23 +205,16 @@ def test_old_amplitude_swap_runs_are_not_resumed_as_the_new_method(tmp_path):
     assert loop_mod.method_changes({"data": {"augment": {"stylize": 0.0}}}) == []  # stylize off: nothing changed
 
 
-def test_stylized_training_is_reproducible_and_resumes_identically(tmp_path, monkeypatch):
+def test_stylized_training_is_reproducible_and_resumes_identically(tmp_path, stop_at_epoch):
     cfg = build_config({}, TINY + ["data.augment.stylize=0.5"])
     a = finetune(cfg, tmp_path / "a", progress=False)
     plain = finetune(build_config({}, TINY), tmp_path / "plain", progress=False)
     assert a.run.stylize == 0.5
     assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in plain.history]
-    real = loop_mod._train_epoch
-
-    def interrupted(*args, **kw):
-        if args[2] == 1:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
+    stop_at_epoch(1)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    stop_at_epoch(None)
     b = finetune(cfg, tmp_path / "b", progress=False)
     assert b.test == a.test
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]

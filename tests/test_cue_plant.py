@@ -13,7 +13,6 @@ from medtl.data.plant import burn_marker, marker_box, marker_mask, plant_cue, ra
 from medtl.data.types import DatasetBundle, Split
 from medtl.errors import ConfigError, MedtlError
 from medtl.train import finetune
-from medtl.train import loop as loop_mod
 
 TINY = ["data.path=builtin:synthetic", "data.image_size=32", "data.synthetic_n={train: 64, val: 32, test: 32}",
         "train.epochs=1", "train.batch_size=32", "train.lr=0.05", "train.warmup_epochs=1", "train.num_threads=1",
@@ -235,22 +234,15 @@ def test_planted_and_cue_runs_train_and_record_it(tmp_path):
     assert 0 < (ra.images[:, m] == mark).all(1).sum() < len(ra.images)
 
 
-def test_cue_training_resumes_identically(tmp_path, monkeypatch):
+def test_cue_training_resumes_identically(tmp_path, stop_at_epoch):
     cfg = build_config({}, TINY + ["train.epochs=2", "data.augment.cue.kind=patch_shuffle", "data.augment.cue.p=0.5"])
     ref = finetune(cfg, tmp_path / "ref", progress=False)
     plain = finetune(build_config({}, TINY + ["train.epochs=2"]), tmp_path / "plain", progress=False)
     assert [h["train_loss"] for h in ref.history] != [h["train_loss"] for h in plain.history]
-    real = loop_mod._train_epoch
-
-    def interrupted(*args, **kw):
-        if args[2] == 1:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
+    stop_at_epoch(1)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, tmp_path / "run", progress=False)
-    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    stop_at_epoch(None)
     resumed = finetune(cfg, tmp_path / "run", progress=False)
     assert "resuming after epoch 1" in (tmp_path / "run" / "train.log").read_text()
     assert resumed.test == ref.test and resumed.val == ref.val

@@ -13,7 +13,6 @@ from medtl.cli import run as cli
 from medtl.config import build_config
 from medtl.errors import ConfigError
 from medtl.train import finetune
-from medtl.train import loop as loop_mod
 
 TINY = [
     "data.path=builtin:synthetic", "data.image_size=32",
@@ -75,22 +74,15 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path):
     assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
 
 
-def test_resume_after_interrupt_gives_identical_metrics(tmp_path, monkeypatch):
+def test_resume_after_interrupt_gives_identical_metrics(tmp_path, stop_at_epoch):
     ref = finetune(_cfg(), tmp_path / "ref", progress=False)
 
-    real = loop_mod._train_epoch
-
-    def interrupted(*args, **kw):
-        if args[2] == 2:  # epoch index 2: the third epoch is killed part-way
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
+    stop_at_epoch(2)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         finetune(_cfg(), out, progress=False)
     assert (out / "state" / "last.pt").is_file() and not (out / "metrics.json").exists()
-    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    stop_at_epoch(None)
     resumed = finetune(_cfg(), out, progress=False)
     assert "resuming after epoch 2" in (out / "train.log").read_text()
     assert resumed.test == ref.test and resumed.val == ref.val
@@ -102,19 +94,12 @@ def test_resume_after_interrupt_gives_identical_metrics(tmp_path, monkeypatch):
     assert again == resumed
 
 
-def test_a_state_written_before_a_config_key_existed_still_resumes(tmp_path, monkeypatch):
+def test_a_state_written_before_a_config_key_existed_still_resumes(tmp_path, stop_at_epoch):
     """A run interrupted under an older medtl: its state's settings lack keys added since (here
     data.train_fraction and model.weights_strict); with today's defaults it is the same run."""
     import torch
 
-    real = loop_mod._train_epoch
-
-    def interrupted(*args, **kw):
-        if args[2] == 1:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
+    stop_at_epoch(1)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         finetune(_cfg(), out, progress=False)
@@ -122,17 +107,17 @@ def test_a_state_written_before_a_config_key_existed_still_resumes(tmp_path, mon
     state = torch.load(state_file, weights_only=True)
     del state["settings"]["data"]["train_fraction"], state["settings"]["model"]["weights_strict"]
     torch.save(state, state_file)
-    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    stop_at_epoch(None)
     finetune(_cfg(), out, progress=False)
     assert "resuming after epoch 1" in (out / "train.log").read_text()
     # a key whose stored value differs from today's is still a different run
+    stop_at_epoch(1)
     with pytest.raises(KeyboardInterrupt):
-        monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
         finetune(_cfg(), tmp_path / "other", progress=False)
     state = torch.load(tmp_path / "other" / "state" / "last.pt", weights_only=True)
     state["settings"]["data"]["train_fraction"] = 0.5
     torch.save(state, tmp_path / "other" / "state" / "last.pt")
-    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    stop_at_epoch(None)
     with pytest.raises(ConfigError, match="differs in: data.train_fraction"):
         finetune(_cfg(), tmp_path / "other", progress=False)
 
@@ -272,19 +257,12 @@ def test_fast_conv_on_and_off_give_the_same_metrics(tmp_path):
         assert getattr(a, split).loss == pytest.approx(getattr(b, split).loss, rel=1e-3)
 
 
-def test_truncated_resume_state_is_refused_cleanly_then_restart_works(tmp_path, monkeypatch):
-    real = loop_mod._train_epoch
-
-    def interrupted(*args, **kw):
-        if args[2] == 1:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
+def test_truncated_resume_state_is_refused_cleanly_then_restart_works(tmp_path, stop_at_epoch):
+    stop_at_epoch(1)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         finetune(_cfg(), out, progress=False)
-    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    stop_at_epoch(None)
     state = out / "state" / "last.pt"
     state.write_bytes(state.read_bytes()[:300])  # a copy cut short by a full disk or a flaky share
     with pytest.raises(ConfigError, match=r"last.pt: unreadable training state .*restart to discard it"):
@@ -339,22 +317,15 @@ def test_final_evaluation_is_fp32_after_bf16_training(tmp_path):
     assert np.abs(saved - p16).max() > 1e-4
 
 
-def test_resume_refuses_another_precision_unless_allowed(tmp_path, monkeypatch):
+def test_resume_refuses_another_precision_unless_allowed(tmp_path, monkeypatch, stop_at_epoch):
     from medtl.train import runtime
 
-    real = loop_mod._train_epoch
-
-    def interrupted(*args, **kw):
-        if args[2] == 1:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)  # precision auto -> bf16 here ...
-    monkeypatch.setattr(loop_mod, "_train_epoch", interrupted)
+    stop_at_epoch(1)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         finetune(_cfg("train.precision=auto"), out, progress=False)
-    monkeypatch.setattr(loop_mod, "_train_epoch", real)
+    stop_at_epoch(None)
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)  # ... and fp32 on the "other machine"
     with pytest.raises(ConfigError, match=r"differs in: runtime.precision"):
         finetune(_cfg("train.precision=auto"), out, progress=False)

@@ -234,15 +234,11 @@ def test_dicom_transfer_syntax_that_is_not_one(tmp_path, capsys):
     assert "is not a DICOM transfer syntax" in one_error(capsys)
 
 
-def test_truncated_resume_state_through_the_cli_refuses_then_restarts(tmp_path, capsys, monkeypatch):
-    from medtl.train import loop
-
-    real = loop._train_epoch
-    monkeypatch.setattr(loop, "_train_epoch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
-                        if a[2] == 1 else real(*a, **k))
+def test_truncated_resume_state_through_the_cli_refuses_then_restarts(tmp_path, capsys, stop_at_epoch):
+    stop_at_epoch(1)
     out = tmp_path / "run"
     assert cli(finetune_args(out, "train.epochs=2")) == 130
-    monkeypatch.setattr(loop, "_train_epoch", real)
+    stop_at_epoch(None)
     state = out / "state" / "last.pt"
     state.write_bytes(state.read_bytes()[:500])
     capsys.readouterr()

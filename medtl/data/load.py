@@ -249,19 +249,30 @@ def synthetic_sizes(cfg: DataConfig) -> dict[str, int]:
     return {s: int(sizes[s]) for s in SPLITS}
 
 
-def _load_synthetic(cfg: DataConfig, cache_dir: Path | None) -> DatasetBundle:
-    sizes = synthetic_sizes(cfg)
-    key = _cache.cache_key({"kind": "synthetic", "generator": _synthetic.GENERATOR_VERSION, "n": sizes,
-                            "size": cfg.image_size})
-    cfile = _cache.cache_file(cache_dir, "synthetic", key)
+def _cached_arrays(cfg: DataConfig, cache_dir: Path | None, kind: str, key: dict, make) -> dict[str, np.ndarray]:
+    """A generated built-in dataset's arrays: from the cache (``data.cache``), else ``make()``
+    and cached under ``kind`` and ``key``."""
+    cfile = _cache.cache_file(cache_dir, kind, _cache.cache_key({"kind": kind, **key}))
     arrays = _cache.load(cfile) if cfg.cache else None
     if arrays is None:
+        arrays = make()
+        if cfg.cache:
+            _cache.save(cfile, arrays)
+    return arrays
+
+
+def _load_synthetic(cfg: DataConfig, cache_dir: Path | None) -> DatasetBundle:
+    sizes = synthetic_sizes(cfg)
+
+    def make() -> dict:
         arrays = {}
         for s in SPLITS:
             imgs, labs, _ = _synthetic.generate(s, range(sizes[s]), cfg.image_size)
             arrays[f"{s}_images"], arrays[f"{s}_labels"] = imgs, labs
-        if cfg.cache:
-            _cache.save(cfile, arrays)
+        return arrays
+
+    arrays = _cached_arrays(cfg, cache_dir, "synthetic", {"generator": _synthetic.GENERATOR_VERSION, "n": sizes,
+                                                         "size": cfg.image_size}, make)
     splits = {}
     for s in SPLITS:
         n = sizes[s]
@@ -282,15 +293,14 @@ def _load_fractaldb(cfg: DataConfig, cache_dir: Path | None) -> DatasetBundle:
 
     fc = cfg.fractal
     per_split = {"train": fc.instances, "val": fc.eval_instances, "test": fc.eval_instances}
-    key = _cache.cache_key({"kind": "fractaldb", "generator": _fractal.GENERATOR_VERSION, "classes": fc.classes,
-                            "n": per_split, "seed": fc.seed, "size": cfg.image_size})
-    cfile = _cache.cache_file(cache_dir, "fractaldb", key)
-    arrays = _cache.load(cfile) if cfg.cache else None
-    if arrays is None:
+
+    def make() -> dict:
         made = _fractal.generate(fc.classes, per_split, cfg.image_size, fc.seed)
-        arrays = {f"{s}_{k}": v for s, (imgs, labs) in made.items() for k, v in (("images", imgs), ("labels", labs))}
-        if cfg.cache:
-            _cache.save(cfile, arrays)
+        return {f"{s}_{k}": v for s, (imgs, labs) in made.items() for k, v in (("images", imgs), ("labels", labs))}
+
+    key = {"generator": _fractal.GENERATOR_VERSION, "classes": fc.classes, "n": per_split, "seed": fc.seed,
+           "size": cfg.image_size}
+    arrays = _cached_arrays(cfg, cache_dir, "fractaldb", key, make)
     splits = {}
     for s in SPLITS:
         n = len(arrays[f"{s}_labels"])

@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .. import __version__
-from ..config import FRACTALDB, RunConfig, _Strict, build_config, load_config
+from ..config import FRACTALDB, RunConfig, _Strict, apply_override, build_config, load_config
 from ..errors import ConfigError
 from ..io import json_safe, write_json_atomic
 from .recipes import FAMILY, RECIPES, stage_overrides, stages
@@ -90,12 +90,7 @@ def stage_config(cfg: PretrainConfig, stage: int, previous: Path | None) -> RunC
     if stage == 1:  # sin+in -> in: from the first stage's backbone, at a tenth of the learning rate
         over |= {"model.weights": str(previous), "train.lr": cfg.train.lr * 0.1}
     for key, value in over.items():
-        section, _, leaf = key.partition(".")
-        if "." in leaf:
-            sub, _, leaf2 = leaf.partition(".")
-            raw[section].setdefault(sub, {})[leaf2] = value
-        else:
-            raw[section][leaf] = value
+        apply_override(raw, key, value)
     return RunConfig.model_validate(raw)
 
 
@@ -130,14 +125,15 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, restar
         raise ConfigError("model.weights: a pretrain run starts from random init (give 'none')")
     previous: Path | None = None
     records = []
-    for i, stage in enumerate(stages(p.recipe)):
+    names = stages(p.recipe)
+    for i, stage in enumerate(names):
         run_dir = out / stage
         rec = finetune(stage_config(cfg, i, previous), run_dir, progress=progress, restart=restart)
         records.append({"stage": stage, "run": str(run_dir), "epochs": rec.run.epochs, "best_epoch": rec.run.best_epoch,
                         "val_acc": rec.val.acc, "val_auc": rec.val.auc, "test_acc": rec.test.acc,
                         "test_auc": rec.test.auc, "wall_time_s": rec.run.wall_time_s})
-        previous = export_backbone(run_dir, out / f"{stage}-{BACKBONE_FILE}") if i + 1 < len(stages(p.recipe)) \
-            else export_backbone(run_dir, out / BACKBONE_FILE)
+        last = i + 1 == len(names)  # an earlier stage's backbone starts the next stage
+        previous = export_backbone(run_dir, out / (BACKBONE_FILE if last else f"{stage}-{BACKBONE_FILE}"))
     fmt = "timm" if (spec.library == "timm" or cfg.model.antialias != "none") else "torchvision"
     provenance = json_safe({
         "recipe": p.recipe, "family": FAMILY[p.recipe], "source": p.source,

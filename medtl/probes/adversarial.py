@@ -44,7 +44,7 @@ import torch
 
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
-from .registry import Probe, register
+from .registry import Probe, register, scalar
 from .runs import ProbeRun, cached_probe, check_positive, load_run, sample_indices, scores
 
 ATTACKS = ("fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2")  # the default set
@@ -284,7 +284,7 @@ def _record(a: dict, run, transfer: dict | None = None) -> dict:
 
 
 def _scalars(rec) -> dict:
-    return {f"adversarial.{name}.auc@{r['eps'] * 255:g}/255": float("nan") if r["auc"] is None else float(r["auc"])
+    return {f"adversarial.{name}.auc@{r['eps'] * 255:g}/255": scalar(r["auc"])
             for name, rows in rec["adversarial"].items() for r in rows}
 
 

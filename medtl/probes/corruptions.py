@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
-from .registry import Probe, register
+from .registry import Probe, register, scalar
 from .runs import ProbeRun, cached_probe, precision_check, sample_indices, scores
 
 SEVERITIES = {
@@ -224,11 +224,9 @@ def corruptions_probe(run_dir: str | Path, *, force: bool = False, plots: bool =
 # ------------------------------------------------------------------------------------ registration
 
 def _scalars(rec) -> dict:
-    out = {f"corruptions.{name}.mean_auc": float(np.nanmean([float("nan") if r["auc"] is None else float(r["auc"])
-                                                             for r in rows]))
+    out = {f"corruptions.{name}.mean_auc": float(np.nanmean([scalar(r["auc"]) for r in rows]))
            for name, rows in rec["corruptions"].items()}
-    drop = rec["corruptions_mean_auc_drop"]
-    return out | {"corruptions.mean_auc_drop": float("nan") if drop is None else float(drop)}
+    return out | {"corruptions.mean_auc_drop": scalar(rec["corruptions_mean_auc_drop"])}
 
 
 register(Probe(

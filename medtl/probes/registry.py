@@ -37,6 +37,11 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import ConfigError
 
 
+def scalar(v) -> float:
+    """A per-run metric as a float for the seed statistics (a missing value, None, is NaN)."""
+    return float("nan") if v is None else float(v)
+
+
 def _no_headline(keys: Sequence[str], records: Sequence[Mapping]) -> list[str]:
     return []
 
@@ -137,7 +142,7 @@ def scalar_metrics(rec: Mapping) -> dict[str, float]:
     from ..stats.robustness import calibration_scalars
 
     clean = (rec.get("clean") or {}).get("auc")
-    out = {"clean.auc": float("nan") if clean is None else float(clean)}
+    out = {"clean.auc": scalar(clean)}
     for p in probes():
         if p.name in rec:  # a record written before a probe existed has no entry for it
             out |= p.scalars_of(rec)
@@ -164,5 +169,5 @@ def probe_metrics():
     return ProbeMetrics(scalars=scalar_metrics, headline=headline_metrics)
 
 
-__all__ = ["Probe", "get", "headline_metrics", "names", "probe_metrics", "probes", "register", "scalar_metrics",
+__all__ = ["Probe", "scalar", "get", "headline_metrics", "names", "probe_metrics", "probes", "register", "scalar_metrics",
            "unregister"]

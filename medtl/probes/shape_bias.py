@@ -58,7 +58,7 @@ import torch
 
 from ..figures import new_figure, write_png
 from .corruptions import blur
-from .registry import Probe, register
+from .registry import Probe, register, scalar
 from .runs import ProbeRun, cached_probe, check_positive, decide
 
 DEFAULTS = {"n_pairs": 500, "sigma": 0.04, "seed": 0, "batch_size": 512, "min_pairs": 30}
@@ -321,7 +321,7 @@ def _scalars(rec) -> dict:
         out["shape_bias.shape_bias"] = float(sb["shape_bias"])
     for k in ("shape_only_bacc", "texture_only_bacc"):
         if k in sb:
-            out[f"shape_bias.{k}"] = float("nan") if sb[k] is None else float(sb[k])
+            out[f"shape_bias.{k}"] = scalar(sb[k])
     return out
 
 

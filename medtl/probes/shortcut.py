@@ -50,7 +50,7 @@ from ..errors import DataError
 from ..figures import new_figure, write_png
 from ..models.inference import predict_proba
 from .lungmask import VERSION as LUNG_MASK_VERSION, border_band, lung_masks
-from .registry import Probe, register
+from .registry import Probe, register, scalar
 from .runs import ProbeRun, cached_probe, check_positive, sample_indices, scores
 
 VARIANTS = ("full", "lung_masked", "lung_only", "border_only")
@@ -360,7 +360,7 @@ def shortcut_record(probes_dir: Path, r: Mapping) -> dict:
 def _scalars(rec) -> dict:
     """The lung-masking AUCs, the retention and the flag (1 only for a CI wholly above the cut)."""
     sc = rec.get("shortcut") or {}
-    out = {f"shortcut.{k}": float("nan") if sc[k] is None else float(sc[k])
+    out = {f"shortcut.{k}": scalar(sc[k])
            for k in ("auc_full", "auc_lung_masked", "auc_lung_only", "auc_border_only", "masked_retention") if k in sc}
     if "flagged" in sc:
         out["shortcut.flagged"] = float(bool(sc["flagged"]))

@@ -31,8 +31,8 @@ def probe_params(quick: bool = False, n_images: int | None = None) -> dict:
     """``{probe: parameters}`` of every registered probe for the suite: its preset (``quick`` or
     full) and, where it samples images, ``n_images``."""
     preset = "quick" if quick else "full"
-    return {p.name: {k: v for k, v in p.params(preset, n_images).items()
-                     if k in p.presets.get(preset, {}) or (n_images and k == p.sample_param)}
+    return {p.name: dict(p.presets.get(preset, {})) | ({p.sample_param: n_images} if n_images and p.sample_param
+                                                      else {})
             for p in registry.probes()}
 
 

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
-from .registry import Probe, register
+from .registry import Probe, register, scalar
 from .runs import ProbeRun, precision_check, cached_probe, check_positive, decide, sample_indices
 
 PROTOCOLS = ("crop", "black", "circular")
@@ -290,19 +290,15 @@ def _record(t: dict, run) -> dict:
             "units": input_units(run.record, main["p_change_by_shift"])}
 
 
-def _f(v) -> float:
-    return float("nan") if v is None else float(v)
-
-
 def _scalars(rec) -> dict:
     tr = rec["translation"]
-    out = {f"translation.{k}": _f(tr[k])
+    out = {f"translation.{k}": scalar(tr[k])
            for k in ("p_change_1px", "consistency", "jaggedness", "mean_abs_dp_per_px", "scale_p_change_max")}
     for s, v in enumerate(tr["p_change_by_shift"]):
-        out[f"translation.p_change@{s}px"] = _f(v)
+        out[f"translation.p_change@{s}px"] = scalar(v)
     units = rec.get("units") or {}
     if units.get("input_px_per_native_px", 1.0) != 1.0:
-        out["translation.p_change_1native_px"] = _f(units.get("p_change_1native_px"))
+        out["translation.p_change_1native_px"] = scalar(units.get("p_change_1native_px"))
     return out
 
 
