@@ -157,3 +157,63 @@ def test_the_shipped_study_config_resolves(tmp_path):
     _, arms, seeds = load_sweep(written)
     assert set(arms) == {"warmup", "no_warmup"} and len(seeds) == 30
     assert arms["warmup"].train.epochs == 8 and arms["no_warmup"].train.warmup_epochs == 0
+
+
+def test_declared_pairs_and_primary_pairs(tmp_path):
+    """``pairs`` limits the tests to the declared pairs (as declared: ``a`` first) and
+    ``primary_pairs`` puts only those in the primary family; unknown arms and primary pairs that
+    are not tested fail before anything is written."""
+    import numpy as np
+
+    from medtl.stats.compare import compare_arms, pair_family, select_pairs
+
+    assert select_pairs(["a", "b", "c"]) == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert select_pairs(["a", "b", "c"], [("c", "a"), ("a", "c"), ("a", "z")]) == [("c", "a")]
+    assert pair_family("b", "a", "test.auc", ["test.auc"], [("a", "b")]) == "primary"
+    assert pair_family("c", "a", "test.auc", ["test.auc"], [("a", "b")]) == "exploratory"
+    assert pair_family("a", "b", "test.acc", ["test.auc"], [("a", "b")]) == "exploratory"
+    rng = np.random.default_rng(0)
+    vals = {m: {arm: {s: float(rng.normal(0.9 + 0.01 * i, 0.01)) for s in range(5)}
+                for i, arm in enumerate("abcd")} for m in ("test.auc", "test.acc")}
+    res = compare_arms(vals, n_resamples=200, primary=["test.auc"], pairs=[("b", "a"), ("c", "a"), ("d", "c")],
+                       primary_pairs=[("a", "b")])
+    got = {(p["a"], p["b"], p["metric"]): p["family"] for p in res["pairs"]}
+    assert len(got) == 6 and ("b", "a", "test.auc") in got
+    assert [k for k, f in got.items() if f == "primary"] == [("b", "a", "test.auc")]
+    assert res["holm"]["m_primary"] == 1 and res["holm"]["m_exploratory"] == 5
+
+    doc = {**STUDY, "primary": ["test.auc"], "pairs": ["b vs a"], "primary_pairs": ["a vs b"]}
+    cfg, _ = load_study(_write(tmp_path, doc))
+    assert cfg.pair_list() == [("b", "a")] and cfg.primary_pair_list() == [("a", "b")]
+    for bad, msg in (({"pairs": ["a vs a"]}, "two different arms"), ({"pairs": ["a, b"]}, "ARM_A vs ARM_B"),
+                     ({"pairs": ["a vs b", "b vs a"]}, "twice"),
+                     ({"primary_pairs": ["a vs b"], "pairs": ["a vs c"]}, "not among the tested"),
+                     ({"primary": [], "primary_pairs": ["a vs b"]}, "needs primary metrics")):
+        with pytest.raises(MedtlError, match=msg):
+            load_study(_write(tmp_path, {**doc, **bad}))
+    out = tmp_path / "never"
+    with pytest.raises(MedtlError, match="unknown arm.*zz"):
+        run_study(_write(tmp_path, {**doc, "probes": {"preset": "quick", "arms": ["zz"]}}), out, progress=False)
+    assert not out.exists()
+
+
+def test_the_pretrained_study_config_resolves(tmp_path):
+    """configs/studies/pretrained.yaml: its arms (two datasets, per-arm bases and seeds) resolve,
+    every declared pair names real arms, and one primary pair per question."""
+    from pathlib import Path
+
+    from medtl.study.config import sweep_yaml
+    from medtl.sweep import load_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    cfg, folder = load_study(root / "configs" / "studies" / "pretrained.yaml")
+    written = tmp_path / "elsewhere" / "study_sweep.yaml"
+    written.parent.mkdir()
+    written.write_text(sweep_yaml(cfg, folder))
+    sweep, arms, seeds = load_sweep(written)
+    cfg.check_arms(list(arms), "pretrained.yaml")
+    assert len(cfg.primary_pairs) == 16 and len(cfg.pairs) == 32
+    assert arms["k64-scratch"].data.path == "kermany:chest_xray" and sweep.arm_seeds("k64-scratch") == [0, 1, 2, 3, 4]
+    assert arms["p5-fdb32-sin"].data.train_fraction == 0.05 and arms["p5-fdb32-sin"].model.weights == "fdb32-sin"
+    assert arms["lin-fdb32-in"].train.trainable == "head" and arms["lin-fdb32-in"].train.bn_gamma == {}
+    assert len(seeds) == 10 and set(cfg.probes.arms) <= set(arms)

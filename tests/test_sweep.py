@@ -143,3 +143,25 @@ def test_cli_sweep_and_errors(tmp_path, capsys):
     assert cli(["sweep", "--config", str(tmp_path / "missing.yaml"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "missing.yaml: sweep config not found" in err and len(err.splitlines()) == 1
+
+
+def test_an_arm_names_its_own_base_and_seeds(tmp_path):
+    """One sweep can hold arms on different datasets (an arm's own base) and an expensive arm
+    with fewer seeds; the runs are planned seed-major over the union of seeds."""
+    (tmp_path / "b1.yaml").write_text(yaml.safe_dump({"data": {"image_size": 28}, "train": {"lr": 0.1}}))
+    (tmp_path / "b2.yaml").write_text(yaml.safe_dump({"data": {"image_size": 64}, "train": {"lr": 0.05}}))
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump({"name": "s", "base": "b1.yaml", "seeds": 3, "set": {"train.epochs": 2},
+                                 "arms": {"a": {}, "k": {"base": "b2.yaml", "seeds": [0, 2], "train.epochs": 4}}}))
+    sweep, arms, seeds = load_sweep(p)
+    assert arms["a"].data.image_size == 28 and arms["a"].train.lr == 0.1 and arms["a"].train.epochs == 2
+    assert arms["k"].data.image_size == 64 and arms["k"].train.lr == 0.05 and arms["k"].train.epochs == 4
+    assert seeds == [0, 1, 2] and sweep.arm_seeds("a") == [0, 1, 2] and sweep.arm_seeds("k") == [0, 2]
+    assert sweep.arm_seeds("k", [1, 2]) == [2] and sweep.arm_seeds("a", [1, 2]) == [1, 2]
+    specs = plan_runs(arms, {a: sweep.arm_seeds(a) for a in arms}, tmp_path / "o", 1)
+    assert [(s.arm, s.seed) for s in specs] == [("a", 0), ("k", 0), ("a", 1), ("a", 2), ("k", 2)]
+    for bad in ({"base": "nope.yaml"}, {"base": 3}, {"seeds": 0}, {"seeds": [1, 1]}, {"seeds": True}):
+        q = tmp_path / "bad.yaml"
+        q.write_text(yaml.safe_dump({"base": "b1.yaml", "arms": {"x": bad}}))
+        with pytest.raises(ConfigError, match="nope.yaml|base must be|seeds must be"):
+            load_sweep(q)

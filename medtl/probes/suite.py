@@ -221,8 +221,11 @@ def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int
                source: str | Path | None = None, force: bool = False,
                progress: Callable[[str], None] | None = None, params: Mapping | None = None,
                workers: int | None = 1, executor: str = "local", address: str | None = None,
-               gpus_per_run: float = 0.0, margin=None, primary: Sequence[str] | None = None) -> dict:
+               gpus_per_run: float = 0.0, margin=None, primary: Sequence[str] | None = None,
+               pairs=None, primary_pairs=None) -> dict:
     """Probe every finished run found in ``dirs`` (cached), aggregate per arm; JSON-ready result.
+    ``pairs``/``primary_pairs``: the arm pairs to test and which are primary (default: all;
+    :func:`medtl.stats.compare.compare_arms`).
 
     ``workers``: runs probed in parallel processes, each with ``cores // workers`` threads (as
     the sweep trains them; None: one per core, at most one per run).  Every run's probes are
@@ -257,7 +260,8 @@ def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int
         raise ConfigError(f"executor must be local or ray (got {executor!r})")
     runs.sort(key=lambda r: (list(arms).index(r["arm"]), r["seed"]))
     metrics = registry.probe_metrics()
-    pairs = robustness_pairs(runs, metrics, margin=margin, primary=primary)
+    pairs = robustness_pairs(runs, metrics, margin=margin, primary=primary, pairs=pairs,
+                             primary_pairs=primary_pairs)
     arms_summary = aggregate(runs, metrics)
     _drop_per_image(runs)
     result = {"runs": runs, "arms": arms_summary, "pairs": pairs["pairs"], "holm": pairs["holm"],

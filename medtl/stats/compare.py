@@ -553,20 +553,54 @@ def families_for(metrics: Sequence[str], primary: Sequence[str] | None) -> dict[
     return {m: ("primary" if m in prim else "exploratory") for m in metrics}
 
 
+Pair = tuple[str, str]
+
+
+def _key(a: str, b: str) -> frozenset:
+    return frozenset((a, b))
+
+
+def select_pairs(arms: Sequence[str], pairs: Sequence[Pair] | None = None) -> list[Pair]:
+    """The pairs of arms to test: every pair (in arm order) when ``pairs`` is None, else the
+    declared pairs (as declared: ``a`` first) whose two arms are both present."""
+    if pairs is None:
+        return list(combinations(list(arms), 2))
+    have = set(arms)
+    seen: set = set()
+    out = []
+    for a, b in pairs:
+        if a in have and b in have and a != b and _key(a, b) not in seen:
+            seen.add(_key(a, b))
+            out.append((a, b))
+    return out
+
+
+def pair_family(a: str, b: str, metric: str, primary: Sequence[str] | None,
+                primary_pairs: Sequence[Pair] | None = None) -> str:
+    """``primary`` when ``metric`` is a declared primary metric and (when primary pairs are
+    declared) ``a`` vs ``b`` is one of them, in either order; else ``exploratory``."""
+    if metric not in set(primary or ()):
+        return "exploratory"
+    if primary_pairs is None:
+        return "primary"
+    return "primary" if _key(a, b) in {_key(x, y) for x, y in primary_pairs} else "exploratory"
+
+
 def compare_arms(arms_by_metric: Mapping[str, Mapping[str, Mapping[int, float]]], *, alpha: float = 0.05,
                  n_resamples: int = 10000, seed: int = 0, method: str = "t", confidence: float = 0.95,
-                 margin: float | Mapping[str, float] | None = None, primary: Sequence[str] | None = None) -> dict:
-    """Describe every arm and compare every pair of arms, for every metric.
+                 margin: float | Mapping[str, float] | None = None, primary: Sequence[str] | None = None,
+                 pairs: Sequence[Pair] | None = None, primary_pairs: Sequence[Pair] | None = None) -> dict:
+    """Describe every arm and compare every pair of arms (or the declared ``pairs``), for every metric.
 
     ``arms_by_metric[metric][arm] = {seed: value}``.  Returns ``{"by_metric": {metric: {"arms":
     {arm: describe(...)}}}, "pairs": [...], "holm": ..., "design_note": ...}``; each pair carries
-    ``a``, ``b``, ``metric``, ``family``, the :func:`compare_pair` fields and what :func:`conclude`
-    adds (Holm within its family, TOST against ``margin``, the word and the sentence)."""
+    ``a``, ``b``, ``metric``, ``family`` (:func:`pair_family`: a primary metric, and with
+    ``primary_pairs`` declared, one of those pairs), the :func:`compare_pair` fields and what
+    :func:`conclude` adds (Holm within its family, TOST against ``margin``, the word and the sentence)."""
     if not 0.0 < alpha < 1.0:
         raise ValueError("alpha must be in (0, 1)")
-    fams = families_for(list(arms_by_metric), primary)
     by_metric: dict = {}
-    pairs: list[dict] = []
+    out: list[dict] = []
     for metric, arms in arms_by_metric.items():
         desc = {}
         for name, vals in arms.items():
@@ -574,12 +608,13 @@ def compare_arms(arms_by_metric: Mapping[str, Mapping[str, Mapping[int, float]]]
                                      confidence=confidence),
                           "seeds": sorted(int(s) for s, v in vals.items() if v is not None and math.isfinite(float(v)))}
         by_metric[metric] = {"arms": desc}
-        for an, bn in combinations(list(arms), 2):
+        for an, bn in select_pairs(list(arms), pairs):
             r = compare_pair(arms[an], arms[bn], confidence=confidence)
-            pairs.append({"a": an, "b": bn, "metric": metric, "family": fams[metric], **r})
-    conclude(pairs, alpha=alpha, margin=margin, confidence=confidence)
-    return {"by_metric": by_metric, "pairs": pairs, "design_note": design_note(pairs, alpha),
-            "holm": holm_summary(pairs)}
+            out.append({"a": an, "b": bn, "metric": metric,
+                        "family": pair_family(an, bn, metric, primary, primary_pairs), **r})
+    conclude(out, alpha=alpha, margin=margin, confidence=confidence)
+    return {"by_metric": by_metric, "pairs": out, "design_note": design_note(out, alpha),
+            "holm": holm_summary(out)}
 
 
 def holm_summary(pairs: Sequence[Mapping]) -> dict:

@@ -330,10 +330,12 @@ def _methods(res: dict, ci_method: str, n_resamples: int, seed: int, confidence:
 def build_comparison(arms: Mapping[str, Arm], metrics: Sequence[str], *, alpha: float = 0.05,
                      n_resamples: int = 10000, seed: int = 0, ci_method: str = "t",
                      confidence: float = 0.95, margin=None, primary: Sequence[str] | None = None,
-                     scope: str = "patients") -> dict:
+                     scope: str = "patients", pairs=None, primary_pairs=None) -> dict:
     """All statistics as one JSON-ready dict (NaN still present: see :func:`write_report`).
     ``margin``: an equivalence margin (one number, or ``{metric: margin}``); ``primary``: the
-    metrics of the primary Holm family (the rest are exploratory)."""
+    metrics of the primary Holm family (the rest are exploratory); ``pairs``: the ``(a, b)`` arm
+    pairs to test (default: all); ``primary_pairs``: of those, the ones in the primary family
+    (default: all, for a primary metric)."""
     if not metrics:
         raise ConfigError("metrics: give at least one metric, e.g. test.auc")
     metrics = list(dict.fromkeys(metrics))
@@ -343,7 +345,8 @@ def build_comparison(arms: Mapping[str, Arm], metrics: Sequence[str], *, alpha: 
                           f"({', '.join(metrics)})")
     values = {m: collect_values(arms, m) for m in metrics}
     res = compare_arms(values, alpha=alpha, n_resamples=n_resamples, seed=seed, method=ci_method,
-                       confidence=confidence, margin=margin, primary=primary)
+                       confidence=confidence, margin=margin, primary=primary, pairs=pairs,
+                       primary_pairs=primary_pairs)
     for m in metrics:
         for name, st in res["by_metric"][m]["arms"].items():
             st.update(n_failed=len(arms[name].failed), n_incomplete=len(arms[name].incomplete),
@@ -492,7 +495,8 @@ def compare_runs(dirs: Sequence[str | Path], metrics: Sequence[str], *, alpha: f
                  named: Sequence[tuple[str, str | Path]] = (),
                  delong: tuple[str | Path, str | Path] | None = None, anchor: float | None = None,
                  internal_vs_external_name: str | None = None, margin=None,
-                 primary: Sequence[str] | None = None, scope: str = "patients") -> dict:
+                 primary: Sequence[str] | None = None, scope: str = "patients", pairs=None,
+                 primary_pairs=None) -> dict:
     """Discover the arms in ``dirs`` (and ``named``), compute every statistic; the result
     (NaN still present) that :func:`medtl.reports.write_compare` renders.
 
@@ -513,7 +517,8 @@ def compare_runs(dirs: Sequence[str | Path], metrics: Sequence[str], *, alpha: f
     if ive is not None:
         metrics = list(dict.fromkeys(list(metrics) + ["test.auc", f"external.{ive}.auc"]))
     result = build_comparison(arms, metrics, alpha=alpha, n_resamples=n_resamples, seed=seed, ci_method=ci_method,
-                              margin=margin, primary=primary, scope=scope)
+                              margin=margin, primary=primary, scope=scope, pairs=pairs,
+                              primary_pairs=primary_pairs)
     if ive is not None:
         result["internal_vs_external"] = internal_vs_external(arms, ive, alpha=alpha, n_resamples=n_resamples,
                                                               seed=seed, ci_method=ci_method, margin=margin)

@@ -65,11 +65,13 @@ def headline_attack(names: Sequence[str]) -> str | None:
 
 
 def robustness_pairs(runs: Sequence[Mapping], metrics: ProbeMetrics, *, alpha: float = 0.05,
-                     n_resamples: int = 2000, seed: int = 0, margin=None, primary: Sequence[str] | None = None) -> dict:
+                     n_resamples: int = 2000, seed: int = 0, margin=None, primary: Sequence[str] | None = None,
+                     pairs=None, primary_pairs=None) -> dict:
     """Every pair of arms on every headline metric, as ``medtl compare`` tests them (paired t over
     shared seeds; an attack AUC measured on a test subset also counts that subset's sampling error,
     with the finite-population correction), Holm within each family (``primary``: the headline
-    metrics declared primary; the rest exploratory); ``descriptive_only`` when an arm has < 3 seeds."""
+    metrics declared primary; the rest exploratory; ``pairs``/``primary_pairs`` as in
+    :func:`medtl.stats.compare.compare_arms`); ``descriptive_only`` when an arm has < 3 seeds."""
     from .compare import MIN_N_CI, compare_arms, conclude, holm_summary
 
     heads = metrics.headline(runs)
@@ -80,7 +82,8 @@ def robustness_pairs(runs: Sequence[Mapping], metrics: ProbeMetrics, *, alpha: f
             values[m].setdefault(r["arm"], {})[int(r["seed"])] = flat.get(m, float("nan"))
     empty = {"pairs": [], "design_note": None}
     res = compare_arms(values, alpha=alpha, n_resamples=n_resamples, seed=seed, margin=margin,
-                       primary=primary) if len(values.get("clean.auc", {})) >= 2 else empty
+                       primary=primary, pairs=pairs, primary_pairs=primary_pairs
+                       ) if len(values.get("clean.auc", {})) >= 2 else empty
     for p in res["pairs"]:
         if p["metric"].startswith("adversarial.") and p["paired"]:
             _subset_pair(p, runs)

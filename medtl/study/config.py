@@ -16,6 +16,8 @@
         name: kermany
         label_map: {NORMAL: normal, PNEUMONIA: pneumonia}
     primary: [test.auc]                 # the primary endpoints: one Holm family across the study
+    pairs: [warmup vs no_warmup]        # optional: the arm pairs to test (default: every pair)
+    primary_pairs: [warmup vs no_warmup]  # optional: of those, the primary ones (default: all)
     margin: 0.01                        # equivalence margin (TOST), or {metric: margin}
     plan:                               # seeds needed, from pilot runs (or, without, the study's own)
       difference: 0.005
@@ -23,7 +25,10 @@
 
 ``primary`` names compare metrics (``test.auc``) or robustness headline metrics
 (``translation.p_change_1px``, ``clean.auc``, ...); every other test of the study is exploratory,
-Holm-corrected in its own family.  Every pair ends in one word: differs, equivalent within the
+Holm-corrected in its own family.  With many arms, ``pairs`` keeps the tests to the questions
+asked (arms on different datasets are never paired by accident) and ``primary_pairs`` keeps the
+primary family to one pair per question, so its Holm correction stays small.  ``probes.arms``
+probes only the named arms.  Every pair ends in one word: differs, equivalent within the
 margin, or inconclusive.
 
 Relative paths (``sweep``, an inline ``base``, ``probes.source``) are relative to the study file.
@@ -70,6 +75,15 @@ class ProbeSpec(_Strict):
     preset: Literal["full", "quick", "none"] = "full"
     n_images: int | None = Field(None, ge=1)
     source: str | None = None
+    arms: list[str] | None = None  # probe only these arms (default: all)
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    """``"a vs b"`` -> ``("a", "b")``; ValueError naming the text otherwise."""
+    parts = [t.strip() for t in str(text).split(" vs ")]
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise ValueError(f"a pair is written 'ARM_A vs ARM_B' with two different arms (got {text!r})")
+    return parts[0], parts[1]
 
 
 class EvaluateSpec(_Strict):
@@ -94,6 +108,8 @@ class StudyConfig(_Strict):
     probes: ProbeSpec = Field(default_factory=ProbeSpec)
     evaluate: list[EvaluateSpec] = Field(default_factory=list)
     primary: list[str] = Field(default_factory=list)
+    pairs: list[str] | None = None
+    primary_pairs: list[str] | None = None
     margin: float | dict[str, float] | None = None
     plan: PlanSpec | None = None
     # patients: test-set metrics are concluded over seeds and test cases; test_set: about this test set only
@@ -114,8 +130,42 @@ class StudyConfig(_Strict):
             raise ValueError("names a metric twice")
         return v
 
+    @field_validator("pairs", "primary_pairs")
+    @classmethod
+    def _pairs(cls, v):
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("list at least one pair 'ARM_A vs ARM_B' (or leave the key out)")
+        keys = [frozenset(parse_pair(t)) for t in v]
+        if len(set(keys)) != len(keys):
+            raise ValueError("names a pair twice")
+        return v
+
+    def pair_list(self) -> list[tuple[str, str]] | None:
+        return None if self.pairs is None else [parse_pair(t) for t in self.pairs]
+
+    def primary_pair_list(self) -> list[tuple[str, str]] | None:
+        return None if self.primary_pairs is None else [parse_pair(t) for t in self.primary_pairs]
+
+    def check_arms(self, arms: list[str], where: str) -> None:
+        """Every arm named by ``pairs``, ``primary_pairs`` and ``probes.arms`` is an arm of the sweep."""
+        named = [a for p in (self.pair_list() or []) + (self.primary_pair_list() or []) for a in p]
+        named += list(self.probes.arms or [])
+        unknown = sorted(set(named) - set(arms))
+        if unknown:
+            raise ConfigError(f"{where}: unknown arm(s) {', '.join(unknown)} (the sweep's arms: {', '.join(arms)})")
+
     @model_validator(mode="after")
     def _primary_known(self):
+        if self.primary_pairs is not None:
+            if not self.primary:
+                raise ValueError("primary_pairs needs primary metrics (primary: [test.auc])")
+            if self.pairs is not None:
+                tested = {frozenset(p) for p in self.pair_list()}
+                missing = [t for t in self.primary_pairs if frozenset(parse_pair(t)) not in tested]
+                if missing:
+                    raise ValueError(f"primary pair(s) {', '.join(missing)} are not among the tested pairs")
         for m in self.primary:
             prefixes = robustness_prefixes()
             if m not in self.compare.metrics and not m.startswith(prefixes):
@@ -160,11 +210,14 @@ def sweep_yaml(cfg: StudyConfig, folder: Path) -> str:
         if not p.is_file():
             raise ConfigError(f"sweep: {cfg.sweep} not found (looked at {p})")
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        if isinstance(raw, dict) and raw.get("base") and not Path(raw["base"]).is_absolute():
-            raw["base"] = str((p.parent / raw["base"]).resolve())
+        rel = p.parent
     else:
-        raw = dict(cfg.sweep)
+        raw, rel = dict(cfg.sweep), folder
+    if isinstance(raw, dict):  # the sweep's base and every arm's own base, made absolute
         if raw.get("base") and not Path(str(raw["base"])).is_absolute():
-            raw["base"] = str(resolve(folder, str(raw["base"])).resolve())
+            raw["base"] = str(resolve(rel, str(raw["base"])).resolve())
+        for arm in (raw.get("arms") or {}).values():
+            if isinstance(arm, dict) and isinstance(arm.get("base"), str) and not Path(arm["base"]).is_absolute():
+                arm["base"] = str(resolve(rel, arm["base"]).resolve())
     raw.setdefault("name", cfg.name)
     return yaml.safe_dump(raw, sort_keys=False)

@@ -63,7 +63,8 @@ def _compare(cfg: StudyConfig, out: Path) -> dict:
 
     c = cfg.compare
     return compare_runs([out / STUDY_RUNS], c.metrics, alpha=c.alpha, n_resamples=c.bootstrap, anchor=c.anchor,
-                        margin=cfg.margin, primary=[m for m in cfg.primary if m in c.metrics], scope=cfg.scope)
+                        margin=cfg.margin, primary=[m for m in cfg.primary if m in c.metrics], scope=cfg.scope,
+                        pairs=cfg.pair_list(), primary_pairs=cfg.primary_pair_list())
 
 
 def _robustness(cfg: StudyConfig, folder: Path, out: Path, st: _Stages, executor: str, workers, address,
@@ -74,14 +75,16 @@ def _robustness(cfg: StudyConfig, folder: Path, out: Path, st: _Stages, executor
     p = cfg.probes
     if p.preset == "none":
         return None
-    n = sum(len(a.run_dirs) for a in discover_arms([out / STUDY_RUNS]).values())
+    dirs = [out / STUDY_RUNS / a for a in p.arms] if p.arms else [out / STUDY_RUNS]
+    n = sum(len(a.run_dirs) for a in discover_arms(dirs).values())
     bar = st.bar("probes", n)
     try:
-        result = run_probes([out / STUDY_RUNS], quick=p.preset == "quick", n_images=p.n_images,
+        result = run_probes(dirs, quick=p.preset == "quick", n_images=p.n_images,
                             source=resolve(folder, p.source) if p.source else None, workers=workers,
                             progress=(lambda _msg: bar.update(1)) if bar is not None else None,
                             executor=executor, address=address, gpus_per_run=gpus_per_run, margin=cfg.margin,
-                            primary=[m for m in cfg.primary if m not in cfg.compare.metrics])
+                            primary=[m for m in cfg.primary if m not in cfg.compare.metrics],
+                            pairs=cfg.pair_list(), primary_pairs=cfg.primary_pair_list())
     finally:
         if bar is not None:
             bar.close()
@@ -110,25 +113,26 @@ def study_families(cfg: StudyConfig, compare: dict, robustness: dict | None) -> 
     robustness pairs), one for everything else (exploratory); every pair re-concluded with the
     study's margin.  Returns the family record for the page and the JSON."""
     from ..stats.comparison import conclusion_lines
-    from ..stats.compare import conclude, holm_summary
+    from ..stats.compare import conclude, holm_summary, pair_family
 
     if robustness is not None and "test.auc" in cfg.compare.metrics:  # the same test as compare's test.auc
         robustness["pairs"] = [p for p in robustness["pairs"] if p["metric"] != "clean.auc"]
         robustness["notes_study"] = ["clean.auc is tested once, as test.auc in the comparison section"]
     pairs = list(compare["pairs"]) + list((robustness or {}).get("pairs") or [])
     for p in pairs:
-        p["family"] = "primary" if p["metric"] in cfg.primary else "exploratory"
+        p["family"] = pair_family(p["a"], p["b"], p["metric"], cfg.primary, cfg.primary_pair_list())
     conclude(pairs, alpha=cfg.compare.alpha, margin=cfg.margin)
     summary = holm_summary(pairs)
     compare["holm"] = summary
     compare["conclusions"] = conclusion_lines(compare["pairs"])
     if robustness is not None:
         robustness["holm"] = summary
+    on = f" on {len(cfg.primary_pairs)} declared pairs" if cfg.primary_pairs is not None else ""
     text = (f"Holm families span the whole study: primary ({summary['m_primary']} tests: "
-            f"{', '.join(cfg.primary) or 'none declared'}) and exploratory ({summary['m_exploratory']} tests, "
+            f"{', '.join(cfg.primary) or 'none declared'}{on}) and exploratory ({summary['m_exploratory']} tests, "
             f"corrected on their own)")
     compare.setdefault("tests", {})["multiplicity"] = text
-    return {"primary": list(cfg.primary), "margin": cfg.margin, "alpha": cfg.compare.alpha, **summary,
+    return {"primary": list(cfg.primary), "pairs": cfg.pairs, "primary_pairs": cfg.primary_pairs, "margin": cfg.margin, "alpha": cfg.compare.alpha, **summary,
             "text": text, "primary_conclusions": [c for c in conclusion_lines(pairs) if c["family"] == "primary"]}
 
 
@@ -170,9 +174,11 @@ def run_study(path: str | Path, out: str | Path, *, executor: str = "local", wor
     if gpus_per_run < 0 or (gpus_per_run > 0 and executor != "ray"):
         raise ConfigError(f"gpus per run must be >= 0 and needs the ray executor (got {gpus_per_run} with "
                           f"{executor})")
+    sweep_text = sweep_yaml(cfg, folder)
+    cfg.check_arms(list((yaml.safe_load(sweep_text) or {}).get("arms") or {}), str(path))  # before any write
     out = prepare_out(out)
     write_text_atomic(out / STUDY_CONFIG, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    write_text_atomic(out / STUDY_SWEEP, sweep_yaml(cfg, folder))
+    write_text_atomic(out / STUDY_SWEEP, sweep_text)
     st = _Stages(progress)
     t0 = time.time()
     sweep = st.timed("train", _train, out, st, executor, workers, address, gpus_per_run)

@@ -9,6 +9,16 @@
       warmup: {}
       no_warmup: {train.warmup_epochs: 0}
     default_arms: [warmup, no_warmup]   # optional: arms run when --arms is not given
+
+An arm may name its own base config (``base:`` inside the arm, relative to this file), so that
+one sweep (and one study) can hold arms on different datasets; the order is always: the arm's
+base (or the sweep's), then ``set``, then the arm's own keys:
+
+    arms:
+      k64-scratch: {base: ../kermany64.yaml, seeds: 5}
+
+An arm may also run fewer seeds than the sweep (``seeds:`` inside the arm: a count or a list),
+for an expensive arm; its pairs are then tested on the seeds both arms share.
 """
 from __future__ import annotations
 
@@ -45,6 +55,10 @@ class SweepConfig(BaseModel):
                 raise ValueError(f"arm name {name!r} must be letters, digits, '_', '.', '+', '-'")
             if over is None:
                 v[name] = {}
+            own = v[name].get("seeds")
+            if own is not None and not _valid_seeds(own):
+                raise ValueError(f"arm {name}: seeds must be a count >= 1 or a list of distinct non-negative "
+                                 f"integers (got {own!r})")
         return v
 
     @field_validator("seeds")
@@ -61,6 +75,22 @@ class SweepConfig(BaseModel):
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
+    def arm_seeds(self, arm: str, seeds: list[int] | None = None) -> list[int]:
+        """The seeds of ``arm``: its own ``seeds`` if it has them, else the sweep's; ``seeds`` (a
+        command-line choice) restricts both."""
+        own = self.arms[arm].get("seeds")
+        mine = self.seed_list() if own is None else (list(range(own)) if isinstance(own, int) else list(own))
+        return mine if seeds is None else ([s for s in seeds if s in mine] if own is not None else list(seeds))
+
+
+def _valid_seeds(v) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return v >= 1
+    return (isinstance(v, list) and bool(v) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                     for s in v) and len(set(v)) == len(v))
+
 
 def _flatten(prefix: str, value: Any, out: dict) -> None:
     """Turn nested mappings into dotted keys, except for values that are mappings by nature."""
@@ -72,6 +102,20 @@ def _flatten(prefix: str, value: Any, out: dict) -> None:
 
 
 _DICT_VALUED = {"train.bn_gamma", "data.synthetic_n"}
+
+
+def _read_base(p: Path, base: str) -> dict:
+    """The base config ``base`` (relative to the sweep file ``p``) as a mapping; one-line errors."""
+    bp = (p.parent / base) if not Path(base).is_absolute() else Path(base)
+    if not bp.is_file():
+        raise ConfigError(f"{p}: base config {base} not found (looked at {bp})")
+    try:
+        raw = yaml.safe_load(bp.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{bp}: base config is not readable YAML ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{bp}: a config must be a mapping")
+    return raw
 
 
 def load_sweep(path: str | Path, arms: list[str] | None = None,
@@ -92,28 +136,22 @@ def load_sweep(path: str | Path, arms: list[str] | None = None,
                 msgs.append(f"'{loc}': {e['msg']}")
         raise ConfigError(f"{p}: invalid sweep config: " + "; ".join(msgs)) from None
 
-    base_raw: dict = {}
-    if sweep.base:
-        bp = (p.parent / sweep.base) if not Path(sweep.base).is_absolute() else Path(sweep.base)
-        if not bp.is_file():
-            raise ConfigError(f"{p}: base config {sweep.base} not found (looked at {bp})")
-        try:
-            base_raw = yaml.safe_load(bp.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-            raise ConfigError(f"{bp}: base config is not readable YAML ({type(exc).__name__})") from None
-        if not isinstance(base_raw, dict):
-            raise ConfigError(f"{bp}: a config must be a mapping")
-
+    base_raw = _read_base(p, sweep.base) if sweep.base else {}
     chosen = arms or sweep.default_arms or list(sweep.arms)
     unknown = [a for a in chosen if a not in sweep.arms]
     if unknown:
         raise ConfigError(f"{p}: unknown arm(s) {', '.join(unknown)} (arms: {', '.join(sweep.arms)})")
     resolved: dict[str, RunConfig] = {}
     for arm in chosen:
-        merged = yaml.safe_load(yaml.safe_dump(base_raw))  # deep copy
+        own = dict(sweep.arms[arm])
+        own.pop("seeds", None)
+        arm_base = own.pop("base", None)
+        if arm_base is not None and not isinstance(arm_base, str):
+            raise ConfigError(f"{p}: arm {arm}: base must be a config file path (got {arm_base!r})")
+        merged = yaml.safe_load(yaml.safe_dump(_read_base(p, arm_base) if arm_base else base_raw))  # deep copy
         flat: dict[str, Any] = {}
         _flatten("", sweep.set, flat)
-        _flatten("", sweep.arms[arm], flat)
+        _flatten("", own, flat)
         for k, v in flat.items():
             apply_override(merged, k, v)
         merged["name"] = f"{sweep.name}/{arm}"

@@ -22,14 +22,19 @@ from .worker import RunSpec, available_cores
 
 log = logging.getLogger("medtl")
 
-def plan_runs(arms: dict[str, RunConfig], seeds: list[int], out: Path, threads: int,
+def plan_runs(arms: dict[str, RunConfig], seeds: list[int] | dict[str, list[int]], out: Path, threads: int,
               device: str | None = None) -> list[RunSpec]:
-    """One spec per (arm, seed); ``device`` (e.g. 'cuda' for runs given a GPU share) overrides
+    """One spec per (arm, seed) (``seeds``: one list for every arm, or ``{arm: seeds}``); ``device``
+    (e.g. 'cuda' for runs given a GPU share) overrides
     ``train.device`` in every run's config, so the setting travels with the run to its worker."""
     specs = []
+    per_arm = seeds if isinstance(seeds, dict) else {a: list(seeds) for a in arms}
+    every = list(dict.fromkeys(s for a in arms for s in per_arm[a]))
     # seed-major order: with a partial sweep every arm has the same seeds done (paired tests)
-    for seed in seeds:
+    for seed in every:
         for arm, cfg in arms.items():
+            if seed not in per_arm[arm]:
+                continue
             c = cfg.model_copy(update={"seed": seed})
             if device is not None:
                 c = c.model_copy(update={"train": c.train.model_copy(update={"device": device})})
@@ -74,7 +79,9 @@ def run_sweep(sweep_path: str | Path, out: str | Path, executor: str = "local", 
     for cfg in arm_cfgs.values():
         if cfg.train.num_threads:
             threads = cfg.train.num_threads
-    specs = plan_runs(arm_cfgs, seed_list, out, threads, device="cuda" if gpus_per_run > 0 else None)
+    arm_seeds = {a: sweep.arm_seeds(a, seeds) for a in arm_cfgs}
+    seed_list = list(dict.fromkeys(s for a in arm_cfgs for s in arm_seeds[a]))
+    specs = plan_runs(arm_cfgs, arm_seeds, out, threads, device="cuda" if gpus_per_run > 0 else None)
     _warm_data_cache(arm_cfgs)  # bad data fails here, once, before any run starts
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / SWEEP_CONFIG, _sweep_yaml(sweep, arm_cfgs, seed_list, sweep_path))
@@ -90,6 +97,7 @@ def run_sweep(sweep_path: str | Path, out: str | Path, executor: str = "local", 
     results.sort(key=lambda r: (list(arm_cfgs).index(r["arm"]), r["seed"]))
     summary = {
         "name": sweep.name, "sweep_config": str(sweep_path), "arms": list(arm_cfgs), "seeds": seed_list,
+        "arm_seeds": {a: s for a, s in arm_seeds.items() if s != seed_list},
         "executor": executor, "workers": workers, "threads_per_run": threads, "gpus_per_run": gpus_per_run,
         "wall_time_s": round(wall, 2),
         "counts": {s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "failed")},
