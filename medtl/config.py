@@ -210,6 +210,11 @@ class TrainConfig(_Strict):
     min_lr_factor: float = Field(0.0, ge=0, le=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     mixup_alpha: float = Field(0.0, ge=0)  # off by default for medical images
+    # knowledge distillation (medtl/train/distill.py): a finished run folder (or a medtl pretrain
+    # output folder) trained on the same classes; loss = (1 - alpha) task + alpha T^2 KL
+    teacher: str | None = None
+    distill_alpha: float = Field(0.5, ge=0, le=1)
+    distill_temperature: float = Field(2.0, gt=0)
     class_weighting: Literal["none", "balanced"] = "none"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None  # None: on where it helps (bf16 on CPU, CUDA)

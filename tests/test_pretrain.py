@@ -136,3 +136,51 @@ def test_weight_names_are_guarded(tmp_path):
     from medtl.models import get_weights
 
     assert get_weights("mine").sha256 == __import__("hashlib").sha256(b"one").hexdigest()
+
+
+# ------------------------------------------------------------------ knowledge distillation (tricks)
+
+def test_distill_loss_is_the_tempered_divergence():
+    import torch
+
+    from medtl.train.distill import distill_loss
+
+    s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]], requires_grad=True)
+    assert float(distill_loss(s, s.detach(), 4.0).detach()) == pytest.approx(0.0, abs=1e-6)   # same outputs: nothing to learn
+    t = torch.tensor([[0.0, 3.0, 0.0], [1.0, -1.0, 2.0]])
+    T = 2.0
+    p, q = torch.softmax(t / T, 1), torch.softmax(s.detach() / T, 1)
+    want = float((p * (p.log() - q.log())).sum(1).mean() * T * T)
+    loss = distill_loss(s, t, T)
+    assert float(loss) == pytest.approx(want, rel=1e-5)
+    loss.backward()                                                                # the gradient moves s toward t
+    assert float(((s - 0.1 * s.grad).detach() / T).softmax(1).sub(p).abs().sum()) < float(q.sub(p).abs().sum())
+    ml = distill_loss(torch.zeros(2, 3), torch.zeros(2, 3), 1.0, multilabel=True)
+    assert float(ml) == pytest.approx(float(torch.nn.functional.binary_cross_entropy(torch.full((2, 3), 0.5),
+                                                                                       torch.full((2, 3), 0.5))))
+
+
+def test_tricks_distils_from_a_named_teacher(tmp_path):
+    """pretrain.teacher (a pretrain output folder) changes what tricks learns, and the provenance
+    names the teacher's checkpoint; a teacher on other classes or another recipe is refused."""
+    teacher = tmp_path / "teacher"
+    assert cli(["pretrain", "--recipe", "in", "--name", "toy_teacher", "--out", str(teacher), "-q", *TOY]) == 0
+    t_sha = __import__("medtl.io", fromlist=["sha256_file"]).sha256_file(teacher / "in" / "checkpoint_best.pt")
+    plain, kd = tmp_path / "plain", tmp_path / "kd"
+    assert cli(["pretrain", "--recipe", "tricks", "--name", "toy_tricks", "--out", str(plain), "-q", *TOY]) == 0
+    assert cli(["pretrain", "--recipe", "tricks", "--name", "toy_tricks_kd", "--out", str(kd), "-q", *TOY,
+                "--set", f"pretrain.teacher={teacher}", "--set", "train.distill_alpha=0.7"]) == 0
+    rec, rec_plain = (json.loads((d / "pretrain.json").read_text()) for d in (kd, plain))
+    assert rec["teacher"] == {"run": str(teacher / "in"), "checkpoint_sha256": t_sha, "alpha": 0.7,
+                              "temperature": 2.0}
+    assert rec_plain["teacher"] is None and rec["sha256"] != rec_plain["sha256"]
+    assert "distilling from" in (kd / "tricks" / "train.log").read_text()
+    with pytest.raises(ConfigError, match="other classes"):
+        from medtl.pretrain.run import load_pretrain_config, pretrain
+
+        pretrain(load_pretrain_config(None, [a for a in TOY if a != "--set"] + [
+            "pretrain.classes=5", "pretrain.recipe=tricks", f"pretrain.teacher={teacher}"]), tmp_path / "bad",
+            progress=False)
+    assert not (tmp_path / "bad" / "tricks" / "metrics.json").exists()
+    assert cli(["pretrain", "--recipe", "sin", "--out", str(tmp_path / "x"), "-q", *TOY, "--set",
+                f"pretrain.teacher={teacher}"]) == 2

@@ -31,11 +31,20 @@ def setup_logging(quiet: bool) -> None:
     log.propagate = False
 
 
-def training_process(num_threads: int | None) -> None:
-    """This process is about to train: set threads and malloc tuning (process-wide, so here)."""
+def training_process(num_threads: int | None, distributed: bool = False) -> bool:
+    """This process is about to train: set threads and malloc tuning and, for a command that
+    trains data-parallel (``distributed``), join the process group when launched by torchrun (all
+    process-wide, so here).  Returns whether this process speaks for the run (rank 0)."""
+    from ..train.distributed import init_from_env
     from ..train.runtime import configure_process
 
     configure_process(num_threads)
+    if not distributed:
+        return True
+    d = init_from_env()
+    if not d.main:  # data-parallel: rank 0 speaks for the run
+        logging.getLogger("medtl").setLevel(logging.WARNING)
+    return d.main
 
 
 def mlflow_uri(value: str | None) -> str | None:

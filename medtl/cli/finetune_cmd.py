@@ -36,9 +36,11 @@ def finetune(
     overrides = list(set_) + ([f"seed={seed}"] if seed is not None else [])
     cfg = load_config(config, overrides)
     out_dir = out or default_run_dir(cfg.name, cfg.seed)
-    training_process(cfg.train.num_threads)
+    main = training_process(cfg.train.num_threads, distributed=True)
     record = run_finetune(cfg, out_dir, progress=not quiet, restart=restart,
                           allow_runtime_change=allow_device_change)
+    if not main:  # data-parallel: rank 0 reports
+        return
     from ..stats.case_ci import summary_line
 
     tag = " [SYNTHETIC data]" if record.run.synthetic else ""

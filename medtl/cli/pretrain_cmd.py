@@ -37,8 +37,10 @@ def pretrain(
     cfg = load_pretrain_config(config, overrides)
     weight_name = cfg.pretrain.name or cfg.name
     out_dir = out or Path("runs") / "pretrain" / weight_name
-    training_process(cfg.train.num_threads)
+    main = training_process(cfg.train.num_threads, distributed=True)
     res = run_pretrain(cfg, out_dir, progress=not quiet, restart=restart)
+    if not main:
+        return
     for st in res["stages"]:
         typer.echo(f"stage {st['stage']}: val accuracy {st['val_acc']:.3f}, test accuracy {st['test_acc']:.3f} "
                    f"(best epoch {st['best_epoch']} of {st['epochs']})")

@@ -14,6 +14,7 @@ provenance (:mod:`medtl.models.local_weights`), and described in ``OUT/pretrain.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Literal
@@ -49,6 +50,9 @@ class PretrainSpec(_Strict):
     in_epochs: int | None = Field(None, ge=1)
     # probability that a training image is re-textured (default: the recipe's: sin 1, sin+in 0.5)
     stylize: float | None = Field(None, ge=0, le=1)
+    # tricks only: distil from this teacher (a medtl pretrain output folder or a finished run folder
+    # on the same source classes); train.distill_alpha / train.distill_temperature tune it
+    teacher: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -87,6 +91,11 @@ def stage_config(cfg: PretrainConfig, stage: int, previous: Path | None) -> RunC
                           f"the source {p.source} has its own classes and images")
     epochs = p.epochs if stage == 0 else (p.in_epochs or max(1, p.epochs // 3))
     over = stage_overrides(p.recipe, stage, cfg.model.backbone, epochs, p.stylize) | {"train.epochs": epochs}
+    if p.teacher:
+        if p.recipe != "tricks":
+            raise ConfigError(f"pretrain.teacher: knowledge distillation is the tricks recipe's option (recipe is "
+                              f"{p.recipe}); for another recipe set train.teacher")
+        over["train.teacher"] = str(Path(p.teacher).expanduser().resolve())
     if stage == 1:  # sin+in -> in: from the first stage's backbone, at a tenth of the learning rate
         over |= {"model.weights": str(previous), "train.lr": cfg.train.lr * 0.1}
     for key, value in over.items():
@@ -116,6 +125,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, restar
     from ..models.local_weights import register_local
     from ..models.weights import IMAGENET_MEAN, IMAGENET_STD
     from ..train import finetune
+    from ..train.distributed import current
 
     out = Path(out)
     p = cfg.pretrain
@@ -123,6 +133,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, restar
     spec = get_architecture(cfg.model.backbone)
     if cfg.model.weights.lower() != "none":
         raise ConfigError("model.weights: a pretrain run starts from random init (give 'none')")
+    d = current()  # data-parallel (torchrun): every rank trains, rank 0 exports and registers
     previous: Path | None = None
     records = []
     names = stages(p.recipe)
@@ -131,15 +142,23 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, restar
         rec = finetune(stage_config(cfg, i, previous), run_dir, progress=progress, restart=restart)
         records.append({"stage": stage, "run": str(run_dir), "epochs": rec.run.epochs, "best_epoch": rec.run.best_epoch,
                         "val_acc": rec.val.acc, "val_auc": rec.val.auc, "test_acc": rec.test.acc,
-                        "test_auc": rec.test.auc, "wall_time_s": rec.run.wall_time_s})
+                        "test_auc": rec.test.auc, "wall_time_s": rec.run.wall_time_s,
+                        "teacher": rec.run.as_dict().get("teacher")})
         last = i + 1 == len(names)  # an earlier stage's backbone starts the next stage
-        previous = export_backbone(run_dir, out / (BACKBONE_FILE if last else f"{stage}-{BACKBONE_FILE}"))
+        previous = out / (BACKBONE_FILE if last else f"{stage}-{BACKBONE_FILE}")
+        if d.main:
+            export_backbone(run_dir, previous)
+        d.barrier()
+    if not d.main:
+        d.barrier()  # rank 0 registers the weights and writes pretrain.json
+        return json.loads((out / PRETRAIN_JSON).read_text(encoding="utf-8"))
     fmt = "timm" if (spec.library == "timm" or cfg.model.antialias != "none") else "torchvision"
     provenance = json_safe({
         "recipe": p.recipe, "family": FAMILY[p.recipe], "source": p.source,
         "fractal": {"classes": p.classes, "instances": p.instances, "seed": p.fractal_seed} if p.source == FRACTALDB
         else None, "image_size": p.image_size, "epochs": [r["epochs"] for r in records], "seed": cfg.seed,
         "backbone": cfg.model.backbone, "antialias": cfg.model.antialias, "stages": records,
+        "teacher": records[-1].get("teacher"),
         "medtl_version": __version__, "out": str(out)})
     entry = register_local(name, out / BACKBONE_FILE, arch=cfg.model.backbone, fmt=fmt, family=FAMILY[p.recipe],
                            provenance=provenance, mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -149,6 +168,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, restar
               **provenance}
     write_json_atomic(out / PRETRAIN_JSON, result)
     log.info("registered %s (%s, sha256 %s...)", name, FAMILY[p.recipe], entry["sha256"][:12])
+    d.barrier()
     return result
 
 

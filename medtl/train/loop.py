@@ -232,6 +232,9 @@ class _Setup:
     gamma_touched: list
     trainable: Any
     weights_report: Any
+    teacher: Any = None  # medtl.train.distill.Teacher, with train.teacher
+    net: Any = None  # what trains: the model, or the model inside DistributedDataParallel
+    dist: Any = None  # medtl.train.distributed.Dist
 
 
 def _check_input_side(cfg: RunConfig, bundle) -> None:
@@ -253,7 +256,13 @@ def _prepare(cfg: RunConfig) -> _Setup:
     from ..data import load_dataset
     from ..models import apply_bn_gamma, model_for_run, param_groups, set_trainable
 
+    from .distributed import check_config, current, wrap
+
+    d = current()
+    check_config(cfg, d)
     rt = resolve_runtime(cfg.train)
+    if d.enabled and rt.device.type == "cuda" and rt.device.index is None:
+        rt.device = torch.device("cuda", torch.cuda.current_device())
     bundle = load_dataset(cfg.data)
     for name in ("train", "val", "test"):
         if len(bundle.splits[name].labels) == 0:
@@ -267,6 +276,7 @@ def _prepare(cfg: RunConfig) -> _Setup:
     model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    net = wrap(model, rt.device, d)  # data-parallel: synchronised BN in place, DDP around it
 
     n_train = len(bundle.splits["train"].labels)
     bs = min(cfg.train.batch_size, n_train)
@@ -281,7 +291,13 @@ def _prepare(cfg: RunConfig) -> _Setup:
         opt = torch.optim.AdamW(groups, lr=base_lr)
     for g in opt.param_groups:
         g["initial_lr"] = base_lr
-    return _Setup(bundle=bundle, task=task, rt=rt, model=model, opt=opt,
+    teacher = None
+    if cfg.train.teacher:
+        from .distill import load_teacher
+
+        teacher = load_teacher(cfg.train.teacher, task.classes, task.multilabel, rt.device,
+                               cfg.train.distill_alpha, cfg.train.distill_temperature)
+    return _Setup(teacher=teacher, net=net, dist=d, bundle=bundle, task=task, rt=rt, model=model, opt=opt,
                   scaler=torch.amp.GradScaler("cuda") if rt.use_scaler else None, bs=bs,
                   steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                   warmup_steps=int(round(cfg.train.warmup_epochs * steps_per_epoch)),
@@ -308,6 +324,8 @@ def _log_setup(s: _Setup, cfg: RunConfig) -> None:
         log.info("bn_gamma applied to %d layers: %s", len(s.gamma_touched),
                  ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, v in s.gamma_touched))
     log.info("trainable: %s", s.trainable)
+    if s.teacher is not None:
+        log.info("distilling from %s (alpha %g, T %g)", s.teacher.run_dir, s.teacher.alpha, s.teacher.temperature)
 
 
 # ---------------------------------------------------------------- training
@@ -343,7 +361,7 @@ def _train_epoch(s: _Setup, cfg: RunConfig, epoch: int, images: torch.Tensor, ta
                  progress: bool) -> dict:
     from ..data import augment_batch
 
-    model, opt, task, rt, tc = s.model, s.opt, s.task, s.rt, cfg.train
+    model, opt, task, rt, tc = s.net, s.opt, s.task, s.rt, cfg.train
     model.train()
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout and any other global-RNG use
     g_order = _epoch_generator(cfg.seed, epoch, 0)
@@ -353,7 +371,7 @@ def _train_epoch(s: _Setup, cfg: RunConfig, epoch: int, images: torch.Tensor, ta
     t0 = time.time()
     total, count = 0.0, 0
     lr = s.base_lr
-    with Progress(progress, s.steps_per_epoch, f"epoch {epoch + 1}/{tc.epochs}", "batch") as bar:
+    with Progress(progress and s.dist.main, s.steps_per_epoch, f"epoch {epoch + 1}/{tc.epochs}", "batch") as bar:
         for i in range(s.steps_per_epoch):
             step = epoch * s.steps_per_epoch + i
             lr = s.base_lr * lr_factor(step, s.total_steps, s.warmup_steps, tc.schedule, s.milestones,
@@ -371,15 +389,23 @@ def _train_epoch(s: _Setup, cfg: RunConfig, epoch: int, images: torch.Tensor, ta
                 x = lam * x + (1 - lam) * x[j]
                 oh = task.one_hot(y)
                 soft = (lam * oh + (1 - lam) * oh[j]).to(rt.device)
+            x, y, soft = s.dist.shard(x, y, soft)  # data-parallel: this rank's part of the global batch
             x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
             if rt.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with rt.autocast():
                 logits = model(x)
             loss = task.loss(logits, y, soft)
-            check_finite(loss, f"epoch {epoch + 1}, step {i + 1}", lr)
+            if s.teacher is not None:  # knowledge distillation: the teacher sees the same (mixed) batch
+                from .distill import distill_loss
+
+                with torch.no_grad(), rt.autocast():
+                    t_logits = s.teacher.model(x)
+                a = s.teacher.alpha
+                loss = (1 - a) * loss + a * distill_loss(logits, t_logits, s.teacher.temperature, task.multilabel)
+            lv = s.dist.mean(loss)  # the global batch's loss (every rank sees the same value)
+            check_finite(torch.tensor(lv), f"epoch {epoch + 1}, step {i + 1}", lr)
             _step(s, tc, loss)
-            lv = float(loss.detach())
             total += lv * len(idx)
             count += len(idx)
             bar.update(loss=f"{lv:.4f}", lr=f"{lr:.3g}")
@@ -436,6 +462,9 @@ def _train(s: _Setup, cfg: RunConfig, run: Run, state: TrainingState, progress: 
     targets = s.task.targets(train.labels)
     for epoch in range(start_epoch, cfg.train.epochs):
         row = _train_epoch(s, cfg, epoch, images, targets, progress)
+        if not s.dist.main:  # data-parallel: rank 0 evaluates and writes; the others wait for it
+            s.dist.barrier()
+            continue
         val_m, _ = evaluate(s.model, s.bundle.splits["val"], s.task, s.rt, max(s.bs, 128))
         row.update(val_loss=val_m["loss"], val_auc=val_m["auc"], val_acc=val_m.get("acc", float("nan")))
         history.append(row)
@@ -450,6 +479,7 @@ def _train(s: _Setup, cfg: RunConfig, run: Run, state: TrainingState, progress: 
         _write_log_csv(run.log_csv_path, history)
         log.info("epoch %d/%d train_loss=%.4f val_loss=%.4f val_auc=%.4f lr=%.3g (%.1fs)", epoch + 1,
                  cfg.train.epochs, row["train_loss"], row["val_loss"], row["val_auc"], row["lr"], row["seconds"])
+        s.dist.barrier()
     return history, best_epoch
 
 
@@ -557,7 +587,9 @@ def _run_record(s: _Setup, cfg: RunConfig, best_epoch: int, wall: float) -> dict
         "fast_conv": bool(cfg.train.fast_conv), **_weights_facts(s, cfg),
         "threads": torch.get_num_threads(), "medtl_version": __version__, "torch_version": torch.__version__,
         "wall_time_s": round(wall, 2), "bn_gamma_layers": [[n, v] for n, v in s.gamma_touched],
-    }
+    } | ({"teacher": s.teacher.facts()} if s.teacher is not None else {}) | (
+        {"data_parallel": {"world_size": s.dist.world, "backend": torch.distributed.get_backend(),
+                           "global_batch": s.bs}} if s.dist.enabled else {})
 
 
 # ---------------------------------------------------------------- the run
@@ -571,9 +603,13 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
     run in ``out`` first.  A resume on another device type or precision is refused (the
     resumed run would not be exact) unless ``allow_runtime_change``.
     """
+    from .distributed import current
+
+    d = current()  # data-parallel (torchrun): rank 0 writes the run folder, every rank trains
     run = Run(out)
-    if restart:
+    if restart and d.main:
         discard(run)
+    d.barrier()
     status = check_existing(run, cfg)
     if status == "finished":
         log.info("run already finished: %s", run.metrics_path)
@@ -581,11 +617,18 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
     t0 = time.time()
     s = _prepare(cfg)
     fresh = status == "new"
-    start(run, config_to_yaml(cfg))
+    d.barrier()  # every rank has read the folder before rank 0 writes to it
+    if d.main:
+        start(run, config_to_yaml(cfg))
+    d.barrier()
     settings = cfg.model_dump(mode="json") | {"runtime": {"device_type": s.rt.device.type,
                                                            "precision": s.rt.precision}}
     ignore = RESUME_SAFE | ({"runtime.device_type", "runtime.precision"} if allow_runtime_change else set())
     state = TrainingState(run.state_path, STATE_KIND, settings, ignore=ignore, normalize=_stored_settings)
+    if not d.main:
+        _train(s, cfg, run, state, progress)
+        d.barrier()  # rank 0's final evaluation and record
+        return run.record
     with FileLog(run.train_log_path):
         _log_setup(s, cfg)
         try:
@@ -608,4 +651,5 @@ def finetune(cfg: RunConfig, out: str | Path, progress: bool = True, restart: bo
         run.write_record(record)
         shutil.rmtree(run.state_dir, ignore_errors=True)
         log.info("test: %s", summary_line(record.test))
+    d.barrier()
     return record
