@@ -45,7 +45,7 @@ from .stats.case_ci import summary_line
 
 log = logging.getLogger("medtl")
 
-EVAL_VERSION = 2  # 2: metrics carry their case CIs (``ci``)
+EVAL_VERSION = 3  # 2: metrics carry their case CIs (``ci``); 3: operating points and net benefit
 SPLIT_CHOICES = ("test", "val", "train", "all")
 DROP = "-"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -277,6 +277,24 @@ def _external_metrics(y: np.ndarray, z: np.ndarray, p: np.ndarray, threshold: fl
     return m
 
 
+def _operating(run: Run, pos: int, y: np.ndarray, p: np.ndarray) -> dict:
+    """Operating points fixed on the run's own val predictions (on the evaluated positive class)
+    and read on the external set, and net benefit there (:mod:`medtl.stats.operating`); nothing
+    for a run without val predictions."""
+    from .runs import read_predictions
+    from .stats.operating import operating_points
+
+    try:
+        v = read_predictions(run.val_predictions_path)
+    except DataError:
+        return {}
+    vp = np.asarray(v["p"], dtype=np.float64).ravel()
+    vy = np.asarray(v["y"]).astype(int).ravel()
+    if pos != 1:
+        vp, vy = 1.0 - vp, (vy == pos).astype(int)
+    return operating_points(vy, vp, y, p)
+
+
 def _positive(spec: ExternalSpec, run_classes: list[str], threshold: float, where: Path) -> tuple[int, float]:
     """(index of the positive class, threshold on its probability)."""
     if spec.positive is None:
@@ -316,6 +334,7 @@ def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp:
     y = (scored.labels == pos).astype(int)
     p = scaled_probs(z, 1.0)
     metrics = _external_metrics(y, z, p, thr_pos, calib["temperature"], scored.groups)
+    metrics |= _operating(run, pos, y, p)
     extra = {f"group_{c}": np.asarray(v, dtype=str) for c, v in (scored.groups or {}).items()}
     _save_npz(run.external_predictions_path(spec.name), y=y, p=p, logit=z,
               ids=np.asarray(scored.ids, dtype=str), **extra)

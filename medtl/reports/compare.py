@@ -144,6 +144,46 @@ def plot_metric(result: Mapping, metric: str) -> bytes:
     return png_bytes(fig)
 
 
+DC_MAX_ARMS = 10  # lines a decision-curve plot stays readable with
+
+
+def plot_decision_curve(dc: Mapping) -> bytes:
+    """PNG bytes: net benefit against threshold probability, per arm (seed mean, band: CI over
+    seeds and test cases), with treat-all and treat-none."""
+    pt = np.asarray(dc["pt"], dtype=float)
+    fig = new_figure(6.5, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, a in list(dc["arms"].items())[:DC_MAX_ARMS]:
+        mean = np.asarray(a["mean"], dtype=float)
+        line = ax.plot(pt, mean, lw=1.6, label=f"{name} (n={a['n']})")[0]
+        lo, hi = np.asarray(a["ci_low"], dtype=float), np.asarray(a["ci_high"], dtype=float)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        if ok.any():
+            ax.fill_between(pt[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.15, lw=0)
+    ax.plot(pt, np.asarray(dc["treat_all"], dtype=float), color="grey", ls="--", lw=1.2, label="treat all")
+    ax.axhline(0.0, color="black", lw=1.0, label="treat none")
+    top = max([float(np.nanmax(np.asarray(a["ci_high"], dtype=float))) for a in dc["arms"].values()
+               if np.isfinite(np.asarray(a["ci_high"], dtype=float)).any()] + [dc.get("prevalence") or 0.1])
+    ax.set_ylim(-0.05, top * 1.1 + 0.01)
+    ax.set_xlabel("threshold probability pt")
+    ax.set_ylabel("net benefit")
+    ax.set_title("decision curve (band: 95% CI over seeds and test cases)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def decision_rows(dc: Mapping, points=(0.06, 0.1, 0.2, 0.3, 0.5)) -> tuple[list[str], list[list[str]]]:
+    """A table of the decision curve at a few threshold probabilities: one row per arm."""
+    idx = [i for i, p in enumerate(dc["pt"]) if any(abs(p - q) < 1e-9 for q in points)]
+    header = ["arm", "n"] + [f"NB at pt={dc['pt'][i]:g} [CI]" for i in idx]
+    rows = [[name, str(a["n"])] + [f"{num(a['mean'][i])} [{ci(a['ci_low'][i], a['ci_high'][i])}]" for i in idx]
+            for name, a in dc["arms"].items()]
+    rows.append(["treat all", "–"] + [num(dc["treat_all"][i]) for i in idx])
+    return header, rows
+
+
 def delong_sentence(d: Mapping) -> str:
     return (f"{d['run_a']} (AUC {num(d['auc_a'])}) vs {d['run_b']} (AUC {num(d['auc_b'])}) on the same "
             f"{d['n']} test cases ({d['n_pos']} positive): AUC difference {num(d['diff'])} "
@@ -169,7 +209,7 @@ def page_context(result: Mapping, pngs: Mapping[str, bytes], images: Mapping[str
             "warnings": list((result.get("leak_warnings") or {}).values()),
             "anchor": (result.get("anchor") or {}).get("statements", []),
             "anchor_value": (result.get("anchor") or {}).get("value"),
-            "ive": ive_context(result),
+            "ive": ive_context(result), "decision": _decision_context(result, pngs, images),
             "notes": result["notes"], "methods": method_notes(result)}
 
 
@@ -179,8 +219,21 @@ def write_compare(result: Mapping, out: str | Path, *, plots: bool = True) -> di
     out = prepare_out(out)
     clean = json_safe(result)
     pngs = {m: plot_metric(clean, m) for m in clean["metrics"]} if plots else {}
+    if plots and clean.get("decision_curves"):
+        pngs["decision_curve"] = plot_decision_curve(clean["decision_curves"])
     images = write_pngs(out, pngs, prefix="compare_")
     write_json_atomic(out / "compare.json", clean)
     ctx = page_context(clean, pngs, images)
     paths = write_page(out, "compare", "compare", c=ctx, lv=2, **ctx)
     return {"json": out / "compare.json", **paths, **{f"png:{m}": out / f for m, f in images.items()}}
+
+
+def _decision_context(result: Mapping, pngs: Mapping[str, bytes], images: Mapping[str, str]) -> dict | None:
+    dc = result.get("decision_curves")
+    if not dc:
+        return None
+    header, rows = decision_rows(dc)
+    more = len(dc["arms"]) - DC_MAX_ARMS
+    return {"header": header, "rows": rows, "note": dc["note"], "png": pngs.get("decision_curve"),
+            "image": images.get("decision_curve"),
+            "plot_note": f"the plot shows the first {DC_MAX_ARMS} arms; the table has all" if more > 0 else None}

@@ -15,7 +15,7 @@ from ..runs import FAILED, METRICS, Arm, Run, read_predictions
 from .compare import compare_arms, conclude, describe, holm, holm_summary, paired_tests
 from .delong import delong_test
 from .hierarchical import METHOD as HIER_METHOD
-from .hierarchical import METRICS as HIER_METRICS
+from .hierarchical import is_metric as is_hier_metric
 from .hierarchical import CaseSet, RunPredictions, crossed, diff_ci, mean_ci, two_set_diff_ci
 
 # --------------------------------------------------------------------------------------------
@@ -33,10 +33,14 @@ def metric_value(record: RunRecord, run_dir: str | Path | None, metric: str) -> 
     ``external.<name>.<key>`` from the run's ``external/<name>/`` evaluation, else from its record."""
     ext = external_name(metric)
     if ext is None:
-        return record.at(metric)
-    if run_dir is None or not Run(run_dir).external_metrics_path(ext).is_file():
+        v = record.at(metric)
+    elif run_dir is None or not Run(run_dir).external_metrics_path(ext).is_file():
         return MISSING
-    return Run(run_dir).external_record(ext).metrics.at(metric.split(".", 2)[2])
+    else:
+        v = Run(run_dir).external_record(ext).metrics.at(metric.split(".", 2)[2])
+    if v is MISSING and record.task == "binary":  # a run older than the operating points
+        return derived_operating_value(run_dir, metric)
+    return v
 
 
 def _available(arms: Mapping[str, Arm]) -> list[str]:
@@ -144,8 +148,40 @@ def run_predictions(arm: Arm, external: str | None = None) -> dict[int, RunPredi
         if p.size != y.size or not np.isfinite(p).all():
             continue
         out[seed] = RunPredictions(y=y.astype(int), p=p, threshold=0.5 if thr is None else float(thr),
-                                   ids=d.get("ids"))
+                                   ids=d.get("ids"), op_thresholds=val_op_thresholds(path))
     return out
+
+
+def val_op_thresholds(run_dir: str | Path) -> dict | None:
+    """The operating-point thresholds a binary run fixes on its val predictions
+    (:func:`medtl.stats.operating.op_thresholds`); None without readable val predictions."""
+    from .operating import op_thresholds
+
+    try:
+        v = read_predictions(Run(run_dir).val_predictions_path)
+    except DataError:
+        return None
+    return op_thresholds(np.asarray(v["y"]).ravel(), np.asarray(v["p"], dtype=np.float64).ravel())
+
+
+def derived_operating_value(run_dir: str | Path | None, metric: str):
+    """An operating-point metric (``test.sens_at_spec95``, ``test.net_benefit_10``, ...) recomputed
+    from a binary run's saved val and test predictions, for runs whose metrics.json predates it;
+    :data:`MISSING` where it cannot be."""
+    from .operating import op_names, operating_points
+
+    section, _, name = metric.partition(".")
+    if run_dir is None or name not in op_names() or section != "test":  # external: evaluate records them
+        return MISSING
+    run = Run(run_dir)
+    try:
+        v = read_predictions(run.val_predictions_path)
+        t = read_predictions(run.path)
+    except DataError:
+        return MISSING
+    if np.asarray(v["p"]).ndim != 1 or np.asarray(t["p"]).ndim != 1:
+        return MISSING
+    return operating_points(v["y"], v["p"], t["y"], t["p"])[name]
 
 
 def _seed_case_arms(res: dict, metric: str, name: str, preds: Mapping[str, dict], confidence: float) -> list[str]:
@@ -183,6 +219,36 @@ def _seed_case_pair(pair: dict, name: str, preds: Mapping[str, dict], confidence
 
 SCOPES = ("patients", "test_set")
 
+DC_GRID = tuple(round(0.02 * k, 2) for k in range(1, 31))  # threshold probabilities 0.02 .. 0.60
+
+
+def decision_curves(arms: Mapping[str, Arm], *, confidence: float = 0.95) -> dict | None:
+    """Per arm, the seed-mean net benefit over :data:`DC_GRID` with its interval over seeds and
+    test cases (:mod:`medtl.stats.hierarchical`), beside treat-all and treat-none (0); None when
+    no arm has binary test predictions.  The decision curve of Vickers & Elkin (2006)."""
+    from .operating import treat_all
+
+    preds = {a: run_predictions(arm) for a, arm in arms.items()}
+    preds = {a: p for a, p in preds.items() if p}
+    if not preds:
+        return None
+    out: dict = {"pt": list(DC_GRID), "arms": {}, "confidence": confidence}
+    y0 = None
+    for a, by_seed in preds.items():
+        runs = [by_seed[s] for s in sorted(by_seed)]
+        y0 = runs[0].y if y0 is None else y0
+        rows = [mean_ci(runs, f"net_benefit_{int(round(pt * 100)):02d}", confidence=confidence) for pt in DC_GRID]
+        out["arms"][a] = {"n": len(runs), "mean": [r.get("estimate", float("nan")) for r in rows],
+                          "ci_low": [r["ci_low"] for r in rows], "ci_high": [r["ci_high"] for r in rows]}
+    out["treat_all"] = [treat_all(y0, pt) for pt in DC_GRID]
+    out["treat_none"] = 0.0
+    out["prevalence"] = float(np.mean(y0))
+    out["note"] = ("net benefit of treating the cases whose predicted probability is at least the threshold "
+                   "probability pt, from each run's own (uncalibrated) probabilities; band: "
+                   f"{round(confidence * 100)}% CI over seeds and test cases; treat-all from the test prevalence "
+                   f"({out['prevalence']:.3f}), treat-none = 0")
+    return out
+
 
 def add_seed_case_cis(res: dict, arms: Mapping[str, Arm], metrics: Sequence[str], *, confidence: float,
                       scope: str = "patients") -> list[str]:
@@ -199,7 +265,7 @@ def add_seed_case_cis(res: dict, arms: Mapping[str, Arm], metrics: Sequence[str]
     for metric in metrics:
         ext = external_name(metric)
         section, _, name = metric.rpartition(".") if ext else metric.partition(".")
-        if not ((section == "test" or section == f"external.{ext}") and name in HIER_METRICS):
+        if not ((section == "test" or section == f"external.{ext}") and is_hier_metric(name)):
             continue
         if ext not in cache:
             cache[ext] = {arm_name: run_predictions(arm, ext) for arm_name, arm in arms.items()}
@@ -441,7 +507,7 @@ def internal_vs_external(arms: Mapping[str, Arm], name: str, *, metric: str = "a
                        confidence=confidence, margin=margin)
     pi = {a: run_predictions(arm) for a, arm in arms.items()}
     pe = {a: run_predictions(arm, name) for a, arm in arms.items()}
-    if metric in HIER_METRICS:
+    if is_hier_metric(metric):
         for pair in res["pairs"]:
             if pair["paired"]:
                 _ive_pair(pair, metric, pi, pe, confidence)
@@ -451,7 +517,7 @@ def internal_vs_external(arms: Mapping[str, Arm], name: str, *, metric: str = "a
     for a in arms:
         seeds = sorted(internal[a])
         test = _ive_drop(pi[a], pe[a], seeds, metric, internal[a], external[a], confidence) \
-            if metric in HIER_METRICS else _ive_drop({}, {}, seeds, metric, internal[a], external[a], confidence)
+            if is_hier_metric(metric) else _ive_drop({}, {}, seeds, metric, internal[a], external[a], confidence)
         rows[a] = {"internal": describe(list(internal[a].values()), **kw),
                    "external": describe(list(external[a].values()), **kw),
                    "drop": res["by_metric"][drop_key]["arms"][a], "no_drop_test": test}
@@ -519,6 +585,8 @@ def compare_runs(dirs: Sequence[str | Path], metrics: Sequence[str], *, alpha: f
     result = build_comparison(arms, metrics, alpha=alpha, n_resamples=n_resamples, seed=seed, ci_method=ci_method,
                               margin=margin, primary=primary, scope=scope, pairs=pairs,
                               primary_pairs=primary_pairs)
+    if any(external_name(m) is None and m.partition(".")[2].startswith("net_benefit") for m in metrics):
+        result["decision_curves"] = decision_curves(arms)
     if ive is not None:
         result["internal_vs_external"] = internal_vs_external(arms, ive, alpha=alpha, n_resamples=n_resamples,
                                                               seed=seed, ci_method=ci_method, margin=margin)

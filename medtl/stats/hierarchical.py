@@ -42,7 +42,15 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-METRICS = ("auc", "acc", "sensitivity", "specificity", "balanced_acc")
+METRICS = ("auc", "acc", "sensitivity", "specificity", "balanced_acc",
+           # operating points fixed on val (medtl.stats.operating) and net benefit at pt = XX%
+           "sens_at_spec90", "sens_at_spec95", "spec_at_sens90", "spec_at_sens95",
+           "net_benefit_05", "net_benefit_10", "net_benefit_20", "net_benefit_30", "net_benefit_50")
+
+
+def is_metric(name: str) -> bool:
+    """A metric with per-case influences: :data:`METRICS`, or net benefit at any pt (``net_benefit_XX``)."""
+    return name in METRICS or (name.startswith("net_benefit_") and name[12:].isdigit() and 0 < int(name[12:]) < 100)
 METHOD = ("crossed seeds x cases variance components (seed variance + DeLong / binomial case variance of the "
           "predictions averaged over seeds, seed-by-case interaction counted once), t interval with "
           "Welch-Satterthwaite df")
@@ -51,12 +59,14 @@ METHOD = ("crossed seeds x cases variance components (seed variance + DeLong / b
 @dataclass
 class RunPredictions:
     """One run's test-set predictions: labels y (0/1), positive-class probabilities p, the
-    run's operating threshold and the case ids (to check that runs share a test set)."""
+    run's operating threshold, the case ids (to check that runs share a test set) and the
+    thresholds of the operating points fixed on val (``{"spec95": t, ...}``)."""
 
     y: np.ndarray
     p: np.ndarray
     threshold: float = 0.5
     ids: np.ndarray | None = None
+    op_thresholds: dict | None = None
 
 
 # ------------------------------------------------------------------------ per-case influences
@@ -83,9 +93,21 @@ def influences(run: RunPredictions, metric: str) -> tuple[float, list[np.ndarray
             return float("nan"), [np.full(n_pos, np.nan), np.full(n_neg, np.nan)]
         v10, v01 = _placements(y, p)
         return float(v10.mean()), [v10, v01]
-    if metric not in METRICS:
+    if not is_metric(metric):
         raise ValueError(f"metric must be one of {', '.join(METRICS)} (got {metric!r})")
-    hit = ((p >= run.threshold).astype(int) == y).astype(np.float64)
+    if metric.startswith("net_benefit_"):
+        from .operating import net_benefit_terms
+
+        terms = net_benefit_terms(y, p, int(metric[12:]) / 100)
+        return (float(terms.mean()) if terms.size else float("nan")), [terms]
+    threshold = run.threshold
+    if metric[:12] in ("sens_at_spec", "spec_at_sens"):  # a fixed-on-val operating point: a proportion
+        key = ("spec" if metric.startswith("sens_at") else "sens") + metric[12:]
+        threshold = float((run.op_thresholds or {}).get(key, float("nan")))
+        if not math.isfinite(threshold):
+            return float("nan"), [np.full(max(n_pos, 2), np.nan)]
+        metric = "sensitivity" if metric.startswith("sens_at") else "specificity"
+    hit = ((p >= threshold).astype(int) == y).astype(np.float64)
     hp, hn = hit[y == 1], hit[y == 0]
     if metric == "acc":
         return (float(hit.mean()) if hit.size else float("nan")), [hit]

@@ -545,6 +545,10 @@ def _final_evaluation(s: _Setup, cfg: RunConfig, run: Run) -> tuple[dict, dict, 
         val_m = task.metrics(val.labels, val_prob, threshold) | {"loss": val_m["loss"]}
     test = s.bundle.splits["test"]
     test_m, test_prob, test_logits = _evaluate_fp32(s.model, test, task, rt32, max(s.bs, 128), threshold)
+    if task.kind == "binary":  # clinical operating points fixed on val, read on test; net benefit
+        from ..stats.operating import operating_points
+
+        test_m |= operating_points(val.labels, val_prob[:, 1], test.labels, test_prob[:, 1])
     calib = _calibration(task, val, (val_prob, val_logits), test, (test_prob, test_logits), threshold, val_m, test_m)
     # every run's val and test metrics carry their case CIs (DeLong for AUC, Wilson for proportions)
     val_m["ci"] = case_cis(task.kind, val.labels, val_prob, threshold, task.classes)
