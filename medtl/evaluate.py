@@ -64,6 +64,14 @@ class ExternalSpec:
     split: str = "test"
     group_columns: list[str] | None = None
     data_format: str = "auto"
+    #: how to read the data: the data.* keys finetune takes that describe a dataset
+    #: (:data:`DATA_OPTIONS`: label columns, patient column, ...)
+    data_options: dict = field(default_factory=dict)
+
+
+#: the data.* keys evaluate takes (the rest follow the run: image size, resize, SR; or evaluate's own)
+DATA_OPTIONS = ("path_column", "label_columns", "patient_column", "split_column", "uncertain", "patient_regex",
+                "val_fraction", "split_seed")
 
 
 def default_name(data: str) -> str:
@@ -74,6 +82,21 @@ def default_name(data: str) -> str:
 
 
 def check_spec(spec: ExternalSpec) -> None:
+    bad = sorted(set(spec.data_options) - set(DATA_OPTIONS))
+    if bad:
+        raise ConfigError(f"data option(s) {', '.join('data.' + b for b in bad)} cannot be set for evaluate "
+                          f"(it takes {', '.join('data.' + k for k in DATA_OPTIONS)}; image size, resize and "
+                          f"SR follow the run)")
+    if spec.data_options:
+        from pydantic import ValidationError
+
+        from .config import DataConfig
+
+        try:
+            DataConfig(path=spec.data, **spec.data_options)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            raise ConfigError(f"data.{'.'.join(map(str, e['loc']))}: {e['msg']}") from None
     if not _NAME_RE.match(spec.name):
         raise ConfigError(f"name {spec.name!r}: use letters, digits, '_' and '-' (it becomes "
                           f"{EXTERNAL_DIR}/<name>/ and the metric prefix external.<name>. in compare)")
@@ -169,6 +192,7 @@ def _cache_key(run: Run, spec: ExternalSpec, cfg, threshold: float, temperature:
     blob = {"v": EVAL_VERSION, "ckpt": sha256_file(run.checkpoint_path), "data": spec.data, "files": data_fp,
             "format": spec.data_format, "split": spec.split, "label_map": sorted(spec.label_map.items()),
             "positive": spec.positive, "groups": spec.group_columns, "threshold": threshold,
+            "options": sorted((k, json.dumps(v, sort_keys=True)) for k, v in spec.data_options.items()),
             "temperature": temperature, "prep": [cfg.data.image_size, cfg.data.resize,
                                                  cfg.data.sr.model_dump(mode="json")]}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -242,7 +266,7 @@ class ExternalData:
         if key not in self._bundles:
             dc = DataConfig(path=spec.data, format=spec.data_format, image_size=cfg.data.image_size,
                             resize=cfg.data.resize, sr=cfg.data.sr, cache=cfg.data.cache, on_leak="warn",
-                            group_columns=spec.group_columns)
+                            group_columns=spec.group_columns, **spec.data_options)
             self._bundles[key] = load_dataset(dc)
         bundle = self._bundles[key]
         if bundle.multilabel:
@@ -254,7 +278,7 @@ class ExternalData:
         keep = np.flatnonzero(mapped >= 0)
         if keep.size == 0:
             raise DataError(f"{spec.data}: no images left in split {spec.split!r} after the label map")
-        info = {"path": spec.data, "source": bundle.source, "dataset": bundle.name, "format": bundle.format,
+        info = {"path": spec.data, "options": dict(spec.data_options), "source": bundle.source, "dataset": bundle.name, "format": bundle.format,
                 "synthetic": bool(bundle.synthetic), "split": spec.split, "classes": list(bundle.classes),
                 "label_map": {c: (run_classes[i] if i is not None else DROP) for c, i in mapping.items()},
                 "n_dropped_by_label_map": int(len(mapped) - keep.size), "notes": list(bundle.notes)}
@@ -418,19 +442,23 @@ def add_seed_case_intervals(summary: dict, arms: Mapping, name: str | None) -> N
 def evaluate_runs(dirs: Sequence[str | Path], data: str | None = None, *, name: str | None = None,
                   label_map: Mapping[str, str] | None = None, positive: str | None = None, split: str = "test",
                   group_columns: Sequence[str] | None = None, data_format: str = "auto", force: bool = False,
-                  progress: Callable[[str], None] | None = None) -> dict:
+                  progress: Callable[[str], None] | None = None, data_options: Mapping | None = None) -> dict:
     """Evaluate every finished run in ``dirs`` (sweep, arm or run folders): on ``data`` when given
     (``RUN/external/<name>/``), and in any case make sure each run carries its calibration.
+    ``data_options``: how to read ``data`` (``{"label_columns": ["covid"], "patient_column": ...}``,
+    the keys of :data:`DATA_OPTIONS`, as finetune's ``data.*``).
     Returns ``{"name", "data", "runs": [...], "arms": summarise(...)}`` (JSON-ready)."""
     arms = discover_arms(list(dirs))
     spec = None
     if data is not None:
         spec = ExternalSpec(data=str(data), name=name or default_name(str(data)), label_map=dict(label_map or {}),
                             positive=positive, split=split, data_format=data_format,
-                            group_columns=list(group_columns) if group_columns else None)
+                            group_columns=list(group_columns) if group_columns else None,
+                            data_options=dict(data_options or {}))
         check_spec(spec)
-    elif label_map or positive or group_columns or name:
-        raise ConfigError("name, label_map, positive and group_columns describe external data: give data too")
+    elif label_map or positive or group_columns or name or data_options:
+        raise ConfigError("name, label_map, positive, group_columns and data options describe external data: "
+                          "give data too")
     data_fp = data_fingerprint(spec.data) if spec else ""
     loader = ExternalData(spec) if spec else None
     rows = []

@@ -237,3 +237,40 @@ def test_evaluate_warns_on_runs_whose_leak_status_is_not_clean(env, tmp_path, ca
     out = capsys.readouterr().out
     assert "WARNING: UNCHECKED: the data of 1 of 1 runs of npzarm name no patients" in out
     assert "KNOWN OVERLAP: 1 of 1 runs of npzarm: PneumoniaMNIST is derived" in out
+
+
+def test_evaluate_takes_data_options_and_records_operating_points(env, tmp_path, capsys):
+    """Another hospital's manifest whose label is one of several columns: --set data.label_columns
+    picks it (the keys finetune takes); the thresholds of the operating points come from the run's
+    val and are read on the external set."""
+    data = env["data"].parent
+    rows = list(csv.DictReader(open(env["data"], newline="")))
+    with open(data / "multi.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["img", "covid", "effusion", "pid", "split"])
+        w.writeheader()
+        for i, r in enumerate(rows):
+            w.writerow({"img": r["path"], "covid": int(r["label"] == "PNEUMONIA"), "effusion": i % 3 == 0,
+                        "pid": f"p{i // 2}", "split": r["split"]})
+    args = ["evaluate", str(env["run"]), "--data", str(data / "multi.csv"), "--name", "covid", "-q",
+            "--label-map", "0=normal", "--label-map", "1=opacity"]
+    opts = ["--set", "data.path_column=img", "--set", "data.label_columns=[covid]", "--set",
+            "data.patient_column=pid"]
+    assert cli(args) == 2 and "path" in capsys.readouterr().err                  # without the options: no path column
+    assert cli(args + opts) == 0
+    rec = json.loads(Run(env["run"]).external_metrics_path("covid").read_text())
+    assert rec["data"]["options"] == {"path_column": "img", "label_columns": ["covid"], "patient_column": "pid"}
+    assert rec["data"]["n"] == 24 and "labels from column(s) covid" in " ".join(rec["data"]["notes"])
+    m = rec["metrics"]
+    from medtl.runs import read_predictions
+    from medtl.stats.operating import op_thresholds, rates
+
+    v = read_predictions(Run(env["run"]).val_predictions_path)
+    e = read_predictions(Run(env["run"]).external_predictions_path("covid"))
+    t = op_thresholds(v["y"], v["p"])["spec95"]
+    assert m["operating_points"]["spec95"]["threshold"] == t
+    assert m["sens_at_spec95"] == pytest.approx(rates(e["y"], e["p"], t)[0])
+    assert "net_benefit_10" in m and "decision_curve" in m
+    for bad, msg in ((["--set", "data.image_size=32"], "cannot be set for evaluate"),
+                     (["--set", "label_columns=[x]"], "expected data.KEY=VALUE"),
+                     (["--set", "data.uncertain=maybe"], "data.uncertain")):
+        assert cli(args + bad) == 2 and msg in capsys.readouterr().err

@@ -40,6 +40,20 @@ def _table(result: dict) -> list[str]:
     return lines
 
 
+def _data_options(items: List[str]) -> dict:
+    """``--set data.KEY=VALUE`` items as ``{KEY: value}`` (values parsed as finetune parses them)."""
+    from ..config import parse_value
+
+    out = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        key = key.strip()
+        if not eq or not key.startswith("data.") or "." in key[5:] or not key[5:]:
+            raise ConfigError(f"--set {item!r}: expected data.KEY=VALUE, e.g. data.label_columns=[covid]")
+        out[key[5:]] = parse_value(val)
+    return out
+
+
 def _t_cell(eff: dict) -> str:
     from ..reports.render import ci, num
 
@@ -61,6 +75,9 @@ def evaluate(
     group: List[str] = typer.Option([], "--group", help="A CSV manifest column of --data that defines subgroups; "
                                     "repeat for several."),
     data_format: str = typer.Option("auto", "--format", help="Read --data as auto, folder, csv, npz."),
+    set_: List[str] = typer.Option([], "--set", "-s", help="How to read --data, as finetune's data keys: "
+                                   "--set data.label_columns=[covid] (also path_column, patient_column, "
+                                   "split_column, uncertain, patient_regex, val_fraction, split_seed)."),
     force: bool = typer.Option(False, "--force", help="Recompute even where a cached result matches."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the tables."),
 ) -> None:
@@ -76,10 +93,12 @@ def evaluate(
     setup_logging(quiet)
     if data_format not in ("auto", "folder", "csv", "npz"):
         raise ConfigError(f"--format must be auto, folder, csv or npz (got {data_format!r})")
+    options = _data_options(set_)
     training_process(None)
     say = None if quiet else (lambda msg: typer.echo(msg, err=True))
     result = evaluate_runs(dirs, data, name=name, label_map=_parse_map(label_map), positive=positive, split=split,
-                           group_columns=group or None, data_format=data_format, force=force, progress=say)
+                           group_columns=group or None, data_format=data_format, force=force, progress=say,
+                           data_options=options)
     info = result.get("data") or {}
     where = f"{result['name']} ({info.get('source')}, split {info.get('split')}, n={(info.get('n'))})" \
         if result["name"] else "own test split (calibration)"

@@ -92,6 +92,7 @@ class EvaluateSpec(_Strict):
     label_map: dict[str, str] = Field(default_factory=dict)
     positive: str | None = None
     split: str = "test"
+    options: dict[str, Any] = Field(default_factory=dict)  # how to read data: data.* keys (evaluate's DATA_OPTIONS)
 
 
 class PlanSpec(_Strict):

@@ -100,7 +100,7 @@ def _evaluate(cfg: StudyConfig, out: Path) -> list[dict]:
     for spec in cfg.evaluate:
         name = spec.name or default_name(spec.data)
         res = evaluate_runs([out / STUDY_RUNS], spec.data, name=name, label_map=spec.label_map,
-                            positive=spec.positive, split=spec.split)
+                            positive=spec.positive, split=spec.split, data_options=spec.options)
         ive = compare_runs([out / STUDY_RUNS], ["test.auc"], alpha=cfg.compare.alpha,
                            n_resamples=cfg.compare.bootstrap, internal_vs_external_name=name, margin=cfg.margin)
         write_compare(ive, out / STUDY_EVALUATE / name, plots=False)
