@@ -560,6 +560,14 @@ def _key(a: str, b: str) -> frozenset:
     return frozenset((a, b))
 
 
+def parse_pair(text: str) -> Pair:
+    """``"a vs b"`` -> ``("a", "b")``; ValueError naming the text otherwise."""
+    parts = [t.strip() for t in str(text).split(" vs ")]
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise ValueError(f"a pair is written 'ARM_A vs ARM_B' with two different arms (got {text!r})")
+    return parts[0], parts[1]
+
+
 def select_pairs(arms: Sequence[str], pairs: Sequence[Pair] | None = None) -> list[Pair]:
     """The pairs of arms to test: every pair (in arm order) when ``pairs`` is None, else the
     declared pairs (as declared: ``a`` first) whose two arms are both present."""

@@ -27,27 +27,31 @@ def _modern(pairs: Sequence[Mapping]) -> bool:
     return bool(pairs) and all("family" in p and "se" in p and "df" in p for p in pairs)
 
 
-def _as_recorded(pairs: Sequence[Mapping], primary: Sequence[str]) -> list[dict]:
-    """Copies of pairs written by this medtl, with the caller's families."""
+def _as_recorded(pairs: Sequence[Mapping], primary: Sequence[str], primary_pairs=None) -> list[dict]:
+    """Copies of pairs written by this medtl, with the caller's families (``primary_pairs``: the
+    declared primary pairs of a study, else every pair of a primary metric)."""
+    from .compare import pair_family
+
     out = copy.deepcopy(list(pairs))
     for p in out:
-        p["family"] = "primary" if p["metric"] in primary else "exploratory"
+        p["family"] = pair_family(p["a"], p["b"], p["metric"], primary, primary_pairs)
     return out
 
 
-def _compare_pairs(doc: Mapping, primary: Sequence[str], margin, alpha: float) -> list[dict]:
+def _compare_pairs(doc: Mapping, primary: Sequence[str], margin, alpha: float, primary_pairs=None) -> list[dict]:
     if _modern(doc.get("pairs") or []):
-        return _as_recorded(doc["pairs"], primary)
+        return _as_recorded(doc["pairs"], primary, primary_pairs)
     values = {m: {arm: {int(s): (float("nan") if v is None else float(v)) for s, v in zip(st["seeds"], st["values"])}
                   for arm, st in doc["by_metric"][m]["arms"].items()} for m in doc["metrics"]}
     return compare_arms(values, alpha=alpha, margin=margin, primary=primary)["pairs"]
 
 
-def _robustness_pairs(doc: Mapping, primary: Sequence[str], margin, alpha: float, metrics) -> list[dict]:
+def _robustness_pairs(doc: Mapping, primary: Sequence[str], margin, alpha: float, metrics,
+                      primary_pairs=None) -> list[dict]:
     from .robustness import robustness_pairs
 
     if _modern(doc.get("pairs") or []):
-        return _as_recorded(doc["pairs"], primary)
+        return _as_recorded(doc["pairs"], primary, primary_pairs)
     if metrics is None:
         raise ValueError("an older robustness record is recomputed from its per-run records: give probe_metrics")
     return robustness_pairs(doc["runs"], metrics, alpha=alpha, margin=margin, primary=primary)["pairs"]
@@ -56,7 +60,8 @@ def _robustness_pairs(doc: Mapping, primary: Sequence[str], margin, alpha: float
 def regenerate(doc: Mapping, *, primary: Sequence[str] | None = None, margin=None, alpha: float | None = None,
                probe_metrics=None) -> list[dict]:
     """Every pair of a recorded compare / robustness / study JSON, concluded by today's rule (one
-    Holm family for ``primary`` across the file, one for the rest).  ``probe_metrics``
+    Holm family for ``primary`` across the file (a study's declared ``primary_pairs`` only, where
+    it declares them), one for the rest).  ``probe_metrics``
     (:class:`medtl.stats.robustness.ProbeMetrics`) flattens an older robustness file's per-run
     records (:func:`medtl.probes.registry.probe_metrics`)."""
     kind = doc.get("kind")
@@ -66,9 +71,14 @@ def regenerate(doc: Mapping, *, primary: Sequence[str] | None = None, margin=Non
         primary = list(primary if primary is not None else cfg.get("primary") or [])
         margin = margin if margin is not None else cfg.get("margin")
         alpha = alpha or (cfg.get("compare") or {}).get("alpha", 0.05)
-        pairs = _compare_pairs(doc["compare"], primary, margin, alpha)
+        pp = cfg.get("primary_pairs")
+        if pp is not None:
+            from .compare import parse_pair
+
+            pp = [parse_pair(t) for t in pp]
+        pairs = _compare_pairs(doc["compare"], primary, margin, alpha, pp)
         if doc.get("robustness"):
-            pairs += _robustness_pairs(doc["robustness"], primary, margin, alpha, probe_metrics)
+            pairs += _robustness_pairs(doc["robustness"], primary, margin, alpha, probe_metrics, pp)
     elif kind == "medtl.compare" or ("by_metric" in doc and "metrics" in doc):
         primary = list(primary if primary is not None else doc.get("primary") or [])
         margin = margin if margin is not None else doc.get("margin")

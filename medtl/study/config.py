@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..config import read_yaml_mapping
 from ..errors import ConfigError
+from ..stats.compare import parse_pair
 
 
 # robustness headline metrics (medtl.stats.robustness.headline_metrics) that may be declared primary
@@ -77,13 +78,6 @@ class ProbeSpec(_Strict):
     source: str | None = None
     arms: list[str] | None = None  # probe only these arms (default: all)
 
-
-def parse_pair(text: str) -> tuple[str, str]:
-    """``"a vs b"`` -> ``("a", "b")``; ValueError naming the text otherwise."""
-    parts = [t.strip() for t in str(text).split(" vs ")]
-    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-        raise ValueError(f"a pair is written 'ARM_A vs ARM_B' with two different arms (got {text!r})")
-    return parts[0], parts[1]
 
 
 class EvaluateSpec(_Strict):
