@@ -52,7 +52,7 @@ def robustness_rows(doc: dict, metrics: list[str], arms: list[str] | None, d: in
     for a in names:
         cells = []
         for m in metrics:
-            st = (arms_doc.get(a) or {}).get("headline", {}).get(m) or (arms_doc.get(a) or {}).get(m)
+            st = ((arms_doc.get(a) or {}).get("metrics") or {}).get(m)
             if not isinstance(st, dict):
                 cells += ["–", "–"]
                 continue
