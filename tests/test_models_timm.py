@@ -226,3 +226,27 @@ def test_strip_head_of_torchvision_and_timm_models():
 def test_weights_strict_config_key():
     assert build_config({}, []).model.weights_strict is True
     assert build_config({}, ["model.weights_strict=false"]).model.weights_strict is False
+
+
+@pytest.mark.e2e
+def test_densenet121_finetunes_and_goes_through_every_probe(tmp_path, monkeypatch):
+    """`medtl finetune --set model.backbone=densenet121`, then the robustness suite (tiny probe
+    settings): every probe runs on DenseNet (Grad-CAM finds its last convolution)."""
+    from medtl.cli import run as cli
+    from medtl.probes import suite
+
+    tiny = {"translation": {"max_shift": 1, "n_images": 12, "n_pairs": 1, "scale_pct": 1},
+            "adversarial": {"steps": 1, "n_images": 16, "attacks": ["fgsm_linf"], "eps": [0.0, 8 / 255]},
+            "corruptions": {"n_images": 16, "corruptions": ["gaussian_noise"]},
+            "explain": {"n_samples": 1, "n_embed": 16}, "shape_bias": {"n_pairs": 16}, "shortcut": {"n_images": 16}}
+    monkeypatch.setattr(suite, "probe_params", lambda quick=False, n_images=None: {k: dict(v) for k, v in tiny.items()})
+    run = tmp_path / "arm" / "seed-0"
+    assert cli(["finetune", "--set", "model.backbone=densenet121", "--set", "data.image_size=32", "--set",
+                "data.synthetic_n={train: 48, val: 24, test: 32}", "--set", "train.epochs=1", "--set",
+                "train.batch_size=24", "--set", "train.num_threads=1", "--out", str(run), "-q"]) == 0
+    res = suite.run_probes([tmp_path / "arm"], workers=1)
+    rec = res["runs"][0]
+    assert __import__("json").loads((run / "metrics.json").read_text())["run"]["backbone"] == "densenet121"
+    for probe in ("translation", "adversarial", "corruptions", "explain", "shape_bias", "shortcut"):
+        assert probe in rec and rec[probe], probe
+    assert rec["explain"]["gradcam_layer"] == "last_conv"
