@@ -280,6 +280,9 @@ def _prepare(cfg: RunConfig) -> _Setup:
 
     n_train = len(bundle.splits["train"].labels)
     bs = min(cfg.train.batch_size, n_train)
+    if bs % d.world:  # data-parallel: a train split smaller than the batch shrank it
+        raise ConfigError(f"{cfg.data.path}: the train split ({n_train} images) makes the global batch {bs}, which "
+                          f"does not split evenly over {d.world} processes")
     steps_per_epoch = n_train // bs  # drop the last partial batch (BN needs > 1 sample)
     total_steps = steps_per_epoch * cfg.train.epochs
     base_lr = scaled_lr(cfg.train.lr, bs, cfg.train.lr_scale_batch)
