@@ -63,6 +63,10 @@ class AugmentConfig(_Strict):
     # (seed, epoch, index); medtl/data/stylize.py
     stylize: float = Field(0.0, ge=0, le=1, description="probability that a training image is stylized")
     stylize_window: float = Field(0.1, gt=0, le=0.5, description="stylize: scramble window as a fraction of the side")
+    # scramble: pixels permuted within windows; fill: the image's support (a morphological closing
+    # over the window) filled with a random point texture drawn per image (for point-set sources
+    # such as fractals, whose local density a scramble keeps); both then histogram-matched
+    stylize_method: Literal["scramble", "fill"] = "scramble"
     # intensity families shared with the corruption probe (medtl/data/intensity.py), off by default;
     # applied after the affine and brightness/contrast jitter, in this order, on every image:
     # bias_field: MONAI's RandBiasField, x · exp(Σ c_ij P_i(row) P_j(col)) (Legendre degree 3), c_ij ~ U(-a, a);

@@ -38,6 +38,8 @@ def main() -> int:
     ap.add_argument("--sigma", type=float, default=0.08, help="shape-bias probe low-pass sigma (fraction of side)")
     ap.add_argument("--n-pairs", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stylize-method", default="scramble", choices=["scramble", "fill"],
+                    help="the sin recipe's stylize (data.augment.stylize_method); in is the same either way")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
@@ -47,11 +49,13 @@ def main() -> int:
     t0 = time.time()
     for seed in range(args.seeds):
         for recipe in RECIPES:
-            sets = [f"seed={seed}", f"pretrain.recipe={recipe}", f"pretrain.name=fdb{args.classes}-{recipe}-s{seed}",
+            tag = recipe if recipe == "in" or args.stylize_method == "scramble" else f"{recipe}-{args.stylize_method}"
+            sets = [f"seed={seed}", f"pretrain.recipe={recipe}", f"pretrain.name=fdb{args.classes}-{tag}-s{seed}",
+                    f"data.augment.stylize_method={args.stylize_method if recipe != 'in' else 'scramble'}",
                     f"pretrain.classes={args.classes}", f"pretrain.instances={args.instances}",
                     f"pretrain.image_size={args.image_size}", f"pretrain.epochs={args.epochs}",
                     f"train.num_threads={args.threads}", "train.precision=fp32"]
-            out = Path(args.out) / recipe / f"seed-{seed}"
+            out = Path(args.out) / tag / f"seed-{seed}"
             res = pretrain(load_pretrain_config(None, sets), out, progress=False)
             sb = shape_bias_probe(out / recipe, n_pairs=args.n_pairs, sigma=args.sigma, seed=0, plots=False)
             rows[recipe][seed] = {"shape_bias": sb.get("shape_bias"), "interpretable": sb.get("interpretable"),

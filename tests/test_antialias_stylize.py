@@ -218,3 +218,28 @@ def test_stylized_training_is_reproducible_and_resumes_identically(tmp_path, sto
     b = finetune(cfg, tmp_path / "b", progress=False)
     assert b.test == a.test
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+
+
+def test_fill_stylize_keeps_the_support_and_replaces_the_point_pattern():
+    """stylize_method fill: a closing over the window finds the support; inside it a random point
+    texture per (seed, epoch, index) replaces the image's own points; outside it stays empty."""
+    from medtl.data import fractaldb
+    from medtl.data.stylize import closing, fill_textures
+
+    x_np, _ = fractaldb.generate(3, {"train": 4}, 32, seed=1)["train"]
+    images = torch.from_numpy(x_np).unsqueeze(1)
+    x = images.float() / 255
+    plan = stylize_plan(len(images), 1.0, seed=3, epoch=0)
+    out = stylize_batch(x, torch.arange(len(images)), images, plan, 0.1, "fill")
+    support = closing(x, window_px(32, 0.1)) > 0
+    assert (closing(x, 3) >= x).all()                                             # a closing only adds
+    assert (out[~support] == out[~support].min()).all()                           # nothing outside the support
+    same = (out > 0.5) == (x > 0.5)
+    assert float(same[support].float().mean()) < 0.8                             # the points inside are new
+    t1 = fill_textures(3, 0, np.arange(4), 32, 32)
+    assert torch.equal(t1, fill_textures(3, 0, np.arange(4), 32, 32))            # deterministic
+    assert not torch.equal(t1, fill_textures(3, 1, np.arange(4), 32, 32))        # another epoch, other points
+    order = torch.tensor([2, 0])
+    assert torch.equal(stylize_batch(x[order], order, images, plan, 0.1, "fill"), out[order])
+    with pytest.raises(ValueError, match="scramble or fill"):
+        stylize_images(x[:1], x[1:2], np.array([0]), plan, 0.1, "swirl")

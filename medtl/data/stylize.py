@@ -35,6 +35,15 @@ Geirhos's stylization keeps too.  What a model practises on is not the probe's m
 never sees a smooth image carrying another image's fine texture, nor an image with its own fine
 texture filtered away.
 
+``stylize_method: fill`` (for point-set sources such as formula-driven fractals, whose texture is
+their local point density, which a within-window permutation keeps): step 1 becomes *support
+fill*.  The image's support is found by a morphological closing over the w x w window (a max
+filter then a min filter: nonlinear, no linear filter and no spectrum), and it is multiplied by a
+random point texture drawn per image (Bernoulli points of a random density in [0.2, 0.8] at a
+random grain of 1 or 2 px, from ``default_rng([seed, epoch, FILL_STREAM, i])``).  The outline at
+the window's scale stays; the point pattern inside it is replaced by one that carries no class.
+Step 2 (histogram match to the partner) follows as for the scramble.
+
 Determinism: which images are stylized in epoch ``e``, the partner of each and the window offset
 are drawn for the whole training set at the start of the epoch from
 ``numpy.random.default_rng([seed, epoch, STREAM])``; the within-window permutation of image ``i``
@@ -135,6 +144,32 @@ def match_histograms(x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
     return (table.gather(1, lv).to(x.dtype) / (LEVELS - 1)).reshape(x.shape)
 
 
+FILL_STREAM = 0xF111
+
+
+def closing(x: torch.Tensor, win: int) -> torch.Tensor:
+    """Morphological closing of (B,1,H,W) over a ``win`` x ``win`` square: a max filter, then a min
+    filter (edges replicated), so gaps narrower than the window fill and the outline stays."""
+    import torch.nn.functional as F
+
+    lo, hi = (win - 1) // 2, win // 2
+    pad = (lo, hi, lo, hi)
+    d = F.max_pool2d(F.pad(x, pad, mode="replicate"), win, stride=1)
+    return -F.max_pool2d(F.pad(-d, pad, mode="replicate"), win, stride=1)
+
+
+def fill_textures(seed: int, epoch: int, idx: np.ndarray, h: int, w: int) -> torch.Tensor:
+    """(len(idx),1,H,W) random point textures in {0, 1}: per image a density in [0.2, 0.8] and a
+    grain of 1 or 2 px, from (seed, epoch, index)."""
+    out = np.zeros((len(idx), 1, h, w), dtype=np.float32)
+    for k, i in enumerate(idx):
+        rng = np.random.default_rng([seed, epoch, FILL_STREAM, int(i)])
+        density, grain = rng.uniform(0.2, 0.8), int(rng.integers(1, 3))
+        pts = rng.random((-(-h // grain), -(-w // grain))) < density
+        out[k, 0] = np.kron(pts, np.ones((grain, grain)))[:h, :w]
+    return torch.from_numpy(out)
+
+
 def scramble_keys(seed: int, epoch: int, idx: np.ndarray, hw: int) -> torch.Tensor:
     """(len(idx), hw) random keys of the within-window permutations, per (seed, epoch, index)."""
     return torch.from_numpy(np.stack([np.random.default_rng([seed, epoch, STREAM, int(i)]).random(hw)
@@ -142,18 +177,24 @@ def scramble_keys(seed: int, epoch: int, idx: np.ndarray, hw: int) -> torch.Tens
 
 
 def stylize_images(x: torch.Tensor, style: torch.Tensor, idx: np.ndarray, plan: StylePlan,
-                   window: float) -> torch.Tensor:
-    """Every image of ``x`` (B,1,H,W in [0,1]; training images ``idx``) scrambled and matched to
-    its partner's intensities ``style`` (B,1,H,W)."""
+                   window: float, method: str = "scramble") -> torch.Tensor:
+    """Every image of ``x`` (B,1,H,W in [0,1]; training images ``idx``) scrambled (or, with
+    ``method="fill"``, its support filled with a random point texture) and matched to its
+    partner's intensities ``style`` (B,1,H,W)."""
     h, w = x.shape[-2:]
     win = window_px(min(h, w), window)
+    if method == "fill":
+        tex = fill_textures(plan.seed, plan.epoch, idx, h, w).to(device=x.device, dtype=x.dtype)
+        return match_histograms(closing(x, win) * tex, style)
+    if method != "scramble":
+        raise ValueError(f"stylize method must be scramble or fill (got {method!r})")
     offset = torch.from_numpy((plan.offset[idx] * win).astype(np.int64).clip(0, win - 1))
     keys = scramble_keys(plan.seed, plan.epoch, idx, h * w)
     return match_histograms(window_scramble(x, win, offset, keys), style)
 
 
 def stylize_batch(x: torch.Tensor, idx: torch.Tensor, images: torch.Tensor, plan: StylePlan,
-                  window: float) -> torch.Tensor:
+                  window: float, method: str = "scramble") -> torch.Tensor:
     """Stylize the images of a batch that the epoch's plan selects.
 
     ``x``: float (B,1,H,W) in [0,1], the training images ``images[idx]`` (uint8 (N,1,H,W));
@@ -165,5 +206,5 @@ def stylize_batch(x: torch.Tensor, idx: torch.Tensor, images: torch.Tensor, plan
     style = images[torch.from_numpy(plan.partner[ii[sel]])].float().div_(255.0).to(x.device)
     sel_t = torch.from_numpy(sel).to(x.device)
     out = x.clone()
-    out[sel_t] = stylize_images(x[sel_t], style, ii[sel], plan, window)
+    out[sel_t] = stylize_images(x[sel_t], style, ii[sel], plan, window, method)
     return out

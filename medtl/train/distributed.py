@@ -66,7 +66,7 @@ class Dist:
     def mean(self, value: torch.Tensor) -> float:
         """The mean over ranks of a scalar (the global-batch loss from the shard losses)."""
         if not self.enabled:
-            return float(value)
+            return float(value.detach())
         v = value.detach().float().reshape(1).clone()
         dist.all_reduce(v)
         return float(v) / self.world

@@ -345,7 +345,7 @@ def _input_transforms(cfg: RunConfig, epoch: int, images: torch.Tensor, labels: 
         from ..data.stylize import stylize_batch, stylize_plan
 
         style = stylize_plan(len(images), aug.stylize, cfg.seed, epoch)
-        steps.append(lambda x, idx: stylize_batch(x, idx, images, style, aug.stylize_window))
+        steps.append(lambda x, idx: stylize_batch(x, idx, images, style, aug.stylize_window, aug.stylize_method))
     if aug.cue.kind not in ("none", ["none"]):
         from ..data.cues import cue_batch, cue_plan
 
