@@ -155,7 +155,17 @@ class DataConfig(_Strict):
     # CSV manifest columns whose values define subgroups (sex, view, age band, site, ...): the test
     # metrics then carry per-group AUC, sensitivity and specificity with CIs (never patient ids)
     group_columns: list[str] | None = None
+    # CheXpert-style -1 (uncertain) labels: 'zeros' (U-Zeros, the default) or 'ones' (U-Ones).
+    # 'ignore' (mask them out) is refused: the multi-label loss and metrics take every label
     uncertain: Literal["zeros", "ones"] = "zeros"
+
+    @field_validator("uncertain", mode="before")
+    @classmethod
+    def _uncertain(cls, v):
+        if isinstance(v, str) and v.strip().lower() == "ignore":
+            raise ValueError("'ignore' is not supported: the multi-label loss (BCE) and metrics use every label "
+                             "and cannot mask uncertain ones; use ones (U-Ones) or zeros (U-Zeros)")
+        return v
     # folders: regex whose first group is the patient id in a file name.  The default reads
     # Kermany's names: personN_bacteria_M.jpeg (pneumonia) and IM-0115-0001.jpeg /
     # NORMAL2-IM-1427-0001.jpeg (normal: the IM number is the patient, the last number the image)

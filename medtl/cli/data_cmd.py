@@ -151,6 +151,8 @@ def check(
 
     local, resolved = _resolve_name(path)
     cfg = _data_cfg(local, config, set_)
+    if resolved is not None and resolved.reader is not None:
+        local = path  # a published folder is read by its dataset's reader: check it by name
     report = check_dataset(local, cfg, fast=fast, workers=workers,
                            known_overlap=resolved.known_overlap if resolved is not None else "")
     if resolved is not None:
@@ -192,25 +194,27 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON")) -
     from rich import box
     from rich.table import Table
 
-    from ..data.registry import dataset_rows
+    from ..data.registry import ACCESS_TEXT, dataset_rows
 
     rows = dataset_rows()
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for col in ("name", "format", "source", "licence", "checksum", "cached", "copy"):
+    for col in ("name", "format", "access", "source", "licence", "checksum", "cached", "copy"):
         table.add_column(col, no_wrap=True)
     for r in rows:
-        fmt = r["layout"] if r["archive"] == "file" else f"{r['layout']} (from .{r['archive']})"
-        checksum = f"{r['checksum_algo']} {r['checksum'][:12]}…" if r["checksum"] else "none published: pinned"
+        fmt = {"file": r["layout"], "folder": "local folder"}.get(r["archive"], f"{r['layout']} (from .{r['archive']})")
+        checksum = (f"{r['checksum_algo']} {r['checksum'][:12]}…" if r["checksum"] else
+                    f"{r['checksums_file']}" if r["checksums_file"] else "none published: pinned")
         if r["override"]:
             cached, copy = f"${r['env_var']}", "override (not verified here)"
         else:
             cached = "yes" if r["cached"] else "-"
             copy = {"official": "official (verified)", "pinned": "pinned at first fetch",
                     "unofficial": "UNOFFICIAL"}.get(r["status"] or "", "-")
-        table.add_row(r["name"], fmt, urlparse(r["url"]).netloc, r["licence"], checksum, cached, copy)
+        licence = r["licence"] if len(r["licence"]) <= 24 else r["licence"][:23] + "…"
+        table.add_row(r["name"], fmt, r["access"], urlparse(r["url"]).netloc, licence, checksum, cached, copy)
     typer.echo(_table_text(table))
     typer.echo("")
     for r in rows:
@@ -219,6 +223,10 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON")) -
         checksum = f"{r['checksum_algo']} {r['checksum']}" if r["checksum"] else "none published"
         typer.echo(f"    file     {r['filename']} ({r['archive']}), {r['licence']}; checksum {checksum}")
         typer.echo(f"    checksum source: {r['checksum_source']}")
+        typer.echo(f"    access   {ACCESS_TEXT[r['access']]}" + (
+            f"; local copy only: medtl data fetch {r['name']} --from DIR" if r["archive"] == "folder" else ""))
+        if r["official_files"]:
+            typer.echo(f"    layout   {', '.join(f.replace('|', ' or ') for f in r['official_files'])}")
         typer.echo(f"    cite     {r['citation']}")
         if r.get("known_overlap"):
             typer.echo(f"    KNOWN OVERLAP: {r['known_overlap']}")
@@ -232,18 +240,23 @@ def fetch(
     name: str = typer.Argument(..., help="dataset name (see `medtl data list`)"),
     from_path: Optional[Path] = typer.Option(
         None, "--from", help="verify and copy this local file (the published .npz/.zip) or, for folder "
-                             "datasets, an extracted folder, instead of downloading"),
+                             "datasets, an extracted folder, instead of downloading; for local-only datasets "
+                             "(credentialed, registration) the published folder, verified and used in place"),
     unofficial: bool = typer.Option(
         False, "--unofficial", help="keep a copy whose checksum does not match the official release "
                                     "(a reconstruction, a resized copy, a folder), marked unofficial in "
                                     "the cache and in every run's data notes"),
 ) -> None:
     """Download a public dataset once into the cache ($MEDTL_CACHE/datasets), verified by checksum."""
-    from ..data.registry import ChecksumMismatch, DownloadUnavailable, fetch_dataset
+    from ..data.registry import ChecksumMismatch, DownloadUnavailable, LayoutProblems, fetch_dataset
     from ..errors import DataError
 
     try:
         result = fetch_dataset(name, from_path=from_path, unofficial=unofficial)
+    except LayoutProblems as exc:  # one line per problem category (missing files, files that differ)
+        for line in exc.lines:
+            typer.echo(f"medtl: error: {line}", err=True)
+        raise typer.Exit(2) from None
     except ChecksumMismatch as exc:
         raise DataError(f"{exc.detail}; to keep it anyway as a marked unofficial copy, add --unofficial") from None
     except DownloadUnavailable as exc:

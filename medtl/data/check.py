@@ -335,14 +335,14 @@ def check_dataset(path: str, cfg: DataConfig | None = None, fast: bool = False, 
     cfg = DataConfig(path=str(path)) if cfg is None else cfg.model_copy(update={"path": str(path)})
     cfg, resolved = resolve_data_config(cfg)  # a dataset name (medmnist:pneumoniamnist) -> its local copy
     known_overlap = known_overlap or (resolved.known_overlap if resolved is not None else "")
-    fmt = resolve_format(cfg)
+    fmt = resolve_format(cfg, resolved)
     if fmt == "dicom":
         return _check_dicom(Path(cfg.path).expanduser(), cfg, fast, workers)
     if fmt == "synthetic":
         return _check_synthetic(cfg)
     if fmt == "npz":
         return _check_npz(cfg, known_overlap)
-    plan = make_plan(cfg, fmt)
+    plan = make_plan(cfg, fmt, resolved)
     results, how, (split_of, split_notes) = verify_files(  # the splits are made while the workers verify
         plan.paths, fast, workers, meanwhile=lambda: assign_splits(plan.labels, plan.patients, plan.given_splits,
                                                                    cfg.val_fraction, cfg.split_seed, plan.source),

@@ -36,7 +36,7 @@ def detect_format(path: str) -> str:
     if loc.builtin:
         return "fractaldb" if loc.spec == FRACTALDB else "synthetic"
     if loc.dataset is not None:
-        return detect_format(str(loc.path))
+        return "csv" if loc.dataset.reader is not None else detect_format(str(loc.path))
     p = loc.path
     if p.is_file():
         suffix = p.suffix.lower()
@@ -61,10 +61,17 @@ def detect_format(path: str) -> str:
     raise DataError(f"{path}: no class folders, CSV manifest, .npz or DICOM files found")
 
 
-def resolve_format(cfg: DataConfig) -> str:
+def resolve_format(cfg: DataConfig, resolved=None) -> str:
+    """The format of ``cfg.path``; ``resolved``: the dataset name ``cfg.path`` was resolved from."""
     from .registry import resolve_data_config
 
-    cfg = resolve_data_config(cfg)[0]  # a dataset name: its local copy
+    if resolved is None:
+        cfg, resolved = resolve_data_config(cfg)  # a dataset name: its local copy
+    if resolved is not None and resolved.reader is not None:  # a published folder: its own reader
+        if cfg.format not in ("auto", "csv"):
+            raise DataError(f"{resolved.name}: data.format '{cfg.format}' does not apply (its published layout is "
+                            "read by medtl's reader for it: leave data.format auto or csv)")
+        return "csv"
     fmt = detect_format(cfg.path) if cfg.format == "auto" else cfg.format
     if fmt == "synthetic" and cfg.path != SYNTHETIC:
         raise DataError(f"{cfg.path}: data.format 'synthetic' needs data.path '{SYNTHETIC}'")
@@ -86,7 +93,14 @@ def _csv_path(path: str) -> Path:
     return p
 
 
-def make_plan(cfg: DataConfig, fmt: str) -> FilePlan:
+def make_plan(cfg: DataConfig, fmt: str, resolved=None) -> FilePlan:
+    """The file plan of ``cfg.path`` (already resolved); ``resolved`` (a dataset name's
+    :class:`~medtl.data.registry.ResolvedDataset`) brings the reader of a published layout."""
+    if resolved is not None and resolved.reader is not None:
+        p = Path(cfg.path).expanduser()
+        if not p.is_dir():
+            raise DataError(f"{cfg.path}: the local copy of {resolved.name} must be its published folder")
+        return resolved.reader(p, cfg)
     if fmt == "folder":
         p = Path(cfg.path).expanduser()
         if not p.is_dir():
@@ -183,8 +197,8 @@ def _bundle_from_arrays(name, fmt, source, classes, multilabel, synthetic, image
 
 # ------------------------------------------------------------------ per format
 
-def _load_files(cfg: DataConfig, fmt: str, cache_dir: Path | None) -> DatasetBundle:
-    plan = make_plan(cfg, fmt)
+def _load_files(cfg: DataConfig, fmt: str, cache_dir: Path | None, resolved=None) -> DatasetBundle:
+    plan = make_plan(cfg, fmt, resolved)
     images, hashes, _ = _decode_plan(plan, cfg, cache_dir)
     split_of, split_notes = assign_splits(plan.labels, plan.patients, plan.given_splits,
                                           cfg.val_fraction, cfg.split_seed, plan.source, hashes=hashes)
@@ -344,7 +358,7 @@ def load_dataset(cfg: DataConfig, cache_dir: Path | None = None, on_leak: str | 
     from .validate import validate_bundle
 
     cfg, resolved = resolve_data_config(cfg)
-    fmt = resolve_format(cfg)
+    fmt = resolve_format(cfg, resolved)
     from .groups import check_group_format
     check_group_format(cfg.group_columns, fmt, cfg.path)
     if fmt == "synthetic":
@@ -354,7 +368,7 @@ def load_dataset(cfg: DataConfig, cache_dir: Path | None = None, on_leak: str | 
     elif fmt == "npz":
         bundle = _load_npz(cfg, cache_dir)
     else:
-        bundle = _load_files(cfg, fmt, cache_dir)
+        bundle = _load_files(cfg, fmt, cache_dir, resolved)
     if resolved is not None:
         bundle.source = resolved.name
         bundle.notes = list(resolved.notes) + list(bundle.notes)

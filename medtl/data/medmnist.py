@@ -10,6 +10,9 @@ from .types import SPLITS
 
 KNOWN_CLASSES = {
     "pneumoniamnist": ["normal", "pneumonia"],
+    # MedMNIST's INFO['chestmnist']['label'] (multi-label: one column each)
+    "chestmnist": ["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
+                   "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia"],
 }
 _MEDMNIST_NAMES = ("pneumoniamnist", "chestmnist", "breastmnist", "organamnist", "organcmnist",
                    "organsmnist", "pathmnist", "dermamnist", "octmnist", "retinamnist", "bloodmnist",
@@ -131,7 +134,7 @@ def read_npz(path: Path) -> dict:
     if multilabel and len({lab.shape[1] for _, lab in out.values()}) > 1:
         raise DataError(f"{path}: the splits' label arrays have different numbers of columns: "
                         + ", ".join(f"{s}: {lab.shape[1]}" for s, (_, lab) in out.items()))
-    classes = KNOWN_CLASSES.get(name) if not multilabel else None
-    if classes is None or len(classes) < n_classes:
+    classes = KNOWN_CLASSES.get(name)
+    if classes is None or len(classes) < n_classes or (multilabel and len(classes) != n_classes):
         classes = [str(i) for i in range(n_classes)]
     return {"name": name, "splits": out, "classes": classes, "multilabel": multilabel}

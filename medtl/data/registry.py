@@ -27,6 +27,14 @@ Checksum policy
       a folder that cannot be checked) as an *unofficial* copy: never pinned, recorded with
       its own sha256, and every dataset bundle loaded from it carries a note saying so.
 
+Published folders (``archive`` 'folder', ``layout`` 'manifest')
+    Datasets medtl does not download (credentialed, registration, or many-part releases:
+    ``access``): ``fetch_dataset(name, from_path=DIR)`` checks that DIR holds the
+    ``official_files``, verifies them against the publisher's checksum list shipped inside the
+    layout (``checksums_file``, PhysioNet's SHA256SUMS.txt) or else pins their sha256 at the first
+    fetch, and records DIR (nothing is copied); ``reader`` (:mod:`medtl.data.public`) reads the
+    published layout into a file plan.
+
 Environment override
     ``MEDTL_DATASET_<NAME>`` (the name upper-cased, every run of other characters turned
     into ``_``: ``MEDTL_DATASET_MEDMNIST_PNEUMONIAMNIST``, ``MEDTL_DATASET_KERMANY_CHEST_XRAY``)
@@ -56,16 +64,19 @@ from ..fetch import Registry, download_url, offline, transport_reason
 from ..io import file_digests as _digests, write_json_atomic
 from ..paths import cache_root
 from ..pins import PinStore
+from . import public
 
 RECORD_FILE = "medtl-dataset.json"
 ENV_PREFIX = "MEDTL_DATASET_"
-ARCHIVES = ("file", "zip")
-LAYOUTS = ("npz", "folder")
+ARCHIVES = ("file", "zip", "folder")
+LAYOUTS = ("npz", "folder", "manifest")
+#: access terms: open download | free registration and accepting terms | credentialed (data use agreement)
+ACCESS = ("open", "registration", "credentialed")
 CHECKSUM_ALGOS = ("md5", "sha256")
 #: status of a fetched copy
 OFFICIAL, PINNED, UNOFFICIAL = "official", "pinned", "unofficial"
 
-_NAME_RE = re.compile(r"^([a-z][a-z0-9_]+):([a-z0-9][a-z0-9_.\-]*)$")
+_NAME_RE = re.compile(r"^(?:([a-z][a-z0-9_]+):)?([a-z0-9][a-z0-9_.\-]*)$")  # 'prefix:id' or a bare 'id
 
 _MEDMNIST_CITE = ("Yang, Shi, Wei, Liu, Zhao, Ke, Pfister, Ni. MedMNIST v2 - A large-scale lightweight "
                   "benchmark for 2D and 3D biomedical image classification. Scientific Data 10, 41 (2023), "
@@ -106,10 +117,26 @@ class DatasetSource:
     #: (e.g. test patients very likely shared with train); recorded as ``known_overlap`` in the
     #: leak record of every run on this dataset, with a ``WARNING:`` data note
     known_overlap: str = ""
+    #: 'open' | 'registration' | 'credentialed' (ACCESS)
+    access: str = "open"
+    #: layout 'manifest': files (relative to the dataset root; 'a|b' for alternatives) the published
+    #: layout must contain; checked by a fetch from a local folder
+    official_files: tuple[str, ...] = field(default_factory=tuple)
+    #: layout 'manifest': a checksum list the publisher ships inside the layout (PhysioNet's
+    #: SHA256SUMS.txt: 'sha256 path' lines), used to verify ``official_files``
+    checksums_file: str = ""
+    #: layout 'manifest': ``reader(root, data_config) -> FilePlan`` (medtl.data.public)
+    reader: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name) or self.name.startswith("builtin:"):
-            raise ValueError(f"{self.name!r}: a dataset name is 'prefix:id' in lower case")
+            raise ValueError(f"{self.name!r}: a dataset name is 'prefix:id' or 'id' in lower case")
+        if self.access not in ACCESS:
+            raise ValueError(f"{self.name}: access must be one of {ACCESS}")
+        if (self.layout == "manifest") != (self.archive == "folder"):
+            raise ValueError(f"{self.name}: layout 'manifest' goes with archive 'folder' (a published folder)")
+        if self.layout == "manifest" and (self.reader is None or not self.official_files):
+            raise ValueError(f"{self.name}: a manifest layout needs a reader and its official_files")
         if self.archive not in ARCHIVES:
             raise ValueError(f"{self.name}: archive must be one of {ARCHIVES}")
         if self.layout not in LAYOUTS:
@@ -130,9 +157,15 @@ class DatasetSource:
     def prefix(self) -> str:
         return self.name.split(":", 1)[0]
 
+    @property
+    def local_only(self) -> bool:
+        """True for a published folder medtl does not download (given with ``from_path``)."""
+        return self.archive == "folder"
+
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "reader"}
         d["classes"] = list(self.classes)
+        d["official_files"] = list(self.official_files)
         return d
 
 
@@ -190,6 +223,122 @@ def _builtin() -> None:
                "{NORMAL,PNEUMONIA} (no val split: medtl makes a patient-level one); file names carry "
                "patient ids (personN_)"),
         classes=("NORMAL", "PNEUMONIA")))
+    _chestmnist()
+    _published_folders()
+
+
+_CHESTMNIST_INFO = ("MedMNIST's own package, medmnist/info.py INFO['chestmnist'] MD5, MD5_64, MD5_128, MD5_224 "
+                    "(v3, Zenodo record 10519652; read from a copy of info.py whose pneumoniamnist MD5s equal "
+                    "medtl's; the 28 and 64 px values also seen in other sources)")
+_NIH_CITE = ("Wang, Peng, Lu, Lu, Bagheri, Summers. ChestX-ray8: Hospital-scale Chest X-ray Database and Benchmarks "
+             "on Weakly-Supervised Classification and Localization of Common Thorax Diseases. CVPR 2017, "
+             "doi:10.1109/CVPR.2017.369")
+
+
+def _chestmnist() -> None:
+    zen = "https://zenodo.org/records/10519652/files/"
+    md5 = {"": "02c8a6516a18b556561a56cbdd36c4a8", "_64": "9de6cd0b934ebb5b7426cfba5efbae16",
+           "_128": "db107e5590b27930b62dbaf558aebee3", "_224": "45bd33e6f06c3e8cdb481c74a89152aa"}
+    for suffix, digest in md5.items():
+        px = suffix[1:] or "28"
+        register_dataset(DatasetSource(
+            name=f"medmnist:chestmnist{suffix}", title=f"ChestMNIST (MedMNIST), {px}x{px}, 14 labels",
+            url=f"{zen}chestmnist{suffix}.npz?download=1", filename=f"chestmnist{suffix}.npz",
+            archive="file", layout="npz", target=f"chestmnist{suffix}.npz",
+            checksum_algo="md5", checksum=digest, checksum_source=_CHESTMNIST_INFO,
+            licence="CC BY 4.0", citation=f"{_MEDMNIST_CITE}; source images: {_NIH_CITE}",
+            homepage="https://medmnist.com/ (data: doi:10.5281/zenodo.10519652)",
+            notes=(f"train 78468 / val 11219 / test 22433, 14 multi-label columns (NIH ChestX-ray14's official "
+                   f"split, its train_val part split 7:1 by MedMNIST); {px} px; the .npz names no patients")))
+
+
+_PHYSIONET_LICENCE = "PhysioNet Credentialed Health Data License 1.5.0 (credentialed user, training, signed DUA)"
+
+
+def _folder(name: str, title: str, url: str, target: str, reader, official: tuple[str, ...], access: str,
+            checksum_source: str, licence: str, citation: str, homepage: str, notes: str,
+            checksums_file: str = "") -> None:
+    register_dataset(DatasetSource(
+        name=name, title=title, url=url, filename=f"{target}/", archive="folder", layout="manifest",
+        target=target, checksum_algo=None, checksum=None, checksum_source=checksum_source, licence=licence,
+        citation=citation, homepage=homepage, notes=notes, access=access, official_files=official,
+        checksums_file=checksums_file, reader=reader))
+
+
+_PINNED = "no published checksum known; the sha256 of the published files ({}) is pinned at the first fetch"
+
+
+def _published_folders() -> None:
+    """Published folders medtl reads in place (fetch from a local folder: verified, then recorded)."""
+    _folder("nih:chestxray14", "NIH ChestX-ray14: 112,120 frontal chest X-rays, 30,805 patients, 14 labels",
+            "https://nihcc.app.box.com/v/ChestXray-NIHCC", "chestxray14", public.read_nih,
+            (public.NIH_CSV, "train_val_list.txt", "test_list.txt", "images"), "open",
+            _PINNED.format("Data_Entry_2017, train_val_list.txt, test_list.txt"),
+            ("NIH Clinical Center: no restrictions on use stated; attribution requested (link to the NIH site, "
+             "cite Wang et al. 2017, acknowledge the NIH Clinical Center); not a formal CC licence"),
+            _NIH_CITE, "https://nihcc.app.box.com/v/ChestXray-NIHCC",
+            "images_001..012.tar.gz extract to images/; official split test_list.txt / train_val_list.txt; "
+            "Patient ID column; Finding Labels '|'-separated")
+    _folder("chexpert", "CheXpert v1.0-small: 224,316 chest X-rays of 65,240 patients, 14 observations",
+            "https://aimi.stanford.edu/datasets/chexpert-chest-x-rays",
+            "CheXpert-v1.0-small", public.read_chexpert, ("train.csv", "valid.csv", "train", "valid"),
+            "credentialed", _PINNED.format("train.csv, valid.csv"),
+            "Stanford University CheXpert Dataset Research Use Agreement (non-commercial research)",
+            ("Irvin et al. CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert "
+             "Comparison. AAAI 2019, doi:10.1609/aaai.v33i01.3301590"),
+            "https://stanfordmlgroup.github.io/competitions/chexpert/",
+            "Path, Sex, Age, Frontal/Lateral, AP/PA, 14 observations (1, 0, -1 uncertain, blank); patient from "
+            "Path (patientNNNNN); valid.csv is read as the test split; data.uncertain maps -1")
+    _folder("mimic-cxr-jpg", "MIMIC-CXR-JPG 2.0.0: 377,110 JPEG chest X-rays, 65,379 patients, CheXpert labels",
+            "https://physionet.org/content/mimic-cxr-jpg/2.0.0/", "2.0.0", public.read_mimic_cxr_jpg,
+            (public.MIMIC_CHEXPERT, public.MIMIC_SPLIT, public.MIMIC_METADATA, "files"), "credentialed",
+            "PhysioNet publishes SHA256SUMS.txt inside the project folder: the csv files are verified against it",
+            _PHYSIONET_LICENCE,
+            ("Johnson, Lungren, Peng, Lu, Mark, Berkowitz, Horng. MIMIC-CXR-JPG, chest radiographs with structured "
+             "labels (version 2.0.0). PhysioNet (2019), doi:10.13026/8360-t248"),
+            "https://physionet.org/content/mimic-cxr-jpg/2.0.0/",
+            "files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg; subject_id = patient; official split in split.csv",
+            checksums_file="SHA256SUMS.txt")
+    _folder("padchest", "PadChest: 160,868 chest X-rays of 67,625 patients, 174 findings (Labels list)",
+            "https://bimcv.cipf.es/bimcv-projects/padchest/", "padchest", public.read_padchest,
+            (public.PADCHEST_CSV,), "credentialed", _PINNED.format("the labels CSV"),
+            ("BIMCV PadChest Dataset Research Use Agreement (access after a request form); the publisher also "
+             "describes it as CC BY-SA 4.0 (not confirmed here: read the agreement)"),
+            ("Bustos, Pertusa, Salinas, de la Iglesia-Vaya. PadChest: A large chest x-ray image dataset with "
+             "multi-label annotated reports. Medical Image Analysis 66:101797 (2020), "
+             "doi:10.1016/j.media.2020.101797"),
+            "https://bimcv.cipf.es/bimcv-projects/padchest/",
+            "ImageID, ImageDir, PatientID, Labels (a list); 16-bit PNGs in ImageDir folders; no official split")
+    _folder("rsna:pneumonia", "RSNA Pneumonia Detection Challenge (stage 2 train): 26,684 chest X-rays",
+            "https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/data", "rsna-pneumonia-detection-challenge",
+            public.read_rsna_pneumonia,
+            ("stage_2_train_labels.csv", "stage_2_detailed_class_info.csv", "stage_2_train_images"), "registration",
+            _PINNED.format("the two CSVs"),
+            "Kaggle competition rules (Kaggle account, accept the rules; non-commercial use)",
+            ("Shih et al. Augmenting the National Institutes of Health Chest Radiograph Dataset with Expert "
+             "Annotations of Possible Pneumonia. Radiology: Artificial Intelligence 1(1):e180041 (2019), "
+             "doi:10.1148/ryai.2019180041"),
+            "https://www.kaggle.com/c/rsna-pneumonia-detection-challenge",
+            "patientId, x, y, width, height, Target (one row per box); DICOMs; images drawn from NIH ChestX-ray14")
+    _folder("vindr-cxr", "VinDr-CXR 1.0.0: 18,000 chest X-rays (15,000 train, 3,000 test), 28 labels",
+            "https://physionet.org/content/vindr-cxr/1.0.0/", "1.0.0", public.read_vindr_cxr,
+            (public.VINDR_TRAIN, public.VINDR_TEST, "train", "test"), "credentialed",
+            "PhysioNet publishes SHA256SUMS.txt inside the project folder: the csv files are verified against it",
+            _PHYSIONET_LICENCE,
+            ("Nguyen et al. VinDr-CXR: An open dataset of chest X-rays with radiologist's annotations. Scientific "
+             "Data 9, 429 (2022), doi:10.1038/s41597-022-01498-w; PhysioNet doi:10.13026/3akn-b287"),
+            "https://physionet.org/content/vindr-cxr/1.0.0/",
+            "image_id, rad_id, 28 label columns; DICOM train/ID.dicom, test/ID.dicom; no patient ids published",
+            checksums_file="SHA256SUMS.txt")
+    _folder("ieee8023:covid-chestxray", "COVID-19 image data collection (Cohen et al.), X-ray images",
+            "https://github.com/ieee8023/covid-chestxray-dataset", "covid-chestxray-dataset",
+            public.read_covid_chestxray, ("metadata.csv", "images"), "open",
+            _PINNED.format("metadata.csv; a git clone: note its commit"),
+            "licences vary per image (metadata.csv column 'license': CC BY, CC BY-NC-SA, Apache 2.0, ...)",
+            ("Cohen, Morrison, Dao, Roth, Duong, Ghassemi. COVID-19 Image Data Collection: Prospective Predictions "
+             "Are the Future. Machine Learning for Biomedical Imaging 1 (2020); arXiv:2006.11988"),
+            "https://github.com/ieee8023/covid-chestxray-dataset",
+            "patientid, finding ('/'-separated), view, modality, folder, filename; no official split")
 
 
 _builtin()
@@ -202,8 +351,7 @@ def datasets_dir() -> Path:
 
 
 def entry_dir(source: DatasetSource) -> Path:
-    prefix, ident = source.name.split(":", 1)
-    return datasets_dir() / prefix / ident
+    return datasets_dir().joinpath(*source.name.split(":", 1))
 
 
 def env_var(name: str) -> str:
@@ -217,7 +365,8 @@ def is_dataset_name(path: str | os.PathLike) -> bool:
     m = _NAME_RE.match(s)
     if not m:
         return False
-    return s in DATASETS or m.group(1) in {src.prefix for src in DATASETS}
+    # a bare name ('chexpert') must be registered exactly; 'prefix:id' may name an unknown id
+    return s in DATASETS or (m.group(1) is not None and m.group(1) in {src.prefix for src in DATASETS if ":" in src.name})
 
 
 def record_path(source: DatasetSource) -> Path:
@@ -242,8 +391,11 @@ def read_record(source: DatasetSource) -> dict | None:
 def cached_target(source: DatasetSource) -> Path | None:
     """The fetched file/folder of ``source`` (record written and target present), else None."""
     rec = read_record(source)
-    target = entry_dir(source) / source.target
-    if rec is None or not target.exists():
+    if rec is None:
+        return None
+    # a published folder is not copied: the record names the verified local folder
+    target = Path(rec.get("root") or "") if source.local_only else entry_dir(source) / source.target
+    if not target.exists() or (source.local_only and not rec.get("root")):
         return None
     return target
 
@@ -326,6 +478,13 @@ def _judge(source: DatasetSource, digests: dict[str, str], where: str, unofficia
 
 
 def _status_text(source: DatasetSource, rec: dict) -> str:
+    if source.local_only:
+        n = len(rec.get("official") or {})
+        if rec["status"] == OFFICIAL:
+            return f"local folder; its {n} published files verified against {source.checksums_file} at fetch"
+        if rec["status"] == PINNED:
+            return (f"local folder; sha256 {rec.get('official_sha256')} of its {n} published files pinned at the "
+                    "first fetch (no published checksum: matches the first copy, not a publisher's hash)")
     f = rec.get("file") or {}
     if rec["status"] == OFFICIAL:
         return (f"official release ({source.checksum_algo} {source.checksum} verified at fetch)")
@@ -345,6 +504,7 @@ class ResolvedDataset:
     status: str              # official | pinned | unofficial | override
     notes: list[str]
     known_overlap: str = ""  # the registry's known provenance note (DatasetSource.known_overlap)
+    reader: Callable[..., Any] | None = None  # a published folder's reader (DatasetSource.reader)
 
 
 def _override_notes(source: DatasetSource, var: str, path: Path) -> list[str]:
@@ -424,9 +584,13 @@ def resolve_data_path(path: str | os.PathLike) -> ResolvedDataset | None:
         if not p.exists():
             raise DataError(f"${var}={override}: no such file or directory (it points {source.name} at a "
                             "local copy)")
-        return ResolvedDataset(source.name, p, "override", _override_notes(source, var, p), source.known_overlap)
+        return ResolvedDataset(source.name, p, "override", _override_notes(source, var, p), source.known_overlap,
+                               source.reader)
     target = cached_target(source)
     if target is None:
+        if source.local_only:
+            raise DataError(f"{source.name}: no local copy registered ({ACCESS_TEXT[source.access]}; obtain it from "
+                            f"{source.homepage}); give its folder to fetch or set ${var}", fetch=("data", source.name))
         raise DataError(f"{source.name}: dataset not fetched (not in {entry_dir(source)}); fetch it first (a "
                         f"verified local {source.filename} can be copied in)", fetch=("data", source.name))
     rec = read_record(source)
@@ -439,11 +603,11 @@ def resolve_data_path(path: str | os.PathLike) -> ResolvedDataset | None:
                             f"expected {want}, got {sha}); delete {entry_dir(source)} and fetch it again",
                             fetch=("data", source.name))
     notes = [f"{source.name} -> {target}: {_status_text(source, rec)}",
-             f"{source.name}: licence {source.licence}; cite: {source.citation}"]
+             f"{source.name}: licence {source.licence}; access: {ACCESS_TEXT[source.access]}; cite: {source.citation}"]
     if rec["status"] == UNOFFICIAL:
         notes.append(f"UNOFFICIAL data: results on this copy of {source.name} are not comparable with results "
                      "on the official release")
-    return ResolvedDataset(source.name, target, rec["status"], notes, source.known_overlap)
+    return ResolvedDataset(source.name, target, rec["status"], notes, source.known_overlap, source.reader)
 
 
 def resolve_data_config(cfg):
@@ -712,6 +876,8 @@ def _remove_empty(entry: Path) -> None:
 
 
 def _fetch(source: DatasetSource, from_path, unofficial: bool, urlopen) -> FetchResult:
+    if source.local_only:
+        return _fetch_local_folder(source, from_path, unofficial)
     entry = entry_dir(source)
     final = entry / source.target
     if from_path is None:
@@ -769,6 +935,98 @@ def _fetch(source: DatasetSource, from_path, unofficial: bool, urlopen) -> Fetch
     return FetchResult(source.name, final, rec["status"], False, True, _fetched_message(source, rec, final))
 
 
+# ------------------------------------------------------------------ published folders (local copies)
+
+ACCESS_TEXT = {"open": "open download", "registration": "registration and acceptance of the terms required",
+               "credentialed": "credentialed access (data use agreement) required"}
+
+
+class LayoutProblems(DataError):
+    """A local copy that is not the published layout: ``lines`` holds one line per problem category."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("; ".join(lines))
+
+
+def _published_sums(root: Path, source: DatasetSource) -> dict[str, str] | None:
+    """{relative path: sha256} from the checksum list shipped inside the layout, None without one."""
+    p = root / source.checksums_file if source.checksums_file else None
+    if p is None or not p.is_file():
+        return None
+    sums: dict[str, str] = {}
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2 and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            sums[parts[1].strip().lstrip("*").removeprefix("./")] = parts[0].lower()
+    return sums
+
+
+def check_layout(source: DatasetSource, root: Path) -> tuple[dict[str, dict], list[str], list[str], bool]:
+    """(found official files {rel: {bytes, sha256}}, missing specs, files differing from the published
+    checksum list, whether every found file was listed there) of a local copy of ``source``."""
+    from .public import find_file
+
+    found: dict[str, dict] = {}
+    missing: list[str] = []
+    for spec in source.official_files:
+        p = find_file(root, spec)
+        if p is None:
+            missing.append(" or ".join(spec.split("|")))
+            continue
+        rel = p.relative_to(root).as_posix()
+        found[rel] = ({"bytes": p.stat().st_size, "sha256": file_digests(p)["sha256"]} if p.is_file()
+                      else {"folder": True})
+    sums = _published_sums(root, source)
+    differ = [rel for rel, f in found.items() if sums and rel in sums and f.get("sha256") != sums[rel]]
+    listed = bool(sums) and all(rel in sums for rel, f in found.items() if "sha256" in f)
+    return found, missing, differ, listed
+
+
+def _official_sha256(found: dict[str, dict]) -> str:
+    h = hashlib.sha256()
+    for rel in sorted(found):
+        h.update(f"{rel}\0{found[rel].get('sha256', 'folder')}\n".encode())
+    return h.hexdigest()
+
+
+def _fetch_local_folder(source: DatasetSource, from_path, unofficial: bool) -> FetchResult:
+    """Verify a local copy of a published folder and record where it is (nothing is copied)."""
+    if from_path is None:
+        raise DataError(f"{source.name}: medtl does not download this dataset ({ACCESS_TEXT[source.access]}); "
+                        f"obtain it from {source.homepage}, then give its folder as the local copy (from_path)")
+    src = Path(from_path).expanduser()
+    if not src.is_dir():
+        raise DataError(f"{src}: not a folder (the local copy of {source.name} is its published folder "
+                        f"{source.target}/)")
+    root = src / source.target if (src / source.target).is_dir() else src
+    found, missing, differ, listed = check_layout(source, root)
+    lines = []
+    if missing:
+        lines.append(f"{root}: {len(missing)} of {len(source.official_files)} published files of {source.name} "
+                     f"missing: {', '.join(missing)}")
+    if differ:
+        lines.append(f"{root}: {len(differ)} files differ from {source.checksums_file}: {', '.join(differ)}")
+    digest = _official_sha256(found)
+    pin = pinned_sha256(source)
+    if not listed and not missing and pin is not None and pin != digest:
+        lines.append(f"{root}: sha256 of the published files {digest} differs from the pin {pin} (first fetch, "
+                     f"{pins_path()}; no checksum is published)")
+    if missing or (lines and not unofficial):
+        raise LayoutProblems(lines)
+    status = UNOFFICIAL if lines else (OFFICIAL if listed else PINNED)
+    rec: dict[str, Any] = {"status": status, "origin": str(root.resolve()), "root": str(root.resolve()),
+                           "official": found, "official_sha256": digest, "access": source.access}
+    if status == UNOFFICIAL:
+        rec["unofficial_reason"] = "; ".join(lines)
+    entry = entry_dir(source)
+    entry.mkdir(parents=True, exist_ok=True)
+    if status == PINNED and pin is None:
+        _record_pin(source, digest)
+    _write_record(source, rec)
+    return FetchResult(source.name, root, status, False, False, _fetched_message(source, rec, root))
+
+
 def dataset_rows() -> list[dict[str, Any]]:
     """One dict per registered dataset: the registry facts plus cache/override state."""
     rows = []
@@ -776,11 +1034,12 @@ def dataset_rows() -> list[dict[str, Any]]:
         s = get_dataset(name)
         var = env_var(name)
         try:
-            rec = read_record(s) if cached_target(s) is not None else None
+            target = cached_target(s)
+            rec = read_record(s) if target is not None else None
         except DataError:
-            rec = None
+            target = rec = None
         rows.append({**s.to_dict(), "env_var": var, "override": os.environ.get(var) or None,
-                     "cached": str(entry_dir(s) / s.target) if rec else None,
+                     "cached": str(target) if rec else None,
                      "status": rec["status"] if rec else None,
                      "origin": rec.get("origin") if rec else None})
     return rows
