@@ -158,6 +158,8 @@ def ensure_calibration(run: Run) -> tuple[dict, bool]:
     from .record import Calibration
     from .stats.calibration import binary_margin, temperature_record
 
+    if run.record.task == "multilabel":  # no single temperature or binary calibration to add
+        return {}, False
     rec, classes, thr = _binary_run(run)
     if rec.temperature is not None and rec.test.ece is not None and run.val_predictions_path.is_file():
         return rec.calibration.as_dict(), False
@@ -257,7 +259,8 @@ class ExternalData:
         self.spec = spec
         self._bundles: dict[str, object] = {}
 
-    def scored(self, cfg, run_classes: Sequence[str]) -> _Scored:
+    def bundle(self, cfg):
+        """The data at the run's preprocessing (loaded once per image size, resize and SR)."""
         from .config import DataConfig
         from .data import load_dataset
 
@@ -268,7 +271,11 @@ class ExternalData:
                             resize=cfg.data.resize, sr=cfg.data.sr, cache=cfg.data.cache, on_leak="warn",
                             group_columns=spec.group_columns, **spec.data_options)
             self._bundles[key] = load_dataset(dc)
-        bundle = self._bundles[key]
+        return self._bundles[key]
+
+    def scored(self, cfg, run_classes: Sequence[str]) -> _Scored:
+        spec = self.spec
+        bundle = self.bundle(cfg)
         if bundle.multilabel:
             raise ConfigError(f"{spec.data}: multi-label data; evaluate needs single-label classes")
         mapping = class_mapping(bundle.classes, run_classes, spec.label_map, spec.data)
@@ -338,6 +345,8 @@ def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp:
 
     from .models.inference import load_finished
 
+    if run.record.task == "multilabel":
+        return _evaluate_multilabel(run, spec, data, data_fp, force=force)
     t0 = time.time()
     m, classes, thr = _binary_run(run)
     calib, _ = ensure_calibration(run)
@@ -372,6 +381,71 @@ def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp:
         "metrics": metrics, "wall_time_s": round(time.time() - t0, 2)}))
     run.write_external_record(spec.name, rec)
     return rec, False
+
+
+def _evaluate_multilabel(run: Run, spec: ExternalSpec, data: ExternalData, data_fp: str, *,
+                         force: bool = False) -> tuple[ExternalRecord, bool]:
+    """A multi-label run scored on multi-label data, on the labels the two share through the
+    pathology table (:func:`medtl.data.pathologies.harmonise`; ``label_map`` overrides it):
+    per-label AUC with DeLong CIs and their macro mean; the dropped labels and why are recorded."""
+    import torch
+
+    from .data.pathologies import harmonise
+    from .models.inference import load_finished
+    from .stats.case_ci import delong_ci
+    from .stats.metrics import auc
+
+    t0 = time.time()
+    rec = run.record
+    classes = list(rec.classes)
+    cfg = run.config()
+    key = _cache_key(run, spec, cfg, float("nan"), float("nan"), data_fp)
+    if run.external_metrics_path(spec.name).is_file() and not force:
+        try:
+            old = run.external_record(spec.name)
+        except DataError:
+            old = None
+        if old is not None and old.key == key:
+            return old, True
+    bundle = data.bundle(cfg)
+    if not bundle.multilabel:
+        raise ConfigError(f"{spec.data}: single-label data ({', '.join(bundle.classes)}); {run.path} is a "
+                          f"multi-label run: score it on multi-label data")
+    unknown = [c for c in spec.label_map if c not in bundle.classes]
+    if unknown:
+        raise ConfigError(f"{spec.data}: label_map names {', '.join(map(repr, unknown))}, not a label of the data "
+                          f"(data labels: {', '.join(bundle.classes)})")
+    h = harmonise(classes, list(bundle.classes), spec.label_map)
+    if not h["pairs"]:
+        raise ConfigError(f"{spec.data}: no label shared with {run.path} (run: {', '.join(classes)}; data: "
+                          f"{', '.join(bundle.classes)}); map them with label_map DATA=RUN")
+    images, labels, ids, _ = _select(bundle, spec.split)
+    z = _logits(load_finished(run.path), images)
+    ri = [r for r, _, _ in h["pairs"]]
+    di = [d for _, d, _ in h["pairs"]]
+    names = [n for _, _, n in h["pairs"]]
+    y = np.asarray(labels)[:, di].astype(int)
+    p = torch.sigmoid(torch.from_numpy(z[:, ri].astype(np.float64))).numpy()
+    per = {n: auc(y[:, k], p[:, k]) for k, n in enumerate(names)}
+    valid = [v for v in per.values() if np.isfinite(v)]
+    macro = float(np.mean(valid)) if valid else float("nan")
+    metrics = {"auc": macro, "auc_macro": macro, "auc_per_class": per, "n": int(len(y)),
+               "n_pos_per_class": {n: int(y[:, k].sum()) for k, n in enumerate(names)},
+               "ci": {"auc_per_class": {n: delong_ci(y[:, k], p[:, k]) for k, n in enumerate(names)}}}
+    _save_npz(run.external_predictions_path(spec.name), y=y, p=p, logit=z[:, ri], labels=np.asarray(names, dtype=str),
+              ids=np.asarray(ids, dtype=str))
+    info = {"path": spec.data, "options": dict(spec.data_options), "source": bundle.source, "dataset": bundle.name,
+            "format": bundle.format, "synthetic": bool(bundle.synthetic), "split": spec.split,
+            "classes": list(bundle.classes), "notes": list(bundle.notes),
+            "labels": {"shared": names, "run": [classes[r] for r in ri], "data": [bundle.classes[d] for d in di],
+                       "dropped_run": h["dropped_run"], "dropped_data": h["dropped_data"]}}
+    out = ExternalRecord.model_validate(json_safe({
+        "kind": "medtl.external", "version": EVAL_VERSION, "key": key, "name": spec.name,
+        "data": info | {"n": int(len(y))},
+        "run": {"dir": str(run.path), "classes": classes, "eval_precision": "fp32"},
+        "metrics": metrics, "wall_time_s": round(time.time() - t0, 2)}))
+    run.write_external_record(spec.name, out)
+    return out, False
 
 
 # ------------------------------------------------------------------------------ many runs

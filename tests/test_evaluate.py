@@ -274,3 +274,59 @@ def test_evaluate_takes_data_options_and_records_operating_points(env, tmp_path,
                      (["--set", "label_columns=[x]"], "expected data.KEY=VALUE"),
                      (["--set", "data.uncertain=maybe"], "data.uncertain")):
         assert cli(args + bad) == 2 and msg in capsys.readouterr().err
+
+
+def test_a_multilabel_run_is_scored_on_the_labels_another_dataset_shares(tmp_path, monkeypatch, capsys):
+    """An NIH-style run (Finding Labels) scored on a CheXpert-style manifest (one column per
+    observation): the pathology table pairs Effusion with Pleural Effusion and Cardiomegaly with
+    itself, and the record says which labels were dropped and why; no hand map."""
+    from medtl.data.pathologies import harmonise
+    from medtl.train import finetune
+
+    monkeypatch.setenv("MEDTL_CACHE", str(tmp_path / "cache"))
+    nih, chex = tmp_path / "nih", tmp_path / "chex"
+    findings = ["Effusion", "Cardiomegaly", "Mass", "No Finding", "Effusion|Cardiomegaly"]
+    nih.mkdir()
+    with open(nih / "Data_Entry.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Image Index", "Finding Labels", "Patient ID", "split"])
+        for i in range(60):
+            lab = findings[i % 5]
+            write_png(nih / f"{i}.png", 60 + 60 * ("Effusion" in lab) + 50 * ("Cardiomegaly" in lab), seed=i)
+            w.writerow([f"{i}.png", lab, f"{i // 2}", "train" if i < 36 else ("val" if i < 46 else "test")])
+    chex.mkdir()
+    with open(chex / "valid.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Path", "Pleural Effusion", "Cardiomegaly", "Support Devices", "Lung Lesion"])
+        for i in range(30):
+            eff, card = i % 2, (i // 2) % 2
+            write_png(chex / f"p{i}.png", 60 + 60 * eff + 50 * card, seed=100 + i)
+            w.writerow([f"p{i}.png", eff, card, 1, ""])
+    run = tmp_path / "nih-arm" / "seed-0"
+    finetune(build_config({}, [f"data.path={nih / 'Data_Entry.csv'}", "data.image_size=16", "train.epochs=1",
+                               "train.batch_size=12", "train.num_threads=1", "train.precision=fp32"]), run,
+             progress=False)
+    assert Run(run).record.task == "multilabel"
+    assert cli(["evaluate", str(tmp_path / "nih-arm"), "--data", str(chex / "valid.csv"), "--name", "chex", "-q",
+                "--split", "all", "--set", "data.label_columns=[Pleural Effusion, Cardiomegaly, Support Devices, Lung Lesion]"]) == 0
+    rec = json.loads(Run(run).external_metrics_path("chex").read_text())
+    labels = rec["data"]["labels"]
+    assert sorted(labels["shared"]) == ["Cardiomegaly", "Effusion"]
+    assert labels["dropped_run"] == {"Mass": "no counterpart in the data"}
+    assert labels["dropped_data"]["Support Devices"] == "not a pathology (devices)"
+    assert labels["dropped_data"]["Lung Lesion"] == "no counterpart in the run"
+    m = rec["metrics"]
+    assert set(m["auc_per_class"]) == {"Cardiomegaly", "Effusion"} and rec["data"]["n"] == 30
+    assert m["auc"] == pytest.approx(np.mean(list(m["auc_per_class"].values())))
+    assert m["ci"]["auc_per_class"]["Effusion"]["method"] == "DeLong"
+    with np.load(Run(run).external_predictions_path("chex")) as z:
+        assert z["y"].shape == z["p"].shape == (30, 2) and list(z["labels"]) == labels["shared"]
+    # compare reads the macro AUC like any external metric
+    assert cli(["compare", str(tmp_path / "nih-arm"), "--metric", "external.chex.auc", "--out",
+                str(tmp_path / "cmp"), "--no-plots", "-B", "200"]) == 0
+    # a label map overrides the table; single-label data is refused in one line
+    h = harmonise(["Mass", "Effusion"], ["Nodule/Mass", "Pleural Effusion"], {"Nodule/Mass": "Mass"})
+    assert sorted(n for _, _, n in h["pairs"]) == ["Effusion", "Mass"]
+    capsys.readouterr()
+    assert cli(["evaluate", str(run), "--data", "builtin:synthetic", "--name", "syn", "-q"]) == 2
+    assert "multi-label run" in capsys.readouterr().err
