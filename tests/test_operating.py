@@ -121,3 +121,16 @@ def test_finetune_records_operating_points(tmp_path, monkeypatch):
         assert t[k] == pytest.approx(want[k], nan_ok=True), k
     assert set(t["operating_points"]) == {"spec90", "spec95", "sens90", "sens95"}
     assert len(t["decision_curve"]["model"]) == len(op.CURVE)
+
+
+def test_multilabel_operating_points_per_label_and_macro():
+    rng = np.random.default_rng(3)
+    vy, ty = rng.integers(0, 2, (200, 3)), rng.integers(0, 2, (300, 3))
+    vp = np.clip(0.3 * vy + rng.normal(0.35, 0.2, vy.shape), 0, 1)
+    tp = np.clip(0.3 * ty + rng.normal(0.35, 0.2, ty.shape), 0, 1)
+    res = op.operating_points_multilabel(vy, vp, ty, tp, ["a", "b", "c"])
+    for k, name in enumerate("abc"):
+        assert res["operating_points_per_class"][name]["sens_at_spec95"] == \
+            op.operating_points(vy[:, k], vp[:, k], ty[:, k], tp[:, k])["sens_at_spec95"]
+    assert res["sens_at_spec95"] == pytest.approx(np.mean([res["operating_points_per_class"][n]["sens_at_spec95"]
+                                                           for n in "abc"]))

@@ -139,5 +139,20 @@ def operating_points(val_y, val_p, test_y, test_p) -> dict:
     return out
 
 
-__all__ = ["CURVE", "NB_POINTS", "TARGETS", "net_benefit", "net_benefit_terms", "op_names", "op_thresholds",
+def operating_points_multilabel(val_y, val_p, test_y, test_p, labels) -> dict:
+    """Per label, :func:`operating_points` of that label's column (``per_class``, without the
+    curves), and the macro mean of each scalar over the labels where it is defined."""
+    vy, vp, ty, tp = (np.asarray(a) for a in (val_y, val_p, test_y, test_p))
+    per = {}
+    for k, name in enumerate(labels):
+        res = operating_points(vy[:, k], vp[:, k], ty[:, k], tp[:, k])
+        per[str(name)] = {n: res[n] for n in op_names()} | {"operating_points": res["operating_points"]}
+    out: dict = {"operating_points_per_class": per}
+    for n in op_names():
+        vals = [v[n] for v in per.values() if v[n] is not None and math.isfinite(v[n])]
+        out[n] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
+__all__ = ["operating_points_multilabel", "CURVE", "NB_POINTS", "TARGETS", "net_benefit", "net_benefit_terms", "op_names", "op_thresholds",
            "operating_points", "rates", "threshold_for_sensitivity", "threshold_for_specificity", "treat_all"]

@@ -552,6 +552,10 @@ def _final_evaluation(s: _Setup, cfg: RunConfig, run: Run) -> tuple[dict, dict, 
         from ..stats.operating import operating_points
 
         test_m |= operating_points(val.labels, val_prob[:, 1], test.labels, test_prob[:, 1])
+    elif task.kind == "multilabel":  # per label, and their macro means
+        from ..stats.operating import operating_points_multilabel
+
+        test_m |= operating_points_multilabel(val.labels, val_prob, test.labels, test_prob, task.classes)
     calib = _calibration(task, val, (val_prob, val_logits), test, (test_prob, test_logits), threshold, val_m, test_m)
     # every run's val and test metrics carry their case CIs (DeLong for AUC, Wilson for proportions)
     val_m["ci"] = case_cis(task.kind, val.labels, val_prob, threshold, task.classes)
