@@ -221,3 +221,14 @@ def test_recorded_in_metrics_json_and_sweep_arms(tmp_path, monkeypatch):
     assert sorted(found) == ["f0.25", "full"] and all(list(a.runs) == [0] for a in found.values())
     assert found["f0.25"].runs[0].data.at("train_fraction.fraction") == 0.25
     assert found["full"].runs[0].data.at("train_fraction") is MISSING  # fraction 1: nothing recorded
+
+
+def test_data_check_says_its_counts_are_before_the_label_fraction():
+    from medtl.config import DataConfig
+    from medtl.data.check import check_dataset
+
+    plain = check_dataset("builtin:synthetic", DataConfig(synthetic_n={"train": 40, "val": 10, "test": 10}))
+    part = check_dataset("builtin:synthetic", DataConfig(synthetic_n={"train": 40, "val": 10, "test": 10},
+                                                          train_fraction=0.25))
+    assert not any("train_fraction" in n for n in plain["notes"])
+    assert any("data.train_fraction=0.25" in n and "25%" in n for n in part["notes"])

@@ -330,9 +330,19 @@ def check_dataset(path: str, cfg: DataConfig | None = None, fast: bool = False, 
     bad (``bad_files``: each with its reason) or training would refuse the data (``refused``;
     the leak policy too: ``refused_by_leak_policy``); ``warnings`` name legal but odd content,
     an ``unchecked`` leak status and ``known_overlap`` (a dataset name's, or the one given)."""
+    cfg = DataConfig(path=str(path)) if cfg is None else cfg.model_copy(update={"path": str(path)})
+    report = _check(cfg, fast, workers, known_overlap)
+    if cfg.train_fraction < 1:  # the check describes the splits; training then keeps a subset of train
+        report.setdefault("notes", []).append(
+            f"data.train_fraction={cfg.train_fraction:g}: the train counts above are before the label fraction; "
+            f"training keeps a stratified, patient-level {cfg.train_fraction:.0%} of them (its counts are in each "
+            f"run's metrics.json, data.train_fraction)")
+    return report
+
+
+def _check(cfg: DataConfig, fast: bool, workers: int | None, known_overlap: str) -> dict:
     from .registry import resolve_data_config
 
-    cfg = DataConfig(path=str(path)) if cfg is None else cfg.model_copy(update={"path": str(path)})
     cfg, resolved = resolve_data_config(cfg)  # a dataset name (medmnist:pneumoniamnist) -> its local copy
     known_overlap = known_overlap or (resolved.known_overlap if resolved is not None else "")
     fmt = resolve_format(cfg, resolved)
