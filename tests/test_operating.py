@@ -134,3 +134,16 @@ def test_multilabel_operating_points_per_label_and_macro():
             op.operating_points(vy[:, k], vp[:, k], ty[:, k], tp[:, k])["sens_at_spec95"]
     assert res["sens_at_spec95"] == pytest.approx(np.mean([res["operating_points_per_class"][n]["sens_at_spec95"]
                                                            for n in "abc"]))
+
+
+def test_the_achieved_rate_of_a_val_fixed_rule_is_reported_beside_it():
+    """A rule fixed on val for 95% specificity can miss it on test; the test specificity it gives is
+    its own metric, with its seeds + cases interval."""
+    vy, vp = _scores(300, 1)
+    y, p = _scores(400, 2, shift=0.15)                                           # test harder than val
+    res = op.operating_points(vy, vp, y, p)
+    t = op.threshold_for_specificity(vy, vp, 0.95)
+    assert res["achieved_spec_spec95"] == op.rates(y, p, t)[1] == res["operating_points"]["spec95"]["specificity"]
+    assert res["achieved_sens_sens90"] == res["operating_points"]["sens90"]["sensitivity"]
+    run = RunPredictions(y=y, p=p, op_thresholds=op.op_thresholds(vy, vp))
+    assert mean_ci([run, run], "achieved_spec_spec95")["estimate"] == pytest.approx(res["achieved_spec_spec95"])

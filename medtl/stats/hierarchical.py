@@ -45,6 +45,7 @@ from scipy import stats
 METRICS = ("auc", "acc", "sensitivity", "specificity", "balanced_acc",
            # operating points fixed on val (medtl.stats.operating) and net benefit at pt = XX%
            "sens_at_spec90", "sens_at_spec95", "spec_at_sens90", "spec_at_sens95",
+           "achieved_spec_spec90", "achieved_spec_spec95", "achieved_sens_sens90", "achieved_sens_sens95",
            "net_benefit_05", "net_benefit_10", "net_benefit_20", "net_benefit_30", "net_benefit_50")
 
 
@@ -101,12 +102,16 @@ def influences(run: RunPredictions, metric: str) -> tuple[float, list[np.ndarray
         terms = net_benefit_terms(y, p, int(metric[12:]) / 100)
         return (float(terms.mean()) if terms.size else float("nan")), [terms]
     threshold = run.threshold
-    if metric[:12] in ("sens_at_spec", "spec_at_sens"):  # a fixed-on-val operating point: a proportion
-        key = ("spec" if metric.startswith("sens_at") else "sens") + metric[12:]
+    if metric[:12] in ("sens_at_spec", "spec_at_sens") or metric.startswith("achieved_"):
+        # a fixed-on-val operating point: a proportion at the rule's threshold
+        if metric.startswith("achieved_"):  # achieved_spec_spec95: specificity at rule spec95
+            rate, key = metric[9:13], metric[14:]
+        else:
+            rate, key = metric[:4], ("spec" if metric.startswith("sens_at") else "sens") + metric[12:]
         threshold = float((run.op_thresholds or {}).get(key, float("nan")))
         if not math.isfinite(threshold):
             return float("nan"), [np.full(max(n_pos, 2), np.nan)]
-        metric = "sensitivity" if metric.startswith("sens_at") else "specificity"
+        metric = "sensitivity" if rate == "sens" else "specificity"
     hit = ((p >= threshold).astype(int) == y).astype(np.float64)
     hp, hn = hit[y == 1], hit[y == 0]
     if metric == "acc":

@@ -5,6 +5,9 @@
   - ``sens_at_spec95``: the threshold is fixed on **val** (the lowest threshold whose val
     specificity is at least 0.95) and read on **test**, as a deployed model would be; the test
     specificity at that threshold is recorded beside it and may fall short of 0.95;
+  - ``achieved_spec_spec95``: the test specificity that val's rule actually gives (and
+    ``achieved_sens_sens95`` for the converse): read it beside ``sens_at_spec95``, since a rule fixed
+    on one split can miss its target on another;
   - ``sens_at_spec95_direct``: read off the **test** ROC curve itself (the best sensitivity among
     thresholds with test specificity >= 0.95): optimistic, since the threshold saw the test labels.
 * **Net benefit** (Vickers & Elkin, Med Decis Making 2006): treating the cases with p >= pt is
@@ -36,7 +39,8 @@ def op_names() -> list[str]:
     out = []
     for t in TARGETS:
         out += [f"sens_at_spec{_pct(t)}", f"spec_at_sens{_pct(t)}"]
-    return out + [f"{n}_direct" for n in out] + [f"net_benefit_{_pct(pt)}" for pt in NB_POINTS]
+    achieved = [f"achieved_spec_spec{_pct(t)}" for t in TARGETS] + [f"achieved_sens_sens{_pct(t)}" for t in TARGETS]
+    return out + achieved + [f"{n}_direct" for n in out] + [f"net_benefit_{_pct(pt)}" for pt in NB_POINTS]
 
 
 def _clean(y, p) -> tuple[np.ndarray, np.ndarray]:
@@ -122,10 +126,12 @@ def operating_points(val_y, val_p, test_y, test_p) -> dict:
         s = _pct(t)
         sens, spec = rates(ty, tp, thr[f"spec{s}"])
         out[f"sens_at_spec{s}"] = sens
+        out[f"achieved_spec_spec{s}"] = spec  # what the val-fixed rule gives on test: may miss the target
         ops[f"spec{s}"] = {"threshold": thr[f"spec{s}"], "sensitivity": sens, "specificity": spec,
                            "rule": f"lowest threshold with val specificity >= {t:.2f}"}
         sens2, spec2 = rates(ty, tp, thr[f"sens{s}"])
         out[f"spec_at_sens{s}"] = spec2
+        out[f"achieved_sens_sens{s}"] = sens2
         ops[f"sens{s}"] = {"threshold": thr[f"sens{s}"], "sensitivity": sens2, "specificity": spec2,
                            "rule": f"highest threshold with val sensitivity >= {t:.2f}"}
         out[f"sens_at_spec{s}_direct"] = rates(ty, tp, threshold_for_specificity(ty, tp, t))[0]
