@@ -16,12 +16,25 @@ URI_HELP = ("MLflow tracking URI or local path (./mlruns, sqlite:////abs/mlflow.
             "default: $MLFLOW_TRACKING_URI, else ./mlruns.")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever ``sys.stderr`` is when it writes: commands run in-process (tests,
+    notebooks) may swap stderr between calls, and a handler bound to a closed one would fail."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the property always reads sys.stderr
+        pass
+
+
 def setup_logging(quiet: bool) -> None:
     """medtl's log on stderr as ``medtl: message`` (INFO, or WARNING when quiet), once per process."""
     log = logging.getLogger("medtl")
     log.setLevel(logging.INFO)
     if not any(getattr(h, "_medtl", False) for h in log.handlers):
-        h = logging.StreamHandler(sys.stderr)
+        h = _StderrHandler()
         h._medtl = True  # type: ignore[attr-defined]
         h.setFormatter(logging.Formatter("medtl: %(message)s"))
         log.addHandler(h)
