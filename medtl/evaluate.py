@@ -190,7 +190,8 @@ def ensure_calibration(run: Run) -> tuple[dict, bool]:
 
 # ------------------------------------------------------------------------------ external data
 
-def _cache_key(run: Run, spec: ExternalSpec, cfg, threshold: float, temperature: float, data_fp: str) -> str:
+def _cache_key(run: Run, spec: ExternalSpec, cfg, threshold: float | None, temperature: float | None,
+               data_fp: str) -> str:
     blob = {"v": EVAL_VERSION, "ckpt": sha256_file(run.checkpoint_path), "data": spec.data, "files": data_fp,
             "format": spec.data_format, "split": spec.split, "label_map": sorted(spec.label_map.items()),
             "positive": spec.positive, "groups": spec.group_columns, "threshold": threshold,
@@ -252,6 +253,13 @@ def _select(bundle, split: str):
     return images, labels, ids, groups
 
 
+def _data_info(spec: ExternalSpec, bundle) -> dict:
+    """What an external evaluation records about the data it scored."""
+    return {"path": spec.data, "options": dict(spec.data_options), "source": bundle.source, "dataset": bundle.name,
+            "format": bundle.format, "synthetic": bool(bundle.synthetic), "split": spec.split,
+            "classes": list(bundle.classes), "notes": list(bundle.notes)}
+
+
 class ExternalData:
     """External datasets loaded once per preprocessing (image size, resize, SR) and mapped."""
 
@@ -285,10 +293,9 @@ class ExternalData:
         keep = np.flatnonzero(mapped >= 0)
         if keep.size == 0:
             raise DataError(f"{spec.data}: no images left in split {spec.split!r} after the label map")
-        info = {"path": spec.data, "options": dict(spec.data_options), "source": bundle.source, "dataset": bundle.name, "format": bundle.format,
-                "synthetic": bool(bundle.synthetic), "split": spec.split, "classes": list(bundle.classes),
-                "label_map": {c: (run_classes[i] if i is not None else DROP) for c, i in mapping.items()},
-                "n_dropped_by_label_map": int(len(mapped) - keep.size), "notes": list(bundle.notes)}
+        info = _data_info(spec, bundle) | {
+            "label_map": {c: (run_classes[i] if i is not None else DROP) for c, i in mapping.items()},
+            "n_dropped_by_label_map": int(len(mapped) - keep.size)}
         return _Scored(images=images[keep], labels=mapped[keep], ids=[ids[i] for i in keep],
                        groups=None if groups is None else {c: v[keep] for c, v in groups.items()}, info=info)
 
@@ -353,13 +360,9 @@ def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp:
     cfg = run.config()
     pos, thr_pos = _positive(spec, classes, thr, run.path)
     key = _cache_key(run, spec, cfg, thr, calib["temperature"], data_fp)
-    if run.external_metrics_path(spec.name).is_file() and not force:
-        try:
-            old = run.external_record(spec.name)
-        except DataError:
-            old = None
-        if old is not None and old.key == key:
-            return old, True
+    old = None if force else _cached_external(run, spec.name, key)
+    if old is not None:
+        return old, True
     scored = data.scored(cfg, classes)
     z2 = _logits(load_finished(run.path), scored.images)
     margin = z2[:, 1] - z2[:, 0]
@@ -383,6 +386,17 @@ def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp:
     return rec, False
 
 
+def _cached_external(run: Run, name: str, key: str) -> ExternalRecord | None:
+    """The run's stored evaluation on ``name`` when it was made with ``key`` (else None)."""
+    if not run.external_metrics_path(name).is_file():
+        return None
+    try:
+        old = run.external_record(name)
+    except DataError:
+        return None
+    return old if old.key == key else None
+
+
 def _evaluate_multilabel(run: Run, spec: ExternalSpec, data: ExternalData, data_fp: str, *,
                          force: bool = False) -> tuple[ExternalRecord, bool]:
     """A multi-label run scored on multi-label data, on the labels the two share through the
@@ -399,14 +413,10 @@ def _evaluate_multilabel(run: Run, spec: ExternalSpec, data: ExternalData, data_
     rec = run.record
     classes = list(rec.classes)
     cfg = run.config()
-    key = _cache_key(run, spec, cfg, float("nan"), float("nan"), data_fp)
-    if run.external_metrics_path(spec.name).is_file() and not force:
-        try:
-            old = run.external_record(spec.name)
-        except DataError:
-            old = None
-        if old is not None and old.key == key:
-            return old, True
+    key = _cache_key(run, spec, cfg, None, None, data_fp)  # no threshold or temperature applies
+    old = None if force else _cached_external(run, spec.name, key)
+    if old is not None:
+        return old, True
     bundle = data.bundle(cfg)
     if not bundle.multilabel:
         raise ConfigError(f"{spec.data}: single-label data ({', '.join(bundle.classes)}); {run.path} is a "
@@ -434,11 +444,9 @@ def _evaluate_multilabel(run: Run, spec: ExternalSpec, data: ExternalData, data_
                "ci": {"auc_per_class": {n: delong_ci(y[:, k], p[:, k]) for k, n in enumerate(names)}}}
     _save_npz(run.external_predictions_path(spec.name), y=y, p=p, logit=z[:, ri], labels=np.asarray(names, dtype=str),
               ids=np.asarray(ids, dtype=str))
-    info = {"path": spec.data, "options": dict(spec.data_options), "source": bundle.source, "dataset": bundle.name,
-            "format": bundle.format, "synthetic": bool(bundle.synthetic), "split": spec.split,
-            "classes": list(bundle.classes), "notes": list(bundle.notes),
-            "labels": {"shared": names, "run": [classes[r] for r in ri], "data": [bundle.classes[d] for d in di],
-                       "dropped_run": h["dropped_run"], "dropped_data": h["dropped_data"]}}
+    info = _data_info(spec, bundle) | {
+        "labels": {"shared": names, "run": [classes[r] for r in ri], "data": [bundle.classes[d] for d in di],
+                   "dropped_run": h["dropped_run"], "dropped_data": h["dropped_data"]}}
     out = ExternalRecord.model_validate(json_safe({
         "kind": "medtl.external", "version": EVAL_VERSION, "key": key, "name": spec.name,
         "data": info | {"n": int(len(y))},

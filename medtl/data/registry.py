@@ -191,23 +191,34 @@ def get_dataset(name: str) -> DatasetSource:
     return DATASETS.get(name)
 
 
-def _builtin() -> None:
-    zen = "https://zenodo.org/records/10519652/files/"
-    md5 = {"": "28209eda62fecd6e6a2d98b1501bb15f", "_64": "8f4eceb4ccffa70c672198ea285246c6",
-           "_128": "05b46931834c231683c68f40c47b2971", "_224": "d6a3c71de1b945ea11211b03746c1fe1"}
+_ZENODO_MEDMNIST = "https://zenodo.org/records/10519652/files/"
+
+
+def _medmnist(flag: str, md5: dict[str, str], title: str, checksum_source: str, citation: str, notes,
+              known_overlap: str = "") -> None:
+    """One MedMNIST entry per published size: ``md5`` maps the file suffix ('', '_64', '_128',
+    '_224') to its MD5; ``notes(px)`` describes the file at that size."""
     for suffix, digest in md5.items():
         px = suffix[1:] or "28"
         register_dataset(DatasetSource(
-            name=f"medmnist:pneumoniamnist{suffix}",
-            title=f"PneumoniaMNIST (MedMNIST), {px}x{px}",
-            url=f"{zen}pneumoniamnist{suffix}.npz?download=1", filename=f"pneumoniamnist{suffix}.npz",
-            archive="file", layout="npz", target=f"pneumoniamnist{suffix}.npz",
-            checksum_algo="md5", checksum=digest, checksum_source=_MEDMNIST_INFO,
-            licence="CC BY 4.0", citation=f"{_MEDMNIST_CITE}; source images: {_KERMANY_PAPER}",
+            name=f"medmnist:{flag}{suffix}", title=title.format(px=px),
+            url=f"{_ZENODO_MEDMNIST}{flag}{suffix}.npz?download=1", filename=f"{flag}{suffix}.npz",
+            archive="file", layout="npz", target=f"{flag}{suffix}.npz",
+            checksum_algo="md5", checksum=digest, checksum_source=checksum_source,
+            licence="CC BY 4.0", citation=citation,
             homepage="https://medmnist.com/ (data: doi:10.5281/zenodo.10519652)",
-            notes=(f"train 4708 / val 524 / test 624, labels 0 normal, 1 pneumonia; {px} px images "
-                   "center-cropped and resized from Kermany et al.'s chest X-rays"),
-            known_overlap=_PNEUMONIAMNIST_OVERLAP))
+            notes=notes(px), known_overlap=known_overlap))
+
+
+def _builtin() -> None:
+    _medmnist("pneumoniamnist",
+              {"": "28209eda62fecd6e6a2d98b1501bb15f", "_64": "8f4eceb4ccffa70c672198ea285246c6",
+               "_128": "05b46931834c231683c68f40c47b2971", "_224": "d6a3c71de1b945ea11211b03746c1fe1"},
+              "PneumoniaMNIST (MedMNIST), {px}x{px}", _MEDMNIST_INFO,
+              f"{_MEDMNIST_CITE}; source images: {_KERMANY_PAPER}",
+              lambda px: (f"train 4708 / val 524 / test 624, labels 0 normal, 1 pneumonia; {px} px images "
+                          "center-cropped and resized from Kermany et al.'s chest X-rays"),
+              known_overlap=_PNEUMONIAMNIST_OVERLAP)
     register_dataset(DatasetSource(
         name="kermany:chest_xray",
         title="Kermany et al. pediatric chest X-rays (ChestXRay2017), NORMAL vs PNEUMONIA",
@@ -236,20 +247,14 @@ _NIH_CITE = ("Wang, Peng, Lu, Lu, Bagheri, Summers. ChestX-ray8: Hospital-scale 
 
 
 def _chestmnist() -> None:
-    zen = "https://zenodo.org/records/10519652/files/"
-    md5 = {"": "02c8a6516a18b556561a56cbdd36c4a8", "_64": "9de6cd0b934ebb5b7426cfba5efbae16",
-           "_128": "db107e5590b27930b62dbaf558aebee3", "_224": "45bd33e6f06c3e8cdb481c74a89152aa"}
-    for suffix, digest in md5.items():
-        px = suffix[1:] or "28"
-        register_dataset(DatasetSource(
-            name=f"medmnist:chestmnist{suffix}", title=f"ChestMNIST (MedMNIST), {px}x{px}, 14 labels",
-            url=f"{zen}chestmnist{suffix}.npz?download=1", filename=f"chestmnist{suffix}.npz",
-            archive="file", layout="npz", target=f"chestmnist{suffix}.npz",
-            checksum_algo="md5", checksum=digest, checksum_source=_CHESTMNIST_INFO,
-            licence="CC BY 4.0", citation=f"{_MEDMNIST_CITE}; source images: {_NIH_CITE}",
-            homepage="https://medmnist.com/ (data: doi:10.5281/zenodo.10519652)",
-            notes=(f"train 78468 / val 11219 / test 22433, 14 multi-label columns (NIH ChestX-ray14's official "
-                   f"split, its train_val part split 7:1 by MedMNIST); {px} px; the .npz names no patients")))
+    _medmnist("chestmnist",
+              {"": "02c8a6516a18b556561a56cbdd36c4a8", "_64": "9de6cd0b934ebb5b7426cfba5efbae16",
+               "_128": "db107e5590b27930b62dbaf558aebee3", "_224": "45bd33e6f06c3e8cdb481c74a89152aa"},
+              "ChestMNIST (MedMNIST), {px}x{px}, 14 labels", _CHESTMNIST_INFO,
+              f"{_MEDMNIST_CITE}; source images: {_NIH_CITE}",
+              lambda px: (f"train 78468 / val 11219 / test 22433, 14 multi-label columns (NIH ChestX-ray14's "
+                          f"official split, its train_val part split 7:1 by MedMNIST); {px} px; the .npz names "
+                          "no patients"))
 
 
 _PHYSIONET_LICENCE = "PhysioNet Credentialed Health Data License 1.5.0 (credentialed user, training, signed DUA)"

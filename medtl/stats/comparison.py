@@ -4,6 +4,7 @@ the DeLong test between two runs' test predictions.  Rendering is :mod:`medtl.re
 """
 from __future__ import annotations
 
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -148,7 +149,7 @@ def run_predictions(arm: Arm, external: str | None = None) -> dict[int, RunPredi
         if p.size != y.size or not np.isfinite(p).all():
             continue
         out[seed] = RunPredictions(y=y.astype(int), p=p, threshold=0.5 if thr is None else float(thr),
-                                   ids=d.get("ids"), op_thresholds=val_op_thresholds(path))
+                                   ids=d.get("ids"), op_source=partial(val_op_thresholds, path))
     return out
 
 
@@ -168,20 +169,33 @@ def derived_operating_value(run_dir: str | Path | None, metric: str):
     """An operating-point metric (``test.sens_at_spec95``, ``test.net_benefit_10``, ...) recomputed
     from a binary run's saved val and test predictions, for runs whose metrics.json predates it;
     :data:`MISSING` where it cannot be."""
-    from .operating import op_names, operating_points
+    from .operating import op_names
 
     section, _, name = metric.partition(".")
     if run_dir is None or name not in op_names() or section != "test":  # external: evaluate records them
         return MISSING
     run = Run(run_dir)
+    try:  # keyed by the files' times: each run's predictions are read once for all its metrics
+        stamp = (run.val_predictions_path.stat().st_mtime_ns, run.predictions_path.stat().st_mtime_ns)
+    except OSError:
+        return MISSING
+    res = _saved_operating_points(str(run.path), stamp)
+    return MISSING if res is None else res[name]
+
+
+@lru_cache(maxsize=512)
+def _saved_operating_points(run_dir: str, stamp: tuple[int, int]) -> dict | None:
+    from .operating import operating_points
+
+    run = Run(run_dir)
     try:
         v = read_predictions(run.val_predictions_path)
         t = read_predictions(run.path)
     except DataError:
-        return MISSING
+        return None
     if np.asarray(v["p"]).ndim != 1 or np.asarray(t["p"]).ndim != 1:
-        return MISSING
-    return operating_points(v["y"], v["p"], t["y"], t["p"])[name]
+        return None
+    return operating_points(v["y"], v["p"], t["y"], t["p"])
 
 
 def _seed_case_arms(res: dict, metric: str, name: str, preds: Mapping[str, dict], confidence: float) -> list[str]:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -68,6 +68,14 @@ class RunPredictions:
     threshold: float = 0.5
     ids: np.ndarray | None = None
     op_thresholds: dict | None = None
+    #: computes ``op_thresholds`` on first use (reading val predictions only for a metric that needs them)
+    op_source: Callable[[], dict | None] | None = None
+
+    def operating_thresholds(self) -> dict:
+        if self.op_thresholds is None and self.op_source is not None:
+            self.op_thresholds = self.op_source() or {}
+            self.op_source = None
+        return self.op_thresholds or {}
 
 
 # ------------------------------------------------------------------------ per-case influences
@@ -108,7 +116,7 @@ def influences(run: RunPredictions, metric: str) -> tuple[float, list[np.ndarray
             rate, key = metric[9:13], metric[14:]
         else:
             rate, key = metric[:4], ("spec" if metric.startswith("sens_at") else "sens") + metric[12:]
-        threshold = float((run.op_thresholds or {}).get(key, float("nan")))
+        threshold = float(run.operating_thresholds().get(key, float("nan")))
         if not math.isfinite(threshold):
             return float("nan"), [np.full(max(n_pos, 2), np.nan)]
         metric = "sensitivity" if rate == "sens" else "specificity"
