@@ -31,6 +31,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/pretrain-shape")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--source", default="builtin:fractaldb",
+                    help="pretrain.source: builtin:fractaldb, or a labelled image folder (ROOT/CLASS/* or "
+                         "ROOT/{train,test}/CLASS/*, e.g. a natural-image set, where the probe's frequency split is valid)")
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--instances", type=int, default=50)
     ap.add_argument("--image-size", type=int, default=32)
@@ -50,11 +53,15 @@ def main() -> int:
     for seed in range(args.seeds):
         for recipe in RECIPES:
             tag = recipe if recipe == "in" or args.stylize_method == "scramble" else f"{recipe}-{args.stylize_method}"
-            sets = [f"seed={seed}", f"pretrain.recipe={recipe}", f"pretrain.name=fdb{args.classes}-{tag}-s{seed}",
+            fractal = args.source == "builtin:fractaldb"
+            prefix = f"fdb{args.classes}" if fractal else Path(args.source).name
+            sets = [f"seed={seed}", f"pretrain.recipe={recipe}", f"pretrain.name={prefix}-{tag}-s{seed}",
                     f"data.augment.stylize_method={args.stylize_method if recipe != 'in' else 'scramble'}",
-                    f"pretrain.classes={args.classes}", f"pretrain.instances={args.instances}",
+                    f"pretrain.source={args.source}",
                     f"pretrain.image_size={args.image_size}", f"pretrain.epochs={args.epochs}",
                     f"train.num_threads={args.threads}", "train.precision=fp32"]
+            if fractal:
+                sets += [f"pretrain.classes={args.classes}", f"pretrain.instances={args.instances}"]
             out = Path(args.out) / tag / f"seed-{seed}"
             res = pretrain(load_pretrain_config(None, sets), out, progress=False)
             sb = shape_bias_probe(out / recipe, n_pairs=args.n_pairs, sigma=args.sigma, seed=0, plots=False)

@@ -331,3 +331,19 @@ def test_resume_refuses_another_precision_unless_allowed(tmp_path, monkeypatch, 
         finetune(_cfg("train.precision=auto"), out, progress=False)
     m = finetune(_cfg("train.precision=auto"), out, progress=False, allow_runtime_change=True)
     assert m.run.precision == "fp32" and (out / "metrics.json").is_file()
+
+
+def test_a_multiclass_run_records_one_vs_rest_operating_points(tmp_path, monkeypatch):
+    """A 3-class run (formula-driven fractals) reads every class against the rest: sensitivity at
+    fixed specificity and net benefit per class, and their macro means, in metrics.json."""
+    monkeypatch.setenv("MEDTL_CACHE", str(tmp_path / "cache"))
+    cfg = build_config({}, ["data.path=builtin:fractaldb", "data.fractal.classes=3", "data.fractal.instances=20",
+                            "data.fractal.eval_instances=10", "data.image_size=16", "train.epochs=1",
+                            "train.batch_size=16", "train.num_threads=1", "train.precision=fp32"])
+    m = finetune(cfg, tmp_path / "run", progress=False)
+    assert m.task == "multiclass"
+    raw = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    per = raw["operating_points_per_class"]
+    assert set(per) == set(m.classes)
+    assert raw["sens_at_spec95"] == pytest.approx(np.mean([per[c]["sens_at_spec95"] for c in m.classes]))
+    assert all(-1 <= per[c]["net_benefit_10"] <= 1 for c in m.classes)

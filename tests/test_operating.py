@@ -147,3 +147,17 @@ def test_the_achieved_rate_of_a_val_fixed_rule_is_reported_beside_it():
     assert res["achieved_sens_sens90"] == res["operating_points"]["sens90"]["sensitivity"]
     run = RunPredictions(y=y, p=p, op_thresholds=op.op_thresholds(vy, vp))
     assert mean_ci([run, run], "achieved_spec_spec95")["estimate"] == pytest.approx(res["achieved_spec_spec95"])
+
+
+def test_a_multiclass_run_is_read_one_class_against_the_rest():
+    rng = np.random.default_rng(4)
+    vy, ty = rng.integers(0, 3, 240), rng.integers(0, 3, 300)
+    vp, tp = (rng.dirichlet(np.ones(3), len(y)) + 0.6 * np.eye(3)[y] for y in (vy, ty))
+    vp, tp = vp / vp.sum(1, keepdims=True), tp / tp.sum(1, keepdims=True)
+    res = op.operating_points_one_vs_rest(vy, vp, ty, tp, ["normal", "bacteria", "virus"])
+    for k, name in enumerate(["normal", "bacteria", "virus"]):
+        want = op.operating_points((vy == k).astype(int), vp[:, k], (ty == k).astype(int), tp[:, k])
+        got = res["operating_points_per_class"][name]
+        assert got["sens_at_spec95"] == want["sens_at_spec95"] and got["net_benefit_10"] == want["net_benefit_10"]
+    assert res["spec_at_sens90"] == pytest.approx(np.mean([res["operating_points_per_class"][n]["spec_at_sens90"]
+                                                           for n in ("normal", "bacteria", "virus")]))

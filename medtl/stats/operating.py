@@ -160,5 +160,14 @@ def operating_points_multilabel(val_y, val_p, test_y, test_p, labels) -> dict:
     return out
 
 
-__all__ = ["operating_points_multilabel", "CURVE", "NB_POINTS", "TARGETS", "net_benefit", "net_benefit_terms", "op_names", "op_thresholds",
+def operating_points_one_vs_rest(val_y, val_p, test_y, test_p, classes) -> dict:
+    """A multi-class run read one class against the rest (a clinician's "is it viral?"): integer
+    labels and (n, K) probabilities, :func:`operating_points_multilabel` on the one-hot labels
+    (per class, without the curves, and the macro means)."""
+    k = len(classes)
+    onehot = lambda y: np.eye(k, dtype=np.int64)[np.asarray(y, dtype=np.int64)]  # noqa: E731
+    return operating_points_multilabel(onehot(val_y), val_p, onehot(test_y), test_p, classes)
+
+
+__all__ = ["operating_points_multilabel", "operating_points_one_vs_rest", "CURVE", "NB_POINTS", "TARGETS", "net_benefit", "net_benefit_terms", "op_names", "op_thresholds",
            "operating_points", "rates", "threshold_for_sensitivity", "threshold_for_specificity", "treat_all"]

@@ -556,6 +556,10 @@ def _final_evaluation(s: _Setup, cfg: RunConfig, run: Run) -> tuple[dict, dict, 
         from ..stats.operating import operating_points_multilabel
 
         test_m |= operating_points_multilabel(val.labels, val_prob, test.labels, test_prob, task.classes)
+    elif task.kind == "multiclass":  # each class against the rest, per class and their macro means
+        from ..stats.operating import operating_points_one_vs_rest
+
+        test_m |= operating_points_one_vs_rest(val.labels, val_prob, test.labels, test_prob, task.classes)
     calib = _calibration(task, val, (val_prob, val_logits), test, (test_prob, test_logits), threshold, val_m, test_m)
     # every run's val and test metrics carry their case CIs (DeLong for AUC, Wilson for proportions)
     val_m["ci"] = case_cis(task.kind, val.labels, val_prob, threshold, task.classes)
