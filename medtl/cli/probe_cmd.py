@@ -60,6 +60,10 @@ def translation(
         typer.echo(f"{p:9s} P(change,1px)={m['p_change_1px']:.4f} consistency={m['consistency']:.4f} "
                    f"jaggedness={m['jaggedness']:.4f} mean|Δp|/px={m['mean_abs_dp_per_px']:.4f}")
     typer.echo(f"scale ±{r['params']['scale_pct']}%: P(change)={r['scale']['p_change_max']:.4f}")
+    if "per_label" in r:  # multi-label: the figures above are any-label ones
+        typer.echo("per label P(change,1px): " + "  ".join(f"{c}={v['p_change_1px']:.4f}"
+                                                          for c, v in r["per_label"].items()))
+        typer.echo(f"decisions: {r['decision']['rule']}")
     _done(r, run_dir, "translation")
 
 
@@ -87,7 +91,8 @@ def adversarial(
                           random_start=not no_random_start, l2_scale=l2_scale, n_images=n_images or None, seed=seed,
                           force=force)
     for a, rows in r["attacks"].items():
-        typer.echo(f"{a}: " + "  ".join(f"ε={x['eps_255']:g}/255 AUC={x['auc']:.3f}" for x in rows))
+        typer.echo(f"{a}: " + "  ".join(f"ε={x['eps_255']:g}/255 AUC={x['auc']:.3f}"
+                                        + (f" flips={x['flip_rate']:.3f}" if "flip_rate" in x else "") for x in rows))
     _done(r, run_dir, "adversarial" if source is None else "adversarial_transfer")
 
 
@@ -107,6 +112,10 @@ def corruptions(
     for c, rows in r["corruptions"].items():
         typer.echo(f"{c:15s} " + " ".join(f"{x['auc']:.3f}" for x in rows))
     typer.echo(f"clean AUC {r['clean']['auc']:.4f}; mean AUC drop {r['mean_auc_drop']:.4f}")
+    if "per_label" in r:  # multi-label: the AUCs above are macro means over labels
+        typer.echo("per label mean AUC drop: " + "  ".join(
+            f"{c}={'n/a' if v['mean_auc_drop'] is None else format(v['mean_auc_drop'], '.4f')}"
+            for c, v in r["per_label"].items()))
     _done(r, run_dir, "corruptions")
 
 

@@ -29,6 +29,9 @@ bias_field         x · exp(Σ c_ij P_i(row) P_j(col)), Legendre      a = .03 .0
 Which of MONAI's intensity families medtl uses, and why (gamma and contrast stay medtl's; histogram
 shift and Gibbs ringing are not used): :mod:`medtl.data.intensity`.
 
+Multi-label runs: every AUC is the macro mean over labels (those with a defined AUC), each row
+also holds ``auc_per_label``, and ``per_label`` gives each label's mean AUC drop.
+
 Every output is clamped to [0, 1].  JPEG is computed in torch (grayscale baseline JPEG is
 DCT, quantisation and rounding; the entropy coding is lossless), which keeps it batched; it
 matches Pillow's encoder to within about one grey level on average.
@@ -46,7 +49,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
 from .registry import Probe, register, scalar
-from .runs import ProbeRun, cached_probe, precision_check, sample_indices, scores
+from .runs import ProbeRun, cached_probe, decision_facts, precision_check, sample_indices, scores
 
 SEVERITIES = {
     "gaussian_noise": [0.02, 0.04, 0.06, 0.10, 0.15],
@@ -171,16 +174,31 @@ def compute_corruptions(run: ProbeRun, *, corruptions=CORRUPTIONS, n_images: int
             for i in range(0, len(x), batch_size):  # noise drawn per chunk from one seeded stream
                 probs.append(run.proba(corrupt(x[i:i + batch_size], c, sev, g), batch_size, amp))
             s = scores(run, y, np.concatenate(probs))
-            rows.append({"severity": sev, "param": ALL_SEVERITIES[c][sev - 1], "auc": s["auc"], "acc": s["acc"]})
+            rows.append({"severity": sev, "param": ALL_SEVERITIES[c][sev - 1], "auc": s["auc"], "acc": s["acc"]}
+                        | ({"auc_per_label": s["auc_per_label"]} if run.multilabel else {}))
             drops.append(clean["auc"] - s["auc"])
         out["corruptions"][c] = rows
         out["severity_params"][c] = ALL_SEVERITIES[c]
     out["mean_auc"] = float(np.mean([r["auc"] for rows in out["corruptions"].values() for r in rows]))
     out["mean_auc_drop"] = float(np.mean(drops)) if drops else float("nan")
+    if run.multilabel:
+        out["per_label"] = per_label_drops(clean, out["corruptions"])
+        out |= decision_facts(run)
     out["seconds"] = time.time() - t0
     out["images_per_s"] = len(idx) * 5 * len(corruptions) / max(out["seconds"], 1e-9)
     if plots:
         out["plots"] = {"auc_by_severity": _plot(run, out)}
+    return out
+
+
+def per_label_drops(clean: dict, corruptions: dict) -> dict:
+    """Per label of a multi-label run: its mean AUC drop over every corruption and severity (rows
+    where its AUC is undefined left out; None where none is defined)."""
+    out = {}
+    for c, base in clean["auc_per_label"].items():
+        drops = [base - r["auc_per_label"][c] for rows in corruptions.values() for r in rows
+                 if np.isfinite(base) and np.isfinite(r["auc_per_label"][c])]
+        out[c] = {"mean_auc_drop": float(np.mean(drops)) if drops else None}
     return out
 
 
@@ -226,14 +244,26 @@ def corruptions_probe(run_dir: str | Path, *, force: bool = False, plots: bool =
 def _scalars(rec) -> dict:
     out = {f"corruptions.{name}.mean_auc": float(np.nanmean([scalar(r["auc"]) for r in rows]))
            for name, rows in rec["corruptions"].items()}
+    out |= {f"corruptions.per_label.{c}.mean_auc_drop": scalar(v)
+            for c, v in (rec.get("corruptions_per_label") or {}).items()}
     return out | {"corruptions.mean_auc_drop": scalar(rec["corruptions_mean_auc_drop"])}
+
+
+def _record(c: dict, run) -> dict:
+    """The rows (severity, macro AUC; multi-label: also ``auc_per_label``) and the mean AUC drop;
+    a multi-label run's per-label mean drops as ``corruptions_per_label``."""
+    rec = {"corruptions": {name: [{"severity": r["severity"], "auc": r["auc"]}
+                                  | ({"auc_per_label": r["auc_per_label"]} if "auc_per_label" in r else {})
+                                  for r in rows] for name, rows in c["corruptions"].items()},
+           "corruptions_mean_auc_drop": c["mean_auc_drop"]}
+    if "per_label" in c:
+        rec["corruptions_per_label"] = {k: v["mean_auc_drop"] for k, v in c["per_label"].items()}
+    return rec
 
 
 register(Probe(
     name="corruptions", order=30, run=corruptions_probe, defaults=DEFAULTS,
     summary="AUC under noise, blur, contrast, gamma, JPEG and down-up sampling at 5 severities",
     presets={"full": {"n_images": None, "precision": "train"}, "quick": {"n_images": 256, "precision": "train"}},
-    record=lambda c, run: {"corruptions": {name: [{"severity": r["severity"], "auc": r["auc"]} for r in rows]
-                                           for name, rows in c["corruptions"].items()},
-                           "corruptions_mean_auc_drop": c["mean_auc_drop"]},
+    record=_record,
     scalars=_scalars, headline=lambda keys, records: ["corruptions.mean_auc_drop"]))

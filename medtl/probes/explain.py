@@ -6,8 +6,11 @@
 * occlusion (captum ``Occlusion``): the drop of the target logit when a black square of
   ~H/7 px (stride half of it) covers the image, batched over positions;
 * the target is the clean decision's class;
+* multi-label runs: per label, for the (up to) :data:`TOP_LABELS` most prevalent labels of the
+  test split, a seeded sample of test images that have that label (``n_samples`` split evenly
+  over the labels, at least one each); each map explains that label's logit;
 * embedding: penultimate features (``model.features``) of the test set projected to 2-D by
-  PCA (default) or t-SNE, coloured by true class.
+  PCA (default) or t-SNE, coloured by true class (multi-label: by the most prevalent label).
 
 PNG panels are written to RUN/probes/; the sample is identified only by test-set index.
 """
@@ -23,9 +26,10 @@ from ..errors import ConfigError
 from ..figures import new_figure, write_png
 from ..models.inference import predict_proba
 from .registry import Probe, register
-from .runs import ProbeRun, cached_probe, decide, sample_indices
+from .runs import ProbeRun, cached_probe, decide, decision_facts, sample_indices, top_labels
 
 DEFAULTS = {"n_samples": 8, "seed": 0, "embedding": "pca", "n_embed": 2000, "batch_size": 256}
+TOP_LABELS = 3  # multi-label runs: the labels explained (most prevalent in the test split)
 
 
 def _target_layer(model: torch.nn.Module, x: torch.Tensor, min_size: int = 4) -> tuple[str, torch.nn.Module]:
@@ -110,10 +114,15 @@ def compute_explain(run: ProbeRun, *, n_samples: int = 8, seed: int = 0, embeddi
     if n_samples < 1:
         raise ConfigError(f"n_samples must be >= 1 (got {n_samples})")
     t0 = time.time()
-    idx = sample_indices(len(run.labels), n_samples, seed, run.labels)
-    x = run.x(idx)
-    prob = predict_proba(run.model, x, run.device)
-    target = decide(prob, run.task, run.threshold)
+    if run.multilabel:
+        idx, target = label_samples(run, n_samples, seed)
+        x = run.x(idx)
+        prob = run.proba(x)
+    else:
+        idx = sample_indices(len(run.labels), n_samples, seed, run.labels)
+        x = run.x(idx)
+        prob = predict_proba(run.model, x, run.device)
+        target = decide(prob, run.task, run.threshold)
     maps, layer_name = attributions(run, x, target)
     eidx = sample_indices(len(run.labels), n_embed, seed, run.labels)
     xy, info = embed(features(run, run.x(eidx), batch_size), embedding, seed)
@@ -123,18 +132,52 @@ def compute_explain(run: ProbeRun, *, n_samples: int = 8, seed: int = 0, embeddi
         b = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(1, keepdims=True)
         den = np.sqrt((a ** 2).sum(1) * (b ** 2).sum(1))
         return float(np.mean(np.divide((a * b).sum(1), den, out=np.zeros(len(a)), where=den > 0)))
-    out = {"samples": [{"test_index": int(i), "label": run.classes[int(run.labels[i])],
-                        "decision": run.classes[int(d)], "p": float(p.max())}
-                       for i, d, p in zip(idx, target, prob)],
+    out = {"samples": _multilabel_samples(run, idx, target, prob) if run.multilabel else
+           [{"test_index": int(i), "label": run.classes[int(run.labels[i])],
+             "decision": run.classes[int(d)], "p": float(p.max())}
+            for i, d, p in zip(idx, target, prob)],
            "gradcam_layer": layer_name,
            "embedding": {"method": embedding, "n": int(len(eidx)), **info},
            "map_agreement": {"gradcam_vs_saliency": corr(maps["gradcam"], maps["saliency"]),
                              "gradcam_vs_occlusion": corr(maps["gradcam"], maps["occlusion"])},
            "seconds": time.time() - t0}
+    if run.multilabel:
+        out |= decision_facts(run) | {"target_labels": list(dict.fromkeys(s["target"] for s in out["samples"]))}
     if plots:
         out["plots"] = {"panel": _panel(run, x, maps, out["samples"]),
                         "embedding": _embed_plot(run, xy, run.labels[eidx], embedding)}
     return out
+
+
+def label_samples(run: ProbeRun, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A multi-label run's explained (test index, label) pairs: for each of the most prevalent
+    labels, a seeded sample of the test images that have it (all images where none has)."""
+    rng = np.random.default_rng(seed)
+    labels = top_labels(run, min(TOP_LABELS, len(run.classes)))
+    per = max(1, n_samples // max(len(labels), 1))
+    idx, target = [], []
+    for j in labels:
+        pool = np.flatnonzero(run.labels[:, j] == 1)
+        pool = pool if len(pool) else np.arange(len(run.labels))
+        pick = np.sort(rng.choice(pool, min(per, len(pool)), replace=False))
+        idx += pick.tolist()
+        target += [j] * len(pick)
+    return np.asarray(idx, dtype=np.int64), np.asarray(target, dtype=np.int64)
+
+
+def _multilabel_samples(run: ProbeRun, idx: np.ndarray, target: np.ndarray, prob: np.ndarray) -> list[dict]:
+    """Per explained (image, label): the label, the image's true value of it and the decision."""
+    dec = decide(prob, run.task, run.threshold)
+    return [{"test_index": int(i), "target": run.classes[int(t)], "y": int(run.labels[i, t]),
+             "decision": int(dec[k, t]), "p": float(prob[k, t]),
+             "positives": [c for c, v in zip(run.classes, run.labels[i]) if v]}
+            for k, (i, t) in enumerate(zip(idx, target))]
+
+
+def _row_label(s: dict) -> str:
+    if "target" in s:  # multi-label: the explained label
+        return f"#{s['test_index']} {s['target']}\ny={s['y']} → {s['decision']} ({s['p']:.2f})"
+    return f"#{s['test_index']} y={s['label']}\n→{s['decision']} ({s['p']:.2f})"
 
 
 def _panel(run: ProbeRun, x: torch.Tensor, maps: dict, samples: list) -> str:
@@ -153,8 +196,7 @@ def _panel(run: ProbeRun, x: torch.Tensor, maps: dict, samples: list) -> str:
             if r == 0:
                 ax.set_title(name, fontsize=9)
             if c == 0:
-                s = samples[r]
-                ax.set_ylabel(f"#{s['test_index']} y={s['label']}\n→{s['decision']} ({s['p']:.2f})", fontsize=7)
+                ax.set_ylabel(_row_label(samples[r]), fontsize=7)
     fig.tight_layout()
     write_png(run.probes_dir / "explain_panel.png", fig)
     return "explain_panel.png"
@@ -163,8 +205,11 @@ def _panel(run: ProbeRun, x: torch.Tensor, maps: dict, samples: list) -> str:
 def _embed_plot(run: ProbeRun, xy: np.ndarray, labels: np.ndarray, method: str) -> str:
     fig = new_figure(4.2, 3.8)
     ax = fig.add_subplot(1, 1, 1)
-    for k, name in enumerate(run.classes):
-        m = labels == k
+    groups = [(name, labels == k) for k, name in enumerate(run.classes)]
+    if run.multilabel:
+        j = top_labels(run, 1)[0]
+        groups = [(f"no {run.classes[j]}", labels[:, j] == 0), (run.classes[j], labels[:, j] == 1)]
+    for name, m in groups:
         ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.6, label=name)
     ax.set_title(f"penultimate features ({method.upper()})")
     ax.legend(fontsize=8, markerscale=2)

@@ -28,6 +28,9 @@ What each field is for:
 * ``transfer``: ``run`` also accepts ``source=`` (a run to craft on), and ``record`` then receives
   that result as ``transfer``.
 * ``methods``: the probe's sentence in the report's methods list.
+* ``single_label_only``: None where the probe also takes multi-label runs; else why it does not
+  (its ``run`` refuses them in one line, and the suite skips it for them, recording this reason
+  under the run's ``skipped`` and showing it on the page).
 """
 from __future__ import annotations
 
@@ -72,6 +75,7 @@ class Probe:
     transfer: bool = False
     methods: str = ""
     order: int = 100   # where the probe sits in the suite, the record and the page (built-ins: 10..60)
+    single_label_only: str | None = None   # why multi-label runs are refused (None: they are probed)
 
     def params(self, preset: str = "full", n_images: int | None = None, **overrides) -> dict:
         """The probe's parameters: defaults, then the preset's overrides, then ``n_images`` (where
@@ -137,12 +141,14 @@ def probes() -> list[Probe]:
 
 
 def scalar_metrics(rec: Mapping) -> dict[str, float]:
-    """The flat metrics of one run's suite record: clean AUC, every registered probe's scalars (in
-    registration order), the run's test calibration."""
+    """The flat metrics of one run's suite record: clean AUC (multi-label: also each label's), every
+    registered probe's scalars (in registration order), the run's test calibration."""
     from ..stats.robustness import calibration_scalars
 
     clean = (rec.get("clean") or {}).get("auc")
     out = {"clean.auc": scalar(clean)}
+    per_label = (rec.get("clean") or {}).get("auc_per_label") or {}  # multi-label runs: each label's test AUC
+    out |= {f"clean.per_label.{c}.auc": scalar(v) for c, v in per_label.items()}
     for p in probes():
         if p.name in rec:  # a record written before a probe existed has no entry for it
             out |= p.scalars_of(rec)

@@ -59,7 +59,7 @@ import torch
 from ..figures import new_figure, write_png
 from .corruptions import blur
 from .registry import Probe, register, scalar
-from .runs import ProbeRun, cached_probe, check_positive, decide
+from .runs import ProbeRun, cached_probe, check_positive, decide, require_single_label
 
 DEFAULTS = {"n_pairs": 500, "sigma": 0.04, "seed": 0, "batch_size": 512, "min_pairs": 30}
 #: the result layout; part of the cache key, so results of an older layout are recomputed
@@ -290,8 +290,13 @@ def _plot(run: ProbeRun, pairs: np.ndarray, sigma: float) -> str:
     return "shape_bias_examples.png"
 
 
+#: why a multi-label run has no shape bias (the refusal, and the suite's note on the page)
+SINGLE_LABEL_ONLY = "shape bias needs single-label decisions (a cue-conflict decision follows one class)"
+
+
 def shape_bias_probe(run_dir: str | Path, *, force: bool = False, plots: bool = True, **params) -> dict:
-    """Cached shape-bias probe (RUN/probes/shape_bias.json)."""
+    """Cached shape-bias probe (RUN/probes/shape_bias.json); refuses multi-label runs (one line)."""
+    require_single_label(run_dir, SINGLE_LABEL_ONLY)
     p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
     key = p | {"layout": LAYOUT}  # a new result layout recomputes
     return cached_probe(run_dir, "shape_bias", key, lambda run: compute_shape_bias(run, plots=plots, **p),
@@ -330,4 +335,5 @@ register(Probe(
     summary="shape vs texture on cue-conflict X-rays (low-pass shape of one image, high-pass texture of another)",
     presets={"full": {"n_pairs": 500}, "quick": {"n_pairs": 256}},
     record=lambda r, run: {"shape_bias": shape_bias_record(run.probes_dir, r)}, scalars=_scalars,
+    single_label_only=SINGLE_LABEL_ONLY,
     headline=lambda keys, records: ["shape_bias.shape_bias"]))

@@ -51,7 +51,7 @@ from ..figures import new_figure, write_png
 from ..models.inference import predict_proba
 from .lungmask import VERSION as LUNG_MASK_VERSION, border_band, lung_masks
 from .registry import Probe, register, scalar
-from .runs import ProbeRun, cached_probe, check_positive, sample_indices, scores
+from .runs import ProbeRun, cached_probe, check_positive, require_single_label, sample_indices, scores
 
 VARIANTS = ("full", "lung_masked", "lung_only", "border_only")
 FLAG_RETENTION = 0.75     # flagged when the lung-masked AUC keeps this share of the AUC above chance
@@ -240,13 +240,20 @@ def _plot(run: ProbeRun, idx: np.ndarray, images: np.ndarray, masks: np.ndarray,
     return name
 
 
+#: why a multi-label run has no shortcut result (the refusal, and the suite's note on the page)
+SINGLE_LABEL_ONLY = ("the shortcut probe needs single-label scores (its retention and bootstrap CI compare one "
+                     "class's AUC across masked images)")
+
+
 def shortcut_probe(run_dir: str | Path, *, n_images: int | None = None, band: float = 0.125, seed: int = 0,
                    n_boot: int = N_BOOT, force: bool = False, plots: bool = True) -> dict:
-    """Cached lung-masking probe (RUN/probes/shortcut.json); see the module docstring."""
+    """Cached lung-masking probe (RUN/probes/shortcut.json); see the module docstring.  Refuses
+    multi-label runs (one line)."""
     if n_images is not None and n_images <= 0:
         n_images = None
     border_band(8, 8, band)
     check_positive("n_boot", n_boot, 100)
+    require_single_label(run_dir, SINGLE_LABEL_ONLY)
     p = {"n_images": n_images, "band": float(band), "seed": int(seed), "variants": list(VARIANTS),
          "flag_retention": FLAG_RETENTION, "n_boot": int(n_boot), "layout": LAYOUT,
          "lung_mask_version": LUNG_MASK_VERSION}  # a new mask or result layout recomputes
@@ -371,4 +378,5 @@ register(Probe(
     name="shortcut", order=60, run=shortcut_probe, defaults={"n_images": None, "band": 0.125, "seed": 0, "n_boot": N_BOOT},
     summary="where the score is read: AUC with the lung fields masked, lungs only, border only",
     presets={"full": {"n_images": None}, "quick": {"n_images": 256}},
-    record=lambda r, run: {"shortcut": shortcut_record(run.probes_dir, r)}, scalars=_scalars))
+    record=lambda r, run: {"shortcut": shortcut_record(run.probes_dir, r)}, scalars=_scalars,
+    single_label_only=SINGLE_LABEL_ONLY))

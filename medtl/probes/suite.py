@@ -71,8 +71,16 @@ def probe_run(run_dir: Path, params: Mapping, *, source: Path | None = None, for
     run = Run(run_dir)
     test = run.record.test
     rec: dict = {"clean": {"auc": test.auc, "acc": test.acc, "n_test": test.n}}
+    multilabel = run.record.task == "multilabel"
+    if multilabel:  # the macro AUC above, and each label's
+        per = test.at("auc_per_class")
+        rec["clean"]["auc_per_label"] = per if isinstance(per, dict) else None
+        rec["task"] = "multilabel"
     results = {}
     for p in registry.probes():
+        if multilabel and p.single_label_only:  # skipped, saying why (the page shows it)
+            rec.setdefault("skipped", {})[p.name] = p.single_label_only
+            continue
         kw = dict(params.get(p.name, {}))
         results[p.name] = r = p.run(run_dir, force=force, **kw)
         transfer = None
@@ -140,6 +148,16 @@ METHODS = [
     "sizes compare fairly. L∞ ε bounds each pixel's intensity change (the same in native and input pixels); the L2 "
     "budget ε·sqrt(H·W) equals an ε-per-native-pixel perturbation upscaled to the input.",
 ]
+
+
+#: the methods sentence of a page with multi-label runs
+MULTILABEL_METHODS = (
+    "Multi-label runs (sigmoid outputs): each decision is a 0/1 vector, p ≥ 0.5 per label (metrics.json records no "
+    "per-label operating threshold); AUCs are per label and their macro mean over the labels whose AUC is defined; "
+    "translation metrics count a change when any label's decision changes (per-label P(change) at 1 px beside); "
+    "attacks maximise binary cross-entropy with logits on the multi-hot target (medtl's FGSM / PGD, the steps of "
+    "torchattacks'), with the flip rate = fraction of images whose decision vector changes; explanations are of "
+    "the most prevalent labels' logits. Shape bias and shortcuts need single-label decisions and skip such runs.")
 
 
 def _probe_task(task: Mapping) -> dict:
@@ -268,7 +286,8 @@ def run_probes(dirs: Sequence[str | Path], *, quick: bool = False, n_images: int
               "headline": pairs["headline"], "descriptive_only": pairs["descriptive_only"],
               "design_note": pairs["design_note"],
               "leak_warnings": leak_warnings(arms), "params": params, "methods": METHODS + [p.methods for p in registry.probes()
-                                                              if p.methods and p.name not in registry.BUILTIN],
+                                                              if p.methods and p.name not in registry.BUILTIN]
+              + ([MULTILABEL_METHODS] if any(r.get("task") == "multilabel" for r in runs) else []),
               "n_failed": sum(len(a.failed) for a in arms.values()),
               "n_incomplete": sum(len(a.incomplete) for a in arms.values()),
               "workers": workers, "seconds": time.time() - t0}

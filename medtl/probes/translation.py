@@ -14,13 +14,15 @@ Shifts of -k..k px along x, y and the diagonal, under three protocols:
 All three are one gather from a padded tensor with per-sample offsets, so any mix of images
 and shifts is one batched operation (no Python loop per image).
 
-Metrics per protocol (decisions as in :mod:`medtl.probes.runs`):
+Metrics per protocol (decisions as in :mod:`medtl.probes.runs`; for a multi-label run a decision
+is the 0/1 vector of its labels, and it *changes* when any label's does: every metric below is
+then the "any label" one, and ``per_label`` gives each label's own P(change) at 1 px):
 
 * ``p_change_1px``: fraction of (image, 1-px shift) pairs whose decision differs from the
   unshifted one (shifts (0,±1), (±1,0), (±1,±1));
 * ``p_change_by_shift``: the same for each shift size s = 0..k (Chebyshev size; s=0 is 0);
 * ``mean_abs_dp_per_px``: mean |p(c) shifted - p(c) unshifted| / ||shift||_2 over all non-zero
-  path shifts, c the unshifted decision's class;
+  path shifts, c the unshifted decision's class (multi-label: the mean over labels of |Δp(label)|);
 * ``jaggedness``: decision flips between consecutive 1-px steps along each path (x, y, diag
   from -k to +k), divided by the 2k steps, averaged over images and paths;
 * ``consistency`` (Zhang 2019): fraction of random pairs of shifts (uniform in [-k,k]^2,
@@ -41,7 +43,9 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..figures import new_figure, write_png
 from .registry import Probe, register, scalar
-from .runs import ProbeRun, precision_check, cached_probe, check_positive, decide, sample_indices
+from .runs import (ProbeRun, precision_check, cached_probe, check_positive, decide, decision_facts, sample_indices,
+                   top_labels)
+from .runs import changed as decision_changed
 
 PROTOCOLS = ("crop", "black", "circular")
 _PAD_MODE = {"crop": "reflect", "black": "constant", "circular": "circular"}
@@ -121,22 +125,25 @@ def _protocol_metrics(run: ProbeRun, x: torch.Tensor, protocol: str, k: int, n_p
                       batch_size: int, amp: torch.dtype | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     shifts, index = path_shifts(k)
     prob = _forward_shifted(run, x, shifts, protocol, k, batch_size, amp)   # (S,N,C)
-    dec = decide(prob, run.task, run.threshold)                             # (S,N)
+    dec = decide(prob, run.task, run.threshold)                             # (S,N); multi-label (S,N,L)
     zero = int(np.flatnonzero((shifts == 0).all(1))[0])
     ref_dec = dec[zero]
-    changed = dec != ref_dec[None, :]
+    changed = decision_changed(dec, ref_dec[None, :], run.task)
     size = np.abs(shifts).max(1)
     by_size = [float(changed[size == s].mean()) if np.any(size == s) else float("nan") for s in range(k + 1)]
-    c = ref_dec
-    p_c = np.take_along_axis(prob, np.broadcast_to(c[None, :, None], prob.shape[:2] + (1,)), 2)[..., 0]
-    dp = np.abs(p_c - p_c[zero][None, :])
+    if run.multilabel:
+        dp = np.abs(prob - prob[zero][None]).mean(-1)                       # mean over labels
+    else:
+        c = ref_dec
+        p_c = np.take_along_axis(prob, np.broadcast_to(c[None, :, None], prob.shape[:2] + (1,)), 2)[..., 0]
+        dp = np.abs(p_c - p_c[zero][None, :])
     norm = np.sqrt((shifts.astype(float) ** 2).sum(1))
     nz = norm > 0
     mean_dp = float((dp[nz] / norm[nz, None]).mean()) if nz.any() else float("nan")
     flips = []
     for name, idx in index.items():
         d = dec[idx]                                                         # (2k+1, N)
-        flips.append((d[1:] != d[:-1]).sum(0) / max(len(idx) - 1, 1))
+        flips.append(decision_changed(d[1:], d[:-1], run.task).sum(0) / max(len(idx) - 1, 1))
     jag = float(np.mean(flips))
     # Zhang's consistency: random shift pairs, per-sample offsets in one batch
     g = np.random.default_rng(seed)
@@ -146,13 +153,25 @@ def _protocol_metrics(run: ProbeRun, x: torch.Tensor, protocol: str, k: int, n_p
     allp = np.concatenate([pa.reshape(-1, 2), pb.reshape(-1, 2)])            # pair-major, then image
     apply = lambda xb, sh: shift_images(xb, torch.from_numpy(sh[:, 0]), torch.from_numpy(sh[:, 1]), protocol, k)
     pp = _predict_flat(run, x, allp, apply, batch_size, amp)
-    dd = decide(pp, run.task, run.threshold).reshape(2, n_pairs, N)
-    consistency = float((dd[0] == dd[1]).mean())
+    dd = decide(pp, run.task, run.threshold)
+    dd = dd.reshape((2, n_pairs, N) + dd.shape[1:])
+    consistency = float((~decision_changed(dd[0], dd[1], run.task)).mean())
     m = {"p_change_1px": by_size[1] if k >= 1 else 0.0, "p_change_by_shift": by_size,
          "mean_abs_dp_per_px": mean_dp, "jaggedness": jag, "consistency": consistency}
-    # curve for plotting: p(class 1) (binary) or p(clean decision class) along the x path
-    curve = prob[index["x"]][..., 1] if run.task == "binary" else p_c[index["x"]]
+    if run.multilabel:
+        m["per_label"] = _per_label_change(run, dec != ref_dec[None], size, k)
+        curve = prob[index["x"]][..., top_labels(run, 1)[0]]   # p(the most prevalent label)
+    else:
+        # curve for plotting: p(class 1) (binary) or p(clean decision class) along the x path
+        curve = prob[index["x"]][..., 1] if run.task == "binary" else p_c[index["x"]]
     return m, curve, changed
+
+
+def _per_label_change(run: ProbeRun, changed_lab: np.ndarray, size: np.ndarray, k: int) -> dict:
+    """Per label of a multi-label run: P(its decision changes) under the 1-px shifts, from the
+    (S, N, L) label-wise changes against the unshifted decisions."""
+    one = changed_lab[size == 1] if k >= 1 else np.zeros((0,) + changed_lab.shape[1:], bool)
+    return {c: {"p_change_1px": float(one[..., j].mean()) if one.size else 0.0} for j, c in enumerate(run.classes)}
 
 
 def _scale_metrics(run: ProbeRun, x: torch.Tensor, k_pct: int, batch_size: int,
@@ -169,7 +188,7 @@ def _scale_metrics(run: ProbeRun, x: torch.Tensor, k_pct: int, batch_size: int,
 
     prob = _predict_flat(run, x, factors, apply, batch_size, amp).reshape(len(pcts) + 1, N, -1)
     dec = decide(prob, run.task, run.threshold)
-    changed = (dec[1:] != dec[0][None]).mean(1)
+    changed = decision_changed(dec[1:], dec[0][None], run.task).mean(1)
     by_pct = {str(p): float(c) for p, c in zip(pcts, changed)}
     mx = [by_pct[str(k_pct)], by_pct[str(-k_pct)]] if k_pct else [0.0]
     return {"p_change": by_pct, "p_change_max": float(np.mean(mx)),
@@ -204,6 +223,9 @@ def compute_translation(run: ProbeRun, max_shift: int = 8, n_images: int | None 
     res["mean_abs_dp_per_px"] = res["protocols"][main]["mean_abs_dp_per_px"]
     res["scale"] = _scale_metrics(run, x, scale_pct, batch_size, amp)
     res["precision"] = precision_check(run, x, amp, batch_size)
+    if run.multilabel:
+        res["per_label"] = res["protocols"][main]["per_label"]
+        res |= decision_facts(run) | {"changes": "a decision vector changes when any label's decision does"}
     n_forward = len(idx) * (len(path_shifts(max_shift)[0]) + 2 * n_pairs) * len(protocols) + len(idx) * (2 * scale_pct + 1)
     res["seconds"] = time.time() - t0
     res["images_per_s"] = n_forward / max(res["seconds"], 1e-9)
@@ -218,12 +240,16 @@ def _plots(run: ProbeRun, res: dict, curves: dict, idx: np.ndarray, k: int) -> d
     fig = new_figure(4.0 * len(curves), 3.4)
     pick = np.linspace(0, len(idx) - 1, min(4, len(idx))).astype(int)
     label = f"p({run.classes[1]})" if run.task == "binary" else "p(clean class)"
+    if run.multilabel:
+        label = f"p({run.classes[top_labels(run, 1)[0]]})"
     for j, (proto, curve) in enumerate(curves.items()):
         ax = fig.add_subplot(1, len(curves), j + 1)
         for i in pick:
             ax.plot(ds, curve[:, i], marker=".", label=f"test #{int(idx[i])}")
         if run.task == "binary":
             ax.axhline(run.threshold, color="gray", ls=":", lw=1)
+        elif run.multilabel:
+            ax.axhline(float(np.asarray(run.threshold)[top_labels(run, 1)[0]]), color="gray", ls=":", lw=1)
         ax.set_title(f"{proto}: x-shift")
         ax.set_xlabel("shift (px)")
         ax.set_ylabel(label)
@@ -282,11 +308,18 @@ def input_units(record, p_change_by_shift) -> dict:
             "shift_unit": "input px", "p_change_1native_px": p1}
 
 
+def _per_label(t: dict) -> dict:
+    """A multi-label run's per-label P(change) at 1 px for its record (``{}`` for other runs)."""
+    if "per_label" not in t:
+        return {}
+    return {"per_label": {c: v["p_change_1px"] for c, v in t["per_label"].items()}}
+
+
 def _record(t: dict, run) -> dict:
     main = t["protocols"][t["main_protocol"]]
     return {"translation": {k: t[k] for k in ("p_change_1px", "consistency", "jaggedness", "mean_abs_dp_per_px")}
             | {"main_protocol": t["main_protocol"], "scale_p_change_max": t["scale"]["p_change_max"],
-               "p_change_by_shift": main["p_change_by_shift"], "protocols": t["protocols"]},
+               "p_change_by_shift": main["p_change_by_shift"], "protocols": t["protocols"]} | _per_label(t),
             "units": input_units(run.record, main["p_change_by_shift"])}
 
 
@@ -299,6 +332,8 @@ def _scalars(rec) -> dict:
     units = rec.get("units") or {}
     if units.get("input_px_per_native_px", 1.0) != 1.0:
         out["translation.p_change_1native_px"] = scalar(units.get("p_change_1native_px"))
+    for c, v in (tr.get("per_label") or {}).items():
+        out[f"translation.per_label.{c}.p_change_1px"] = scalar(v)
     return out
 
 

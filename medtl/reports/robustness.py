@@ -142,7 +142,8 @@ def summary_rows(result: Mapping) -> list[list[str]]:
     rows = []
     for arm, info in result["arms"].items():
         keys = list(dict.fromkeys(SUMMARY_KEYS + list(result.get("headline") or []) + [
-            k for k in info["metrics"] if k.startswith("adversarial.") and k.endswith("@8/255")]))
+            k for k in info["metrics"] if k.startswith("adversarial.") and k.endswith("@8/255")
+            and ".per_label." not in k]))
         for k in keys:
             d = info["metrics"].get(k)
             if d is None:
@@ -326,6 +327,72 @@ def probe_sections(result: Mapping) -> list[dict]:
     return out
 
 
+# ------------------------------------------------------------------------------------ multi-label
+
+MULTILABEL_HEADER = ["label", "clean AUC", "P(change, 1 px)", "corruptions: mean AUC drop"]
+
+
+def _seed_mean(info: Mapping, key: str) -> float | None:
+    d = info["metrics"].get(key)
+    return d["mean"] if d and d.get("mean") is not None and math.isfinite(d["mean"]) else None
+
+
+def _mean_of(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _attack_column(result: Mapping) -> tuple[str, str] | None:
+    """(attack, "@<ε>/255") of the headline attack metric, whose per-label AUCs the table shows."""
+    key = next((k for k in result.get("headline") or [] if k.startswith("adversarial.")), None)
+    if key is None:
+        return None
+    _, attack, rest = key.split(".", 2)
+    return attack, rest[len("auc"):]
+
+
+def multilabel_tables(result: Mapping) -> list[dict]:
+    """Per arm of multi-label runs: one compact table, a row per label (means over seeds of its
+    clean AUC, P(change) at 1 px, mean corruption AUC drop and AUC under the headline attack at
+    its largest ε), then the macro row (mean over labels with a value; the macro AUCs of the
+    summary) and the any-label row (a decision vector changes when any label does)."""
+    out = []
+    att = _attack_column(result)
+    for arm, info in result["arms"].items():
+        labels = list(dict.fromkeys(c for r in result["runs"] if r["arm"] == arm
+                                    for c in ((r.get("clean") or {}).get("auc_per_label") or {})))
+        if not labels:
+            continue
+        cols = [("clean.per_label.{}.auc", "clean.auc"), ("translation.per_label.{}.p_change_1px", None),
+                ("corruptions.per_label.{}.mean_auc_drop", "corruptions.mean_auc_drop")]
+        if att:
+            cols.append((f"adversarial.per_label.{{}}.{att[0]}.auc{att[1]}", f"adversarial.{att[0]}.auc{att[1]}"))
+        per = {c: [_seed_mean(info, tpl.format(c)) for tpl, _ in cols] for c in labels}
+        macro = [(_seed_mean(info, m) if m else _mean_of(v[j] for v in per.values()))
+                 for j, (_, m) in enumerate(cols)]
+        anyrow = [None, _seed_mean(info, "translation.p_change_1px"), None]
+        if att:
+            flip = _seed_mean(info, f"adversarial.{att[0]}.flip_rate{att[1]}")
+            anyrow.append(None if flip is None else f"flip rate {_fmt(flip, 3)}")
+        rows = [[c] + [_fmt(v, 3) for v in vals] for c, vals in per.items()]
+        rows += [["macro"] + [_fmt(v, 3) for v in macro],
+                 ["any label"] + [v if isinstance(v, str) else _fmt(v, 3) for v in anyrow]]
+        n = max((d["n"] for d in info["metrics"].values()), default=0)
+        header = MULTILABEL_HEADER + ([f"{att[0]} AUC {att[1].lstrip('@')}"] if att else [])
+        out.append({"arm": arm, "n_seeds": n, "header": header, "rows": rows})
+    return out
+
+
+def skipped_notes(result: Mapping) -> list[str]:
+    """One line per probe some runs skipped (multi-label runs: shape bias, shortcuts), with why."""
+    seen: dict[str, tuple[str, list[str]]] = {}
+    for r in result["runs"]:
+        for name, why in (r.get("skipped") or {}).items():
+            seen.setdefault(name, (why, []))[1].append(f"{r['arm']}/{seed_dirname(r['seed'])}")
+    return [f"{name}: skipped for {len(runs)} multi-label run{'s' if len(runs) != 1 else ''} ({', '.join(runs)}): "
+            f"{why}." for name, (why, runs) in seen.items()]
+
+
 def page_context(clean: Mapping, pngs: Mapping[str, bytes], images: Mapping[str, str]) -> dict:
     """What the robustness templates (the page, and the robustness part of a study page) show."""
     return {"result": clean, "header": HEADER, "rows": summary_rows(clean), "pngs": pngs, "images": images,
@@ -340,7 +407,8 @@ def page_context(clean: Mapping, pngs: Mapping[str, bytes], images: Mapping[str,
             "descriptive_only": bool(clean.get("descriptive_only")), "units": units_note(clean),
             "precision": precision_note(clean),
             "design_note": clean.get("design_note"), "calibration_rows": calibration_rows(clean),
-            "probe_sections": probe_sections(clean)}
+            "probe_sections": probe_sections(clean), "multilabel": multilabel_tables(clean),
+            "skipped": skipped_notes(clean)}
 
 
 def write_robustness(result: Mapping, out: str | Path) -> dict[str, Path]:
