@@ -158,8 +158,8 @@ def ensure_calibration(run: Run) -> tuple[dict, bool]:
     from .record import Calibration
     from .stats.calibration import binary_margin, temperature_record
 
-    if run.record.task == "multilabel":  # no single temperature or binary calibration to add
-        return {}, False
+    if run.record.task in ("multilabel", "multiclass"):  # calibration is binary-only for runs that predate it
+        return (run.record.calibration.as_dict() if run.record.calibration is not None else {}), False
     rec, classes, thr = _binary_run(run)
     if rec.temperature is not None and rec.test.ece is not None and run.val_predictions_path.is_file():
         return rec.calibration.as_dict(), False
@@ -354,6 +354,8 @@ def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp:
 
     if run.record.task == "multilabel":
         return _evaluate_multilabel(run, spec, data, data_fp, force=force)
+    if run.record.task == "multiclass":
+        return _evaluate_multiclass(run, spec, data, data_fp, force=force)
     t0 = time.time()
     m, classes, thr = _binary_run(run)
     calib, _ = ensure_calibration(run)
@@ -384,6 +386,52 @@ def evaluate_external(run: Run, spec: ExternalSpec, data: ExternalData, data_fp:
         "metrics": metrics, "wall_time_s": round(time.time() - t0, 2)}))
     run.write_external_record(spec.name, rec)
     return rec, False
+
+
+def _evaluate_multiclass(run: Run, spec: ExternalSpec, data: ExternalData, data_fp: str, *,
+                         force: bool = False) -> tuple[ExternalRecord, bool]:
+    """A multi-class run scored on single-label data whose classes map onto the run's (by name or
+    ``label_map``; unmapped data classes are dropped): macro one-vs-rest AUC, accuracy and the
+    per-class AUCs with case CIs, multi-class calibration (and after the run's temperature, when
+    it has one), and each class against the rest at the operating points fixed on the run's own
+    val predictions.  The decision is argmax, as in training."""
+    from .models.inference import load_finished
+    from .stats.case_ci import case_cis
+    from .stats.metrics import multiclass_metrics
+    from .stats.operating import operating_points_one_vs_rest
+    from .runs import read_predictions
+
+    t0 = time.time()
+    rec = run.record
+    classes = list(rec.classes)
+    cfg = run.config()
+    temperature = rec.temperature
+    key = _cache_key(run, spec, cfg, None, temperature, data_fp)
+    old = None if force else _cached_external(run, spec.name, key)
+    if old is not None:
+        return old, True
+    scored = data.scored(cfg, classes)
+    z = _logits(load_finished(run.path), scored.images).astype(np.float64)
+    p = scaled_probs(z, 1.0)
+    y = np.asarray(scored.labels, dtype=int)
+    metrics = multiclass_metrics(y, p, classes) | {"n": int(len(y)),
+                                          "n_per_class": {c: int((y == k).sum()) for k, c in enumerate(classes)}}
+    metrics["ci"] = case_cis("multiclass", y, p, classes=classes)
+    _add_calibration(metrics, y, p, z, temperature)
+    try:
+        v = read_predictions(run.val_predictions_path)
+        metrics |= operating_points_one_vs_rest(v["y"], v["p"], y, p, classes)
+    except DataError:
+        pass
+    _save_npz(run.external_predictions_path(spec.name), y=y, p=p, logit=z, ids=np.asarray(scored.ids, dtype=str))
+    out = ExternalRecord.model_validate(json_safe({
+        "kind": "medtl.external", "version": EVAL_VERSION, "key": key, "name": spec.name,
+        "data": scored.info | {"n": int(len(y))},
+        "run": {"dir": str(run.path), "classes": classes, "threshold_rule": "argmax", "temperature": temperature,
+                "eval_precision": "fp32"},
+        "metrics": metrics, "wall_time_s": round(time.time() - t0, 2)}))
+    run.write_external_record(spec.name, out)
+    return out, False
 
 
 def _cached_external(run: Run, name: str, key: str) -> ExternalRecord | None:

@@ -330,3 +330,66 @@ def test_a_multilabel_run_is_scored_on_the_labels_another_dataset_shares(tmp_pat
     capsys.readouterr()
     assert cli(["evaluate", str(run), "--data", "builtin:synthetic", "--name", "syn", "-q"]) == 2
     assert "multi-label run" in capsys.readouterr().err
+
+
+def test_an_external_manifest_that_holds_only_test_rows_is_scored_and_cannot_be_trained_on(env, capsys):
+    """Another hospital's export is often its test cases only: the split column says test on
+    every row.  evaluate scores it (noting an evaluation-only set); finetune refuses it."""
+    from medtl.errors import ConfigError
+    from medtl.train import finetune
+
+    data = env["data"].parent
+    rows = [r for r in csv.DictReader(open(env["data"], newline="")) if r["split"] == "test"]
+    with open(data / "test_only.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    args = ["evaluate", str(env["run"]), "--data", str(data / "test_only.csv"), "--name", "testonly", "-q", *MAP,
+            "--set", "data.split_column=split"]
+    assert cli(args) == 0, capsys.readouterr().err
+    rec = json.loads(Run(env["run"]).external_metrics_path("testonly").read_text())
+    assert rec["data"]["n"] == len(rows) == 24
+    assert any("evaluation-only set" in n for n in rec["data"]["notes"])
+    with pytest.raises(ConfigError, match="train split is empty"):
+        finetune(build_config({}, [f"data.path={data / 'test_only.csv'}", "data.split_column=split",
+                                   "data.image_size=16"]), env["root"] / "never", progress=False)
+    assert not (env["root"] / "never").exists()
+
+
+def test_a_multiclass_run_is_scored_on_another_sites_data_one_class_against_the_rest(tmp_path, monkeypatch, capsys):
+    """A 3-class run (normal / bacteria / virus) scored on another site's manifest that names its
+    classes differently: the label map pairs them, the record holds macro and per-class AUC with
+    case CIs, calibration, and each class against the rest at the run's val-fixed operating
+    points."""
+    from medtl.train import finetune
+
+    monkeypatch.setenv("MEDTL_CACHE", str(tmp_path / "cache"))
+    levels = {"normal": 40, "bacteria": 130, "virus": 220}
+    for root, names, n in ((tmp_path / "own", list(levels), 16), (tmp_path / "site", ["NL", "BAC", "VIR"], 10)):
+        rows = []
+        for c, (cls, lv) in enumerate(zip(names, levels.values())):
+            for i in range(n):
+                write_png(root / "img" / f"{cls}{i}.png", lv, size=(16, 16), seed=100 * c + i)
+                rows.append({"path": f"img/{cls}{i}.png", "label": cls, "pid": f"{cls}{i}"})
+        with open(root / "m.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["path", "label", "pid"])
+            w.writeheader()
+            w.writerows(rows)
+    run = tmp_path / "arm" / "seed-0"
+    finetune(build_config({}, [f"data.path={tmp_path / 'own' / 'm.csv'}", "data.patient_column=pid",
+                               "data.val_fraction=0.25", "data.image_size=16", "train.epochs=2",
+                               "train.batch_size=8", "train.num_threads=1", "train.precision=fp32"]), run,
+             progress=False)
+    assert Run(run).record.task == "multiclass"
+    args = ["evaluate", str(tmp_path / "arm"), "--data", str(tmp_path / "site" / "m.csv"), "--name", "site", "-q",
+            "--split", "all", "--set", "data.patient_column=pid",
+            "--label-map", "NL=normal", "--label-map", "BAC=bacteria", "--label-map", "VIR=virus"]
+    assert cli(args) == 0, capsys.readouterr().err
+    rec = json.loads(Run(run).external_metrics_path("site").read_text())
+    m = rec["metrics"]
+    assert rec["data"]["n"] == 30 and m["n_per_class"] == {"bacteria": 10, "normal": 10, "virus": 10}
+    assert set(m["auc_per_class"]) == {"bacteria", "normal", "virus"}
+    assert m["auc"] == pytest.approx(np.mean(list(m["auc_per_class"].values())))
+    assert "ece" in m and set(m["operating_points_per_class"]) == {"bacteria", "normal", "virus"}
+    pred = np.load(Run(run).external_predictions_path("site"))
+    assert pred["p"].shape == (30, 3) and np.allclose(pred["p"].sum(1), 1)

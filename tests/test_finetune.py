@@ -347,3 +347,16 @@ def test_a_multiclass_run_records_one_vs_rest_operating_points(tmp_path, monkeyp
     assert set(per) == set(m.classes)
     assert raw["sens_at_spec95"] == pytest.approx(np.mean([per[c]["sens_at_spec95"] for c in m.classes]))
     assert all(-1 <= per[c]["net_benefit_10"] <= 1 for c in m.classes)
+    # per-class AUC (one class against the rest) is in the record, and derived from the saved
+    # predictions for a run whose metrics.json predates it
+    from medtl.runs import Run
+    from medtl.stats.comparison import metric_value
+
+    per_auc = raw["auc_per_class"]
+    assert set(per_auc) == set(m.classes)
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    del doc["test"]["auc_per_class"]
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(doc))
+    old = Run(tmp_path / "run").record
+    for c in m.classes:
+        assert metric_value(old, tmp_path / "run", f"test.auc_per_class.{c}") == pytest.approx(per_auc[c], nan_ok=True)

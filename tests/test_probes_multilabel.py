@@ -215,3 +215,34 @@ def test_robustness_report_over_the_seeds_shows_each_label_and_macro(arm, tmp_pa
     assert set(LABELS) | {"macro", "any label"} <= set(rows)
     clean_macro = float(rows["macro"].split("|")[2])
     assert clean_macro == pytest.approx(m["clean.auc"]["mean"], abs=6e-4)
+
+
+def test_compare_tests_every_label_with_its_own_delong_interval_and_holm_over_the_labels(arm, tmp_path):
+    """``test.auc_per_class.*`` expands to one metric per label; each label's interval over seeds
+    and test cases is DeLong on that label's column of the saved predictions, and declaring the
+    pattern primary puts the labels in one Holm family (the macro AUC stays exploratory)."""
+    import shutil
+
+    from medtl.runs import read_predictions
+    from medtl.stats.comparison import compare_runs
+    from medtl.stats.hierarchical import RunPredictions, mean_ci
+
+    root = tmp_path / "study"
+    for name in ("a", "b"):
+        shutil.copytree(arm, root / name)
+    res = compare_runs([root], ["test.auc_per_class.*", "test.auc"], primary=["test.auc_per_class.*"])
+    want = [f"test.auc_per_class.{c}" for c in sorted(LABELS)]
+    assert res["metrics"] == want + ["test.auc"]
+    fam = {p["metric"]: p["family"] for p in res["pairs"]}
+    assert all(fam[m] == "primary" for m in want) and fam["test.auc"] == "exploratory"
+    assert res["holm"]["m_primary"] == 3
+    k = sorted(LABELS).index("Effusion")
+    runs = []
+    for seed in (0, 1):
+        d = read_predictions(root / "a" / f"seed-{seed}")
+        runs.append(RunPredictions(y=np.asarray(d["y"])[:, k].astype(int), p=np.asarray(d["p"])[:, k]))
+    ci = mean_ci(runs, "auc")
+    st = res["by_metric"]["test.auc_per_class.Effusion"]["arms"]["a"]
+    assert st["ci_seeds_cases_low"] == pytest.approx(ci["ci_low"]) and np.isfinite(st["ci_seeds_cases_low"])
+    with pytest.raises(ConfigError, match="not a set of per-label values"):
+        compare_runs([root], ["test.auc.*"])

@@ -93,6 +93,9 @@ def assign_splits(labels: np.ndarray, patients: np.ndarray, given: np.ndarray | 
     out = np.array(["train"] * n, dtype=object) if given is None else np.asarray(given, dtype=object).copy()
     present = set(out.tolist())
     if "train" not in present:
+        if present and present <= {"val", "test"}:  # an evaluation-only set (another hospital's test export)
+            return out, [f"no 'train' split: an evaluation-only set ({', '.join(sorted(present, key=SPLITS.index))} "
+                         f"as given); training on it is refused"]
         raise DataError(f"{what}: no 'train' split found (splits present: {', '.join(sorted(present))})")
     if "test" not in present:
         idx = np.flatnonzero(out == "train")

@@ -105,7 +105,10 @@ def _labels_and_probs(y, prob) -> tuple[np.ndarray, np.ndarray, list[int]]:
     if prob.ndim == 2 and prob.shape[1] == 2:
         prob = prob[:, 1]
     labels = [0, 1] if prob.ndim == 1 else list(range(prob.shape[1]))
-    return y, np.clip(prob, 0.0, 1.0), labels
+    prob = np.clip(prob, 0.0, 1.0)
+    if prob.ndim == 2:  # float32 softmax rows sum to 1 only to ~1e-7, which scikit-learn warns about
+        prob = prob / np.maximum(prob.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
+    return y, prob, labels
 
 
 def brier(y, prob) -> float:

@@ -414,6 +414,8 @@ def margin_for(margin: float | Mapping[str, float] | None, metric: str) -> float
         return None
     if isinstance(margin, Mapping):
         v = margin.get(metric)
+        if v is None:  # a per-label metric under a declared PREFIX.* margin
+            v = next((m for k, m in margin.items() if k.endswith(".*") and is_declared(metric, [k])), None)
         return None if v is None else float(v)
     return float(margin)
 
@@ -549,8 +551,7 @@ def design_note(pairs: Sequence[Mapping], alpha: float = 0.05) -> str | None:
 def families_for(metrics: Sequence[str], primary: Sequence[str] | None) -> dict[str, str]:
     """``{metric: "primary" | "exploratory"}``: the declared primary metrics form the primary
     family; with none declared, every metric is exploratory."""
-    prim = set(primary or ())
-    return {m: ("primary" if m in prim else "exploratory") for m in metrics}
+    return {m: ("primary" if is_declared(m, primary) else "exploratory") for m in metrics}
 
 
 Pair = tuple[str, str]
@@ -583,11 +584,20 @@ def select_pairs(arms: Sequence[str], pairs: Sequence[Pair] | None = None) -> li
     return out
 
 
+def is_declared(metric: str, declared: Sequence[str] | None) -> bool:
+    """``metric`` is one of ``declared``, or falls under a declared ``PREFIX.*`` (one metric per
+    label: ``test.auc_per_class.*`` covers ``test.auc_per_class.Effusion``)."""
+    for d in declared or ():
+        if metric == d or (d.endswith(".*") and metric.startswith(d[:-1]) and "." not in metric[len(d) - 1:]):
+            return True
+    return False
+
+
 def pair_family(a: str, b: str, metric: str, primary: Sequence[str] | None,
                 primary_pairs: Sequence[Pair] | None = None) -> str:
     """``primary`` when ``metric`` is a declared primary metric and (when primary pairs are
     declared) ``a`` vs ``b`` is one of them, in either order; else ``exploratory``."""
-    if metric not in set(primary or ()):
+    if not is_declared(metric, primary):
         return "exploratory"
     if primary_pairs is None:
         return "primary"

@@ -41,7 +41,28 @@ def metric_value(record: RunRecord, run_dir: str | Path | None, metric: str) -> 
         v = Run(run_dir).external_record(ext).metrics.at(metric.split(".", 2)[2])
     if v is MISSING and record.task == "binary":  # a run older than the operating points
         return derived_operating_value(run_dir, metric)
+    if v is MISSING and record.task == "multiclass" and run_dir is not None:  # older than per-class AUC
+        return derived_per_class_auc(record, run_dir, metric)
     return v
+
+
+def derived_per_class_auc(record: RunRecord, run_dir: str | Path, metric: str) -> Any:
+    """``test.auc_per_class[.<class>]`` of a multi-class run whose metrics.json predates it, from
+    its saved test predictions (one class against the rest); MISSING where they cannot be read."""
+    from .metrics import auc
+
+    head = "test.auc_per_class"
+    if metric != head and not metric.startswith(head + "."):
+        return MISSING
+    try:
+        d = read_predictions(run_dir)
+    except DataError:
+        return MISSING
+    y, p = np.asarray(d["y"]).astype(int).ravel(), np.asarray(d["p"], dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != len(record.classes):
+        return MISSING
+    per = {str(c): auc((y == k).astype(int), p[:, k]) for k, c in enumerate(record.classes)}
+    return per if metric == head else per.get(metric[len(head) + 1:], MISSING)
 
 
 def _available(arms: Mapping[str, Arm]) -> list[str]:
@@ -53,6 +74,26 @@ def _available(arms: Mapping[str, Arm]) -> list[str]:
     for ext in run.external_names():
         keys += [f"external.{ext}.{k}" for k in number_keys(run.external_record(ext).metrics.as_dict())]
     return keys
+
+
+def expand_metrics(arms: Mapping[str, Arm], metrics: Sequence[str]) -> list[str]:
+    """Every ``PREFIX.*`` metric replaced by one metric per key under ``PREFIX`` in the first
+    finished run (in the run's order: ``test.auc_per_class.*`` -> one per label, so a multi-label
+    or multi-class study compares every label, each tested on its own and Holm-corrected within
+    the family the pattern is declared in).  One-line :class:`ConfigError` when nothing is there."""
+    out: list[str] = []
+    for m in metrics:
+        if not m.endswith(".*"):
+            out.append(m)
+            continue
+        first = next((a for a in arms.values() if a.runs), None)
+        seed = min(first.runs) if first else None
+        v = metric_value(first.runs[seed], first.run_dirs.get(seed), m[:-2]) if first else MISSING
+        if not isinstance(v, Mapping) or not v:
+            raise ConfigError(f"metric {m!r}: {m[:-2]!r} is not a set of per-label values in the runs' {METRICS} "
+                              f"(e.g. test.auc_per_class.* of a multi-label or multi-class run)")
+        out += [f"{m[:-2]}.{k}" for k, x in v.items() if not isinstance(x, Mapping)]
+    return list(dict.fromkeys(out))
 
 
 def collect_values(arms: Mapping[str, Arm], metric: str) -> dict[str, dict[int, float]]:
@@ -128,13 +169,37 @@ def delong_from_runs(run_a: str | Path, run_b: str | Path, confidence: float = 0
 # --------------------------------------------------------------------------------------------
 # the second source of variance: the finite test set
 
-def run_predictions(arm: Arm, external: str | None = None) -> dict[int, RunPredictions]:
+def _label_column(rec: RunRecord, y: np.ndarray, p: np.ndarray, label: str):
+    """One label of a multi-label run, or one class against the rest of a multi-class run, as a
+    binary (y, p); None where the run has no such label."""
+    if label not in rec.classes or p.ndim != 2:
+        return None
+    k = list(rec.classes).index(label)
+    if rec.task == "multilabel":
+        return np.asarray(y)[:, k], p[:, k]
+    return (np.asarray(y).ravel() == k).astype(int), p[:, k]
+
+
+def run_predictions(arm: Arm, external: str | None = None, label: str | None = None) -> dict[int, RunPredictions]:
     """Test predictions (or, with ``external``, the predictions on that external set) of the
     arm's finished binary runs, by seed (runs without a readable predictions file, or not
-    binary, are left out)."""
+    binary, are left out).  With ``label``: that label of multi-label runs (or that class against
+    the rest of multi-class runs), read as a binary task at threshold 0.5."""
     out = {}
     for seed, path in arm.run_dirs.items():
         rec = arm.runs[seed]
+        if label is not None:
+            if rec.task not in ("multilabel", "multiclass"):
+                continue
+            try:
+                d = read_predictions(Run(path).external_predictions_path(external) if external else path)
+            except DataError:
+                continue
+            col = _label_column(rec, np.asarray(d["y"]), np.asarray(d["p"], dtype=np.float64), label)
+            if col is None or not np.isfinite(col[1]).all():
+                continue
+            out[seed] = RunPredictions(y=col[0].astype(int), p=col[1], threshold=0.5, ids=d.get("ids"))
+            continue
         if rec.task != "binary":
             continue
         thr = rec.threshold.value
@@ -202,8 +267,10 @@ def _seed_case_arms(res: dict, metric: str, name: str, preds: Mapping[str, dict]
     notes = []
     for arm_name, st in res["by_metric"][metric]["arms"].items():
         runs = [preds[arm_name][s] for s in st["seeds"] if s in preds[arm_name]]
+        none = "no test predictions" if preds.get(_TASKS, {}).get(arm_name, "binary") == "binary" else \
+            "a multi-label or multi-class macro metric; per-label intervals: test.auc_per_class.*"
         ci = mean_ci(runs, name, confidence=confidence) if runs else \
-            {"ci_low": float("nan"), "ci_high": float("nan"), "note": "no test predictions"}
+            {"ci_low": float("nan"), "ci_high": float("nan"), "note": none}
         st.update(ci_seeds_cases_low=ci["ci_low"], ci_seeds_cases_high=ci["ci_high"],
                   ci_seeds_cases_note=ci["note"])
         if ci["note"]:
@@ -232,6 +299,7 @@ def _seed_case_pair(pair: dict, name: str, preds: Mapping[str, dict], confidence
 
 
 SCOPES = ("patients", "test_set")
+_TASKS = "\0tasks"  # the arms' tasks, kept beside the per-arm predictions (not an arm name)
 
 DC_GRID = tuple(round(0.02 * k, 2) for k in range(1, 31))  # threshold probabilities 0.02 .. 0.60
 
@@ -274,19 +342,27 @@ def add_seed_case_cis(res: dict, arms: Mapping[str, Arm], metrics: Sequence[str]
     ones: a claim about patients like these, not about this one test set.  In the ``test_set``
     scope (a fixed benchmark: the claim is about this test set) the seeds-only test decides and the
     seeds + cases interval is shown beside it.  Returns notes."""
-    cache: dict[str | None, dict] = {}
+    cache: dict[tuple, dict] = {}
     notes = []
     for metric in metrics:
         ext = external_name(metric)
-        section, _, name = metric.rpartition(".") if ext else metric.partition(".")
+        label = None
+        head = f"external.{ext}." if ext else "test."
+        per = f"{head}auc_per_class."
+        if metric.startswith(per) and "." not in metric[len(per):]:  # one label: its AUC by DeLong
+            section, name, label = head[:-1], "auc", metric[len(per):]
+        else:
+            section, _, name = metric.rpartition(".") if ext else metric.partition(".")
         if not ((section == "test" or section == f"external.{ext}") and is_hier_metric(name)):
             continue
-        if ext not in cache:
-            cache[ext] = {arm_name: run_predictions(arm, ext) for arm_name, arm in arms.items()}
-        notes += _seed_case_arms(res, metric, name, cache[ext], confidence)
+        if (ext, label) not in cache:
+            cache[(ext, label)] = {arm_name: run_predictions(arm, ext, label) for arm_name, arm in arms.items()}
+            cache[(ext, label)][_TASKS] = {a: next((r.task for r in arm.runs.values()), "binary")
+                                           for a, arm in arms.items()}
+        notes += _seed_case_arms(res, metric, name, cache[(ext, label)], confidence)
         for pair in res["pairs"]:
             if pair["metric"] == metric and pair["paired"]:
-                _seed_case_pair(pair, name, cache[ext], confidence, scope)
+                _seed_case_pair(pair, name, cache[(ext, label)], confidence, scope)
     return notes
 
 
@@ -423,6 +499,7 @@ def build_comparison(arms: Mapping[str, Arm], metrics: Sequence[str], *, alpha: 
     if unknown:
         raise ConfigError(f"primary metric(s) {', '.join(unknown)} are not among the compared metrics "
                           f"({', '.join(metrics)})")
+    metrics = expand_metrics(arms, metrics)
     values = {m: collect_values(arms, m) for m in metrics}
     res = compare_arms(values, alpha=alpha, n_resamples=n_resamples, seed=seed, method=ci_method,
                        confidence=confidence, margin=margin, primary=primary, pairs=pairs,

@@ -73,10 +73,13 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
     }
 
 
-def multiclass_metrics(y: np.ndarray, prob: np.ndarray) -> dict:
+def multiclass_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str] | None = None) -> dict:
     y = np.asarray(y).astype(int)
     pred = prob.argmax(1)
-    return {"auc": auc(y, prob), "acc": float((pred == y).mean()) if len(y) else float("nan"), "n": int(len(y))}
+    out = {"auc": auc(y, prob), "acc": float((pred == y).mean()) if len(y) else float("nan"), "n": int(len(y))}
+    if classes is not None:  # each class against the rest (NaN where a class is absent or alone)
+        out["auc_per_class"] = {str(c): auc((y == k).astype(int), prob[:, k]) for k, c in enumerate(classes)}
+    return out
 
 
 def multilabel_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str]) -> dict:

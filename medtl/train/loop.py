@@ -144,7 +144,7 @@ class Task:
         if self.kind == "binary":
             return binary_metrics(y, prob[:, 1], threshold)
         if self.kind == "multiclass":
-            return multiclass_metrics(y, prob)
+            return multiclass_metrics(y, prob, self.classes)
         return multilabel_metrics(y, prob, self.classes)
 
 
