@@ -45,7 +45,7 @@ from .stats.case_ci import summary_line
 
 log = logging.getLogger("medtl")
 
-EVAL_VERSION = 3  # 2: metrics carry their case CIs (``ci``); 3: operating points and net benefit
+EVAL_VERSION = 4  # 2: metrics carry their case CIs (``ci``); 3: operating points and net benefit; 4: multi-label per-label operating points, multi-class runs
 SPLIT_CHOICES = ("test", "val", "train", "all")
 DROP = "-"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -445,6 +445,22 @@ def _cached_external(run: Run, name: str, key: str) -> ExternalRecord | None:
     return old if old.key == key else None
 
 
+def _operating_multilabel(run: Run, ri: Sequence[int], names: Sequence[str], y: np.ndarray, p: np.ndarray) -> dict:
+    """Per shared label, the operating points fixed on the run's own val predictions of that label
+    and read on the external set, with their macro means; nothing without val predictions."""
+    from .runs import read_predictions
+    from .stats.operating import operating_points_multilabel
+
+    try:
+        v = read_predictions(run.val_predictions_path)
+    except DataError:
+        return {}
+    vy, vp = np.asarray(v["y"]), np.asarray(v["p"], dtype=np.float64)
+    if vy.ndim != 2 or vp.shape != vy.shape:
+        return {}
+    return operating_points_multilabel(vy[:, ri], vp[:, ri], y, p, list(names))
+
+
 def _evaluate_multilabel(run: Run, spec: ExternalSpec, data: ExternalData, data_fp: str, *,
                          force: bool = False) -> tuple[ExternalRecord, bool]:
     """A multi-label run scored on multi-label data, on the labels the two share through the
@@ -490,6 +506,7 @@ def _evaluate_multilabel(run: Run, spec: ExternalSpec, data: ExternalData, data_
     metrics = {"auc": macro, "auc_macro": macro, "auc_per_class": per, "n": int(len(y)),
                "n_pos_per_class": {n: int(y[:, k].sum()) for k, n in enumerate(names)},
                "ci": {"auc_per_class": {n: delong_ci(y[:, k], p[:, k]) for k, n in enumerate(names)}}}
+    metrics |= _operating_multilabel(run, ri, names, y, p)
     _save_npz(run.external_predictions_path(spec.name), y=y, p=p, logit=z[:, ri], labels=np.asarray(names, dtype=str),
               ids=np.asarray(ids, dtype=str))
     info = _data_info(spec, bundle) | {

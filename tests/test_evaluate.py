@@ -318,6 +318,10 @@ def test_a_multilabel_run_is_scored_on_the_labels_another_dataset_shares(tmp_pat
     m = rec["metrics"]
     assert set(m["auc_per_class"]) == {"Cardiomegaly", "Effusion"} and rec["data"]["n"] == 30
     assert m["auc"] == pytest.approx(np.mean(list(m["auc_per_class"].values())))
+    # each shared label at the operating points fixed on the run's own val predictions of that label
+    assert set(m["operating_points_per_class"]) == {"Cardiomegaly", "Effusion"}
+    vals = [m["operating_points_per_class"][n]["net_benefit_10"] for n in ("Cardiomegaly", "Effusion")]
+    assert m["net_benefit_10"] == pytest.approx(np.mean(vals))
     assert m["ci"]["auc_per_class"]["Effusion"]["method"] == "DeLong"
     with np.load(Run(run).external_predictions_path("chex")) as z:
         assert z["y"].shape == z["p"].shape == (30, 2) and list(z["labels"]) == labels["shared"]
