@@ -246,3 +246,18 @@ def test_compare_tests_every_label_with_its_own_delong_interval_and_holm_over_th
     assert st["ci_seeds_cases_low"] == pytest.approx(ci["ci_low"]) and np.isfinite(st["ci_seeds_cases_low"])
     with pytest.raises(ConfigError, match="not a set of per-label values"):
         compare_runs([root], ["test.auc.*"])
+    # each label at the operating point fixed on that label's val predictions, with its seeds + cases CI
+    from medtl.stats.operating import op_thresholds
+
+    res = compare_runs([root], ["test.operating_points_per_class.*.net_benefit_10"])
+    assert res["metrics"] == [f"test.operating_points_per_class.{c}.net_benefit_10" for c in sorted(LABELS)]
+    res = compare_runs([root], ["test.operating_points_per_class.*.sens_at_spec90"])
+    for r, seed in zip(runs, (0, 1)):
+        v = read_predictions(root / "a" / f"seed-{seed}" / "predictions_val.npz")
+        r.op_thresholds = op_thresholds(np.asarray(v["y"])[:, k].astype(int), np.asarray(v["p"])[:, k])
+    want = mean_ci(runs, "sens_at_spec90")
+    st = res["by_metric"]["test.operating_points_per_class.Effusion.sens_at_spec90"]["arms"]["a"]
+    assert st["ci_seeds_cases_low"] == pytest.approx(want["ci_low"], nan_ok=True)
+    assert st["mean"] == pytest.approx(np.mean([json.loads((root / "a" / f"seed-{s}" / "metrics.json").read_text())
+                                                ["test"]["operating_points_per_class"]["Effusion"]["sens_at_spec90"]
+                                                for s in (0, 1)]))

@@ -415,7 +415,7 @@ def margin_for(margin: float | Mapping[str, float] | None, metric: str) -> float
     if isinstance(margin, Mapping):
         v = margin.get(metric)
         if v is None:  # a per-label metric under a declared PREFIX.* margin
-            v = next((m for k, m in margin.items() if k.endswith(".*") and is_declared(metric, [k])), None)
+            v = next((m for k, m in margin.items() if "*" in k.split(".") and matches(metric, k)), None)
         return None if v is None else float(v)
     return float(margin)
 
@@ -584,13 +584,19 @@ def select_pairs(arms: Sequence[str], pairs: Sequence[Pair] | None = None) -> li
     return out
 
 
+def matches(metric: str, pattern: str) -> bool:
+    """``pattern`` names ``metric``: equal, or equal with one dotted part ``*`` standing for any one
+    part (one metric per label: ``test.auc_per_class.*`` covers ``test.auc_per_class.Effusion``,
+    ``test.operating_points_per_class.*.sens_at_spec95`` each label's sensitivity)."""
+    if metric == pattern or "*" not in pattern.split("."):
+        return metric == pattern
+    m, p = metric.split("."), pattern.split(".")
+    return len(m) == len(p) and all(b == "*" or a == b for a, b in zip(m, p))
+
+
 def is_declared(metric: str, declared: Sequence[str] | None) -> bool:
-    """``metric`` is one of ``declared``, or falls under a declared ``PREFIX.*`` (one metric per
-    label: ``test.auc_per_class.*`` covers ``test.auc_per_class.Effusion``)."""
-    for d in declared or ():
-        if metric == d or (d.endswith(".*") and metric.startswith(d[:-1]) and "." not in metric[len(d) - 1:]):
-            return True
-    return False
+    """``metric`` is one of ``declared``, or falls under a declared pattern (:func:`matches`)."""
+    return any(matches(metric, d) for d in declared or ())
 
 
 def pair_family(a: str, b: str, metric: str, primary: Sequence[str] | None,

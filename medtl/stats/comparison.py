@@ -83,16 +83,20 @@ def expand_metrics(arms: Mapping[str, Arm], metrics: Sequence[str]) -> list[str]
     the family the pattern is declared in).  One-line :class:`ConfigError` when nothing is there."""
     out: list[str] = []
     for m in metrics:
-        if not m.endswith(".*"):
+        parts = m.split(".")
+        if "*" not in parts:
             out.append(m)
             continue
+        i = parts.index("*")
+        head, tail = ".".join(parts[:i]), ".".join(parts[i + 1:])
         first = next((a for a in arms.values() if a.runs), None)
         seed = min(first.runs) if first else None
-        v = metric_value(first.runs[seed], first.run_dirs.get(seed), m[:-2]) if first else MISSING
+        v = metric_value(first.runs[seed], first.run_dirs.get(seed), head) if first else MISSING
         if not isinstance(v, Mapping) or not v:
-            raise ConfigError(f"metric {m!r}: {m[:-2]!r} is not a set of per-label values in the runs' {METRICS} "
+            raise ConfigError(f"metric {m!r}: {head!r} is not a set of per-label values in the runs' {METRICS} "
                               f"(e.g. test.auc_per_class.* of a multi-label or multi-class run)")
-        out += [f"{m[:-2]}.{k}" for k, x in v.items() if not isinstance(x, Mapping)]
+        out += [f"{head}.{k}" + (f".{tail}" if tail else "") for k, x in v.items()
+                if isinstance(x, Mapping) == bool(tail)]
     return list(dict.fromkeys(out))
 
 
@@ -198,7 +202,8 @@ def run_predictions(arm: Arm, external: str | None = None, label: str | None = N
             col = _label_column(rec, np.asarray(d["y"]), np.asarray(d["p"], dtype=np.float64), label)
             if col is None or not np.isfinite(col[1]).all():
                 continue
-            out[seed] = RunPredictions(y=col[0].astype(int), p=col[1], threshold=0.5, ids=d.get("ids"))
+            out[seed] = RunPredictions(y=col[0].astype(int), p=col[1], threshold=0.5, ids=d.get("ids"),
+                                       op_source=partial(val_op_thresholds, path, rec, label))
             continue
         if rec.task != "binary":
             continue
@@ -218,10 +223,19 @@ def run_predictions(arm: Arm, external: str | None = None, label: str | None = N
     return out
 
 
-def val_op_thresholds(run_dir: str | Path) -> dict | None:
+def val_op_thresholds(run_dir: str | Path, record: RunRecord | None = None, label: str | None = None) -> dict | None:
     """The operating-point thresholds a binary run fixes on its val predictions
-    (:func:`medtl.stats.operating.op_thresholds`); None without readable val predictions."""
+    (:func:`medtl.stats.operating.op_thresholds`), or with ``label`` those of that label's column
+    of a multi-label / multi-class run; None without readable val predictions."""
     from .operating import op_thresholds
+
+    if label is not None:
+        try:
+            v = read_predictions(Run(run_dir).val_predictions_path)
+        except DataError:
+            return None
+        col = _label_column(record, np.asarray(v["y"]), np.asarray(v["p"], dtype=np.float64), label)
+        return None if col is None else op_thresholds(col[0].astype(int), col[1])
 
     try:
         v = read_predictions(Run(run_dir).val_predictions_path)
@@ -348,9 +362,11 @@ def add_seed_case_cis(res: dict, arms: Mapping[str, Arm], metrics: Sequence[str]
         ext = external_name(metric)
         label = None
         head = f"external.{ext}." if ext else "test."
-        per = f"{head}auc_per_class."
+        per, ops = f"{head}auc_per_class.", f"{head}operating_points_per_class."
         if metric.startswith(per) and "." not in metric[len(per):]:  # one label: its AUC by DeLong
             section, name, label = head[:-1], "auc", metric[len(per):]
+        elif metric.startswith(ops) and "." in metric[len(ops):]:  # one label at a val-fixed point
+            section, (label, _, name) = head[:-1], metric[len(ops):].rpartition(".")
         else:
             section, _, name = metric.rpartition(".") if ext else metric.partition(".")
         if not ((section == "test" or section == f"external.{ext}") and is_hier_metric(name)):
