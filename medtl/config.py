@@ -140,6 +140,8 @@ class FractalConfig(_Strict):
     instances: int = Field(100, ge=2, description="training images per class")
     eval_instances: int = Field(10, ge=1, description="val and test images per class (each)")
     seed: int = 0
+    # class: each class also carries its own texture (stripes) over the figure and, dimmer, the ground
+    texture: Literal["none", "class"] = "none"
 
 
 class DataConfig(_Strict):

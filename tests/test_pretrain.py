@@ -58,6 +58,44 @@ def test_the_fractal_source_loads_as_a_dataset(tmp_path):
     assert locate("builtin:fractaldb").builtin and data_fingerprint("builtin:fractaldb") == "builtin:fractaldb:v1"
 
 
+def test_textured_fractals_carry_their_class_stripes_on_the_same_figures():
+    """texture: class draws each image's figure (its attractor, dilated and closed) over its
+    class's stripes, bright on the figure and dim on the ground; the figures are the plain
+    attractors', and the stripes' orientation is the class's."""
+    plain = F.generate(3, {"train": 4}, 32, seed=1)["train"]
+    tex = F.generate(3, {"train": 4}, 32, seed=1, texture="class")["train"]
+    assert np.array_equal(plain[1], tex[1])
+    assert np.array_equal(F.generate(3, {"train": 4}, 32, seed=1, texture="none")["train"][0], plain[0])
+    assert np.array_equal(F.generate(3, {"train": 4}, 32, seed=1, texture="class")["train"][0], tex[0])  # same bytes
+    figs = F.support(plain[0])
+    x = tex[0].astype(float)
+    for i in range(len(x)):
+        assert figs[i][plain[0][i] > 0].all()                                       # the figure covers its points
+        assert x[i][figs[i]].mean() > 2 * x[i][~figs[i]].mean()                     # bright figure, dim ground
+    for c in range(3):                                                              # the grating's orientation
+        img = x[tex[1] == c][0] - x[tex[1] == c][0].mean()
+        spec = np.abs(np.fft.fft2(img))
+        spec[0, 0] = 0
+        ky, kx = np.unravel_index(spec.argmax(), spec.shape)
+        fy, fx = np.fft.fftfreq(32)[ky], np.fft.fftfreq(32)[kx]
+        theta, period = F.class_texture(c, 32)
+        assert abs(abs(np.cos(theta) * fx + np.sin(theta) * fy) - np.hypot(fx, fy)) < 0.03
+        assert abs(1 / np.hypot(fx, fy) - period) < 1.0
+    with pytest.raises(ValueError, match="texture"):
+        F.generate(2, {"train": 2}, 16, texture="dots")
+
+
+def test_pretrain_names_the_fractal_texture_and_refuses_it_for_a_folder(tmp_path):
+    from medtl.pretrain import load_pretrain_config
+    from medtl.pretrain.run import stage_config
+
+    cfg = load_pretrain_config(None, ["pretrain.fractal_texture=class"])
+    assert stage_config(cfg, 0, None).data.fractal.texture == "class"
+    folder = load_pretrain_config(None, [f"pretrain.source={tmp_path}", "pretrain.fractal_texture=class"])
+    with pytest.raises(ConfigError, match="fractal_texture"):
+        stage_config(folder, 0, None)
+
+
 # ------------------------------------------------------------------ recipes
 
 def test_recipes_are_the_named_settings():

@@ -100,9 +100,66 @@ def instance_codes(code: np.ndarray, seed: int, cls: int, indices) -> tuple[np.n
     return np.stack(out), np.array(flips)
 
 
-def generate(n_classes: int, per_split: dict[str, int], size: int, seed: int = 0
+#: ``texture: class``: the figure is drawn solid to this fraction of white, the ground to GROUND
+FIGURE, GROUND = 1.0, 0.3
+_TEXTURE_STREAM = 4
+
+
+def support(points: np.ndarray) -> np.ndarray:
+    """bool (..., H, W): the figure of rendered attractors ``points`` (uint8), their points
+    dilated by one pixel and closed over 3 x 3 (gaps of a pixel or two filled), so a filament is a
+    band a texture can show in."""
+    from scipy import ndimage
+
+    pts = np.asarray(points) > 0
+    box = np.ones((3, 3), bool)
+    one = lambda m: ndimage.binary_closing(ndimage.binary_dilation(m, box), box, border_value=0)  # noqa: E731
+    return np.stack([one(m) for m in pts.reshape(-1, *pts.shape[-2:])]).reshape(pts.shape)
+
+
+def class_texture(cls: int, size: int) -> tuple[float, float]:
+    """(orientation in radians, period in px) of class ``cls``'s stripes: orientations spread over
+    [0, pi) by the golden ratio, periods 3, 4 or 5 px at 32 px (scaled with the size)."""
+    theta = np.pi * ((int(cls) * 0.6180339887498949) % 1.0)
+    return float(theta), float((3 + int(cls) % 3) * size / 32.0)
+
+
+def stripes(theta: float, period: float, phase: float, size: int) -> np.ndarray:
+    """float (size, size) in [0, 1]: a sinusoidal grating."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    return 0.5 + 0.5 * np.cos(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + phase)
+
+
+def textured(figure: np.ndarray, theta: float, period: float, phase: float) -> np.ndarray:
+    """uint8 (H, W): the grating over the whole frame, at full contrast on the figure (bool) and at
+    :data:`GROUND` on the ground, so the shape is the contrast envelope and the texture the stripes."""
+    g = stripes(theta, period, phase, figure.shape[-1])
+    return np.rint(255 * g * np.where(figure, FIGURE, GROUND)).astype(np.uint8)
+
+
+def texture_all(points: np.ndarray, labels: np.ndarray, seed: int, split: str) -> np.ndarray:
+    """``texture: class`` of rendered ``points`` (n, H, W): each image's figure over its class's
+    stripes, at a random phase per image (from seed, split and index)."""
+    figs = support(points)
+    size = points.shape[-1]
+    out = np.empty_like(points)
+    for i, (fig, c) in enumerate(zip(figs, labels)):
+        rng = np.random.default_rng([GENERATOR_VERSION, int(seed), _TEXTURE_STREAM, _SPLIT_OFFSET[split] + i])
+        theta, period = class_texture(int(c), size)
+        out[i] = textured(fig, theta, period, float(rng.uniform(0, 2 * np.pi)))
+    return out
+
+
+def generate(n_classes: int, per_split: dict[str, int], size: int, seed: int = 0, texture: str = "none"
              ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{split: (uint8 images (n, size, size), int64 labels (n,))}``, classes in order."""
+    """``{split: (uint8 images (n, size, size), int64 labels (n,))}``, classes in order.
+
+    ``texture="class"``: every class also carries a texture by construction (its own stripes,
+    :func:`class_texture`) over the whole frame, bright on the figure and dim on the ground, so
+    that shape and texture both predict the class, as in natural images (the plain attractors
+    carry almost none: reports/pretrain/shape_bias_source.md)."""
+    if texture not in ("none", "class"):
+        raise ValueError(f"fractal texture must be none or class (got {texture!r})")
     out: dict[str, list] = {s: [[], []] for s in per_split}
     for c in range(int(n_classes)):
         code = class_code(seed, c)
@@ -115,7 +172,10 @@ def generate(n_classes: int, per_split: dict[str, int], size: int, seed: int = 0
             imgs = np.where(flips[:, 1, None, None], imgs[:, ::-1, :], imgs)
             out[split][0].append(imgs)
             out[split][1].append(np.full(len(imgs), c, dtype=np.int64))
-    return {s: (np.ascontiguousarray(np.concatenate(a)), np.concatenate(b)) for s, (a, b) in out.items()}
+    made = {s: (np.ascontiguousarray(np.concatenate(a)), np.concatenate(b)) for s, (a, b) in out.items()}
+    if texture == "class":
+        made = {s: (texture_all(x, y, seed, s), y) for s, (x, y) in made.items()}
+    return made
 
 
 def class_names(n_classes: int) -> list[str]:

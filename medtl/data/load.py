@@ -309,11 +309,11 @@ def _load_fractaldb(cfg: DataConfig, cache_dir: Path | None) -> DatasetBundle:
     per_split = {"train": fc.instances, "val": fc.eval_instances, "test": fc.eval_instances}
 
     def make() -> dict:
-        made = _fractal.generate(fc.classes, per_split, cfg.image_size, fc.seed)
+        made = _fractal.generate(fc.classes, per_split, cfg.image_size, fc.seed, fc.texture)
         return {f"{s}_{k}": v for s, (imgs, labs) in made.items() for k, v in (("images", imgs), ("labels", labs))}
 
     key = {"generator": _fractal.GENERATOR_VERSION, "classes": fc.classes, "n": per_split, "seed": fc.seed,
-           "size": cfg.image_size}
+           "size": cfg.image_size} | ({"texture": fc.texture} if fc.texture != "none" else {})
     arrays = _cached_arrays(cfg, cache_dir, "fractaldb", key, make)
     splits = {}
     for s in SPLITS:
@@ -322,8 +322,9 @@ def _load_fractaldb(cfg: DataConfig, cache_dir: Path | None) -> DatasetBundle:
         splits[s] = Split(images=arrays[f"{s}_images"], labels=arrays[f"{s}_labels"].astype(np.int64),
                           patients=np.array(ids, dtype=object), ids=ids)
     notes = [f"SYNTHETIC formula-driven images (FractalDB-style IFS attractors, generator "
-             f"v{_fractal.GENERATOR_VERSION}; {fc.classes} classes, seed {fc.seed}): a licence-free pretraining "
-             f"source, not X-rays and not natural images"]
+             f"v{_fractal.GENERATOR_VERSION}; {fc.classes} classes, seed {fc.seed}"
+             f"{'; each class with its own stripe texture' if fc.texture == 'class' else ''}): a licence-free "
+             f"pretraining source, not X-rays and not natural images"]
     return DatasetBundle(name=_fractal.NAME, format="fractaldb", source=cfg.path,
                          classes=_fractal.class_names(fc.classes), multilabel=False, synthetic=True,
                          splits=splits, notes=notes)

@@ -44,6 +44,8 @@ class PretrainSpec(_Strict):
     instances: int = Field(100, ge=2, description="training images per class")
     eval_instances: int = Field(10, ge=1, description="val and test images per class")
     fractal_seed: int = 0
+    # class: every fractal class also carries its own texture (medtl.data.fractaldb.class_texture)
+    fractal_texture: Literal["none", "class"] = "none"
     image_size: int = Field(32, ge=8, le=1024)
     epochs: int = Field(10, ge=1)
     # sin+in->in: epochs of the plain-image stage (default: a third of epochs, at least 1)
@@ -85,9 +87,10 @@ def stage_config(cfg: PretrainConfig, stage: int, previous: Path | None) -> RunC
     raw["data"] |= {"path": p.source, "image_size": p.image_size}
     if p.source == FRACTALDB:
         raw["data"]["fractal"] = {"classes": p.classes, "instances": p.instances,
-                                  "eval_instances": p.eval_instances, "seed": p.fractal_seed}
-    elif p.model_fields_set & {"classes", "instances", "eval_instances", "fractal_seed"}:
-        raise ConfigError(f"pretrain.classes/instances/eval_instances/fractal_seed describe {FRACTALDB}; "
+                                  "eval_instances": p.eval_instances, "seed": p.fractal_seed} | (
+            {"texture": p.fractal_texture} if p.fractal_texture != "none" else {})
+    elif p.model_fields_set & {"classes", "instances", "eval_instances", "fractal_seed", "fractal_texture"}:
+        raise ConfigError(f"pretrain.classes/instances/eval_instances/fractal_seed/fractal_texture describe {FRACTALDB}; "
                           f"the source {p.source} has its own classes and images")
     epochs = p.epochs if stage == 0 else (p.in_epochs or max(1, p.epochs // 3))
     over = stage_overrides(p.recipe, stage, cfg.model.backbone, epochs, p.stylize) | {"train.epochs": epochs}
@@ -155,7 +158,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, restar
     fmt = "timm" if (spec.library == "timm" or cfg.model.antialias != "none") else "torchvision"
     provenance = json_safe({
         "recipe": p.recipe, "family": FAMILY[p.recipe], "source": p.source,
-        "fractal": {"classes": p.classes, "instances": p.instances, "seed": p.fractal_seed} if p.source == FRACTALDB
+        "fractal": {"classes": p.classes, "instances": p.instances, "seed": p.fractal_seed} | (
+            {"texture": p.fractal_texture} if p.fractal_texture != "none" else {}) if p.source == FRACTALDB
         else None, "image_size": p.image_size, "epochs": [r["epochs"] for r in records], "seed": cfg.seed,
         "backbone": cfg.model.backbone, "antialias": cfg.model.antialias, "stages": records,
         "teacher": records[-1].get("teacher"),

@@ -110,6 +110,29 @@ def _decide(proba, x: torch.Tensor, batch_size: int = 512) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
+def score_cues(proba, labels: np.ndarray, classes: list[str], shape_x: torch.Tensor, texture_x: torch.Tensor,
+               pairs: np.ndarray, conflict_x: torch.Tensor, min_pairs: int = DEFAULTS["min_pairs"]) -> dict:
+    """The scores of a cue-conflict experiment (the module docstring): single-cue images of every
+    test image, cue-conflict images of ``pairs`` (rows: shape source, texture source)."""
+    y, k = np.asarray(labels, np.int64), len(classes)
+    shape_dec, tex_dec = _decide(proba, shape_x), _decide(proba, texture_x)
+    shape_cue, tex_cue = balanced_accuracy(y, shape_dec, classes), balanced_accuracy(y, tex_dec, classes)
+    a, b = pairs[:, 0], pairs[:, 1]
+    dec = _decide(proba, conflict_x)
+    qualified = (shape_dec[a] == y[a]) & (tex_dec[b] == y[b])
+    cond_dirs = direction_scores(y[a], y[b], np.where(qualified, dec, -1), qualified, classes)
+    reasons = gate(shape_cue, tex_cue, 1.0 / k, cond_dirs, min_pairs)
+    cond = pooled_score(cond_dirs) if not reasons else {"shape_bias": None, "ci_low": None, "ci_high": None}
+    uncond = pooled_score(direction_scores(y[a], y[b], dec, np.ones(len(pairs), bool), classes))
+    n_follow = int(((dec == y[a]) | (dec == y[b])).sum())
+    return {"n_test": int(len(y)), "chance": 1.0 / k, "shape_only": _brief(shape_cue), "texture_only": _brief(tex_cue),
+            "n_pairs": int(len(pairs)), "n_qualified": int(qualified.sum()),
+            "conditioned": cond | {"interpretable": not reasons,
+                                   "reason": ("not interpretable: " + "; ".join(reasons)) if reasons else None},
+            "unconditioned": uncond | {"n_follow_either": n_follow,
+                                       "follow_either_fraction": n_follow / len(pairs) if len(pairs) else math.nan}}
+
+
 def pointset_shape_bias(proba, images: np.ndarray, labels: np.ndarray, classes: list[str], *,
                         cell_frac: float = DEFAULTS["cell_frac"], patch_frac: float = DEFAULTS["patch_frac"],
                         n_pairs: int = DEFAULTS["n_pairs"], seed: int = DEFAULTS["seed"],
@@ -117,32 +140,60 @@ def pointset_shape_bias(proba, images: np.ndarray, labels: np.ndarray, classes: 
     """The result for a model given as ``proba(x) -> (n, K)`` probabilities of float (n,1,H,W)
     images in [0,1], on uint8 ``images`` (N,H,W) with int ``labels``: see the module docstring."""
     t0 = time.time()
-    y, k = np.asarray(labels, np.int64), len(classes)
+    y = np.asarray(labels, np.int64)
     every = np.arange(len(y))
-    shape_dec = _decide(proba, silhouette(_to_float(images, every), cell_frac))
-    tex_dec = _decide(proba, textures(images, every, patch_frac, seed, 1))
-    shape_cue, tex_cue = balanced_accuracy(y, shape_dec, classes), balanced_accuracy(y, tex_dec, classes)
-    pairs = draw_pairs(y, k, n_pairs, np.random.default_rng(seed))
-    a, b = pairs[:, 0], pairs[:, 1]
-    dec = _decide(proba, conflict(images, pairs, cell_frac, patch_frac, seed))
-    qualified = (shape_dec[a] == y[a]) & (tex_dec[b] == y[b])
-    cond_dirs = direction_scores(y[a], y[b], np.where(qualified, dec, -1), qualified, classes)
-    reasons = gate(shape_cue, tex_cue, 1.0 / k, cond_dirs, min_pairs)
-    cond = pooled_score(cond_dirs) if not reasons else {"shape_bias": None, "ci_low": None, "ci_high": None}
-    everyone = np.ones(len(pairs), bool)
-    uncond = pooled_score(direction_scores(y[a], y[b], dec, everyone, classes))
-    n_follow = int(((dec == y[a]) | (dec == y[b])).sum())
+    pairs = draw_pairs(y, len(classes), n_pairs, np.random.default_rng(seed))
+    out = score_cues(proba, y, classes, silhouette(_to_float(images, every), cell_frac),
+                     textures(images, every, patch_frac, seed, 1), pairs,
+                     conflict(images, pairs, cell_frac, patch_frac, seed), min_pairs)
     side = min(images.shape[-2:])
-    return {"kind": "medtl.pointset_shape_bias", "n_test": int(len(y)), "chance": 1.0 / k,
-            "cell_px": _px(side, cell_frac), "patch_px": _px(side, patch_frac),
+    return {"kind": "medtl.pointset_shape_bias", **out, "cell_px": _px(side, cell_frac),
+            "patch_px": _px(side, patch_frac),
             "params": {"cell_frac": cell_frac, "patch_frac": patch_frac, "n_pairs": n_pairs, "seed": seed,
-                       "min_pairs": min_pairs},
-            "shape_only": _brief(shape_cue), "texture_only": _brief(tex_cue),
-            "n_pairs": int(len(pairs)), "n_qualified": int(qualified.sum()),
-            "conditioned": cond | {"interpretable": not reasons,
-                                   "reason": ("not interpretable: " + "; ".join(reasons)) if reasons else None},
-            "unconditioned": uncond | {"n_follow_either": n_follow,
-                                       "follow_either_fraction": n_follow / len(pairs) if len(pairs) else math.nan},
+                       "min_pairs": min_pairs}, "seconds": time.time() - t0}
+
+
+# ------------------------------------------------------------------ textured fractals (texture: class)
+
+def textured_cues(points: np.ndarray, labels: np.ndarray, pairs: np.ndarray, seed: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Single-cue and cue-conflict images of ``builtin:fractaldb`` with ``texture: class``, rendered
+    by its own generator from the test images' attractors ``points`` (uint8 (N,H,W), texture
+    none): (shape-only: each figure with no stripes, ground dim as in training; texture-only:
+    each class's stripes over the whole frame, no figure; conflict: A's figure over B's stripes).
+    Phases are drawn from (seed, stream, index)."""
+    from ..data.fractaldb import GROUND, class_texture, support, textured
+
+    figs = support(points)
+    y = np.asarray(labels, np.int64)
+    n, size = len(y), points.shape[-1]
+    flat = np.full((size, size), 0.5)
+    shape_x = np.rint(255 * flat * np.where(figs, 1.0, GROUND)).astype(np.uint8)
+    full = np.ones((size, size), bool)
+
+    def phase(stream: int, i: int) -> float:
+        return float(np.random.default_rng([seed, stream, i]).uniform(0, 2 * np.pi))
+
+    texture_x = np.stack([textured(full, *class_texture(int(c), size), phase(1, i)) for i, c in enumerate(y)]) \
+        if n else np.zeros((0, size, size), np.uint8)
+    conflict_x = np.stack([textured(figs[a], *class_texture(int(y[b]), size), phase(2, i))
+                           for i, (a, b) in enumerate(pairs)]) if len(pairs) else np.zeros((0, size, size), np.uint8)
+    every = np.arange(n)
+    return (_to_float(shape_x, every), _to_float(texture_x, every), _to_float(conflict_x, np.arange(len(pairs))))
+
+
+def textured_shape_bias(proba, points: np.ndarray, labels: np.ndarray, classes: list[str], *,
+                        n_pairs: int = DEFAULTS["n_pairs"], seed: int = DEFAULTS["seed"],
+                        min_pairs: int = DEFAULTS["min_pairs"]) -> dict:
+    """Shape vs texture of a model on textured fractals: its decisions on A's figure drawn with
+    B's class stripes (:func:`textured_cues`), scored as the point-set probe is."""
+    t0 = time.time()
+    y = np.asarray(labels, np.int64)
+    pairs = draw_pairs(y, len(classes), n_pairs, np.random.default_rng(seed))
+    shape_x, texture_x, conflict_x = textured_cues(points, y, pairs, seed)
+    out = score_cues(proba, y, classes, shape_x, texture_x, pairs, conflict_x, min_pairs)
+    return {"kind": "medtl.textured_shape_bias", **out, "params": {"n_pairs": n_pairs, "seed": seed,
+                                                                   "min_pairs": min_pairs},
             "seconds": time.time() - t0}
 
 
