@@ -61,3 +61,43 @@ def test_a_model_that_reads_only_the_silhouette_scores_one():
     assert r["shape_only"]["balanced_acc"] == pytest.approx(1.0)
     assert r["unconditioned"]["shape_bias"] > 0.9 and r["unconditioned"]["n_follow_either"] > 60
     assert r["conditioned"]["interpretable"] is False  # the texture cue alone is not read: ungated
+
+
+def test_the_textured_cue_conflict_follows_a_model_of_known_cue_use():
+    """On textured fractals (texture: class) a model that reads only the stripes' orientation
+    scores near 0, one that reads only the figure near 1: the rendered conflict carries A's figure
+    and B's stripes and nothing else."""
+    from medtl.data import fractaldb as F
+    from medtl.pretrain.shape_check import textured_shape_bias
+
+    k, size = 4, 32
+    pts, y = F.generate(k, {"test": 5}, size, seed=0)["test"]
+    figs = F.support(pts).astype(float)
+    protos = np.stack([figs[y == c].mean(0) for c in range(k)])
+    grating = np.stack([F.stripes(*F.class_texture(c, size), 0.0, size) - 0.5 for c in range(k)])
+
+    def one_hot(idx):
+        out = np.full((len(idx), k), 1e-3)
+        out[np.arange(len(idx)), idx] = 1.0
+        return out / out.sum(1, keepdims=True)
+
+    def by_figure(x):  # the figure: brighter than the dim ground's brightest, closed over a stripe period
+        from scipy import ndimage
+
+        bright = x[:, 0].numpy() > F.GROUND + 0.02
+        fig = np.stack([ndimage.binary_closing(b, np.ones((5, 5)), border_value=0) for b in bright]).astype(float)
+        return one_hot(((fig[:, None] - protos[None]) ** 2).sum((2, 3)).argmin(1))
+
+    def by_stripes(x):  # the class whose grating (any phase) carries the most energy
+        img = x[:, 0].numpy() - x[:, 0].numpy().mean((1, 2), keepdims=True)
+        spec = np.abs(np.fft.fft2(img))
+        ref = np.abs(np.fft.fft2(grating))
+        return one_hot((spec[:, None] * ref[None]).sum((2, 3)).argmax(1))
+
+    classes = [f"c{c}" for c in range(k)]
+    shape = textured_shape_bias(by_figure, pts, y, classes, n_pairs=120)
+    texture = textured_shape_bias(by_stripes, pts, y, classes, n_pairs=120)
+    assert texture["texture_only"]["balanced_acc"] == pytest.approx(1.0)
+    assert texture["unconditioned"]["shape_bias"] < 0.05 and texture["unconditioned"]["n_follow_either"] > 100
+    assert shape["shape_only"]["balanced_acc"] > 0.9
+    assert shape["unconditioned"]["shape_bias"] > 0.8
