@@ -414,9 +414,9 @@ def _evaluate_multiclass(run: Run, spec: ExternalSpec, data: ExternalData, data_
     z = _logits(load_finished(run.path), scored.images).astype(np.float64)
     p = scaled_probs(z, 1.0)
     y = np.asarray(scored.labels, dtype=int)
-    metrics = multiclass_metrics(y, p, classes) | {"n": int(len(y)),
-                                          "n_per_class": {c: int((y == k).sum()) for k, c in enumerate(classes)}}
-    metrics["ci"] = case_cis("multiclass", y, p, classes=classes)
+    metrics = multiclass_metrics(y, p, classes) | {
+        "n": int(len(y)), "n_per_class": {c: int((y == k).sum()) for k, c in enumerate(classes)},
+        "ci": case_cis("multiclass", y, p, classes=classes)}
     _add_calibration(metrics, y, p, z, temperature)
     try:
         v = read_predictions(run.val_predictions_path)
