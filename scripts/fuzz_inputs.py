@@ -531,7 +531,9 @@ def csv_cases(b: Builder, per: int) -> list[Case]:
     variant("latin1", lambda p: p.write_bytes(p.read_bytes().replace(b"NORMAL", "NORMÄL".encode("latin-1"))),
             "bad", "bad")
     variant("bad-split-value", rewrite(lambda L: [L[0] + ",split"] + [r + ",holdout" for r in L[1:]]), "bad", "bad")
-    variant("no-train-split", rewrite(lambda L: [L[0] + ",split"] + [r + ",test" for r in L[1:]]), "bad", "bad")
+    # a test-only export (another hospital's test cases): checked as an evaluation-only set, never trained on
+    variant("no-train-split", rewrite(lambda L: [L[0] + ",split"] + [r + ",test" for r in L[1:]]), "good+warning",
+            "bad", warning="evaluation-only set")
     variant("train-one-class", rewrite(lambda L: [L[0] + ",split"] + [
         r + (",train" if "NORMAL" in r else (",val" if i % 4 == 1 else ",test")) for i, r in enumerate(L[1:])]),
         "bad", "bad")
