@@ -77,7 +77,7 @@ def register_local(name: str, weights_file: Path, *, arch: str, fmt: str, family
         raise WeightsError(f"{name}: a published weight name; choose another name for locally made weights")
     if old is not None and old["sha256"] != sha and not replace:
         raise WeightsError(f"{name}: already names other locally made weights (sha256 {old['sha256'][:12]}...); "
-                           f"choose another name (pretrain.name), or replace them (medtl pretrain --restart)")
+                           f"choose another name (pretrain.name), or replace them by restarting the pretrain (restart)")
     filename = f"{name.replace('/', '_')}-{sha[:8]}.pt"
     dest = weights_dir() / filename
     dest.parent.mkdir(parents=True, exist_ok=True)
