@@ -49,7 +49,7 @@ def metric_value(record: RunRecord, run_dir: str | Path | None, metric: str) -> 
 def derived_per_class_auc(record: RunRecord, run_dir: str | Path, metric: str) -> Any:
     """``test.auc_per_class[.<class>]`` of a multi-class run whose metrics.json predates it, from
     its saved test predictions (one class against the rest); MISSING where they cannot be read."""
-    from .metrics import auc
+    from .metrics import multiclass_metrics
 
     head = "test.auc_per_class"
     if metric != head and not metric.startswith(head + "."):
@@ -61,7 +61,7 @@ def derived_per_class_auc(record: RunRecord, run_dir: str | Path, metric: str) -
     y, p = np.asarray(d["y"]).astype(int).ravel(), np.asarray(d["p"], dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != len(record.classes):
         return MISSING
-    per = {str(c): auc((y == k).astype(int), p[:, k]) for k, c in enumerate(record.classes)}
+    per = multiclass_metrics(y, p, list(record.classes))["auc_per_class"]
     return per if metric == head else per.get(metric[len(head) + 1:], MISSING)
 
 
@@ -229,19 +229,15 @@ def val_op_thresholds(run_dir: str | Path, record: RunRecord | None = None, labe
     of a multi-label / multi-class run; None without readable val predictions."""
     from .operating import op_thresholds
 
-    if label is not None:
-        try:
-            v = read_predictions(Run(run_dir).val_predictions_path)
-        except DataError:
-            return None
-        col = _label_column(record, np.asarray(v["y"]), np.asarray(v["p"], dtype=np.float64), label)
-        return None if col is None else op_thresholds(col[0].astype(int), col[1])
-
     try:
         v = read_predictions(Run(run_dir).val_predictions_path)
     except DataError:
         return None
-    return op_thresholds(np.asarray(v["y"]).ravel(), np.asarray(v["p"], dtype=np.float64).ravel())
+    y, p = np.asarray(v["y"]), np.asarray(v["p"], dtype=np.float64)
+    if label is None:
+        return op_thresholds(y.ravel(), p.ravel())
+    col = _label_column(record, y, p, label)
+    return None if col is None else op_thresholds(col[0].astype(int), col[1])
 
 
 def derived_operating_value(run_dir: str | Path | None, metric: str):
@@ -277,11 +273,13 @@ def _saved_operating_points(run_dir: str, stamp: tuple[int, int]) -> dict | None
     return operating_points(v["y"], v["p"], t["y"], t["p"])
 
 
-def _seed_case_arms(res: dict, metric: str, name: str, preds: Mapping[str, dict], confidence: float) -> list[str]:
+def _seed_case_arms(res: dict, metric: str, name: str, preds: Mapping[str, dict], confidence: float,
+                    arms: Mapping[str, Arm]) -> list[str]:
     notes = []
     for arm_name, st in res["by_metric"][metric]["arms"].items():
         runs = [preds[arm_name][s] for s in st["seeds"] if s in preds[arm_name]]
-        none = "no test predictions" if preds.get(_TASKS, {}).get(arm_name, "binary") == "binary" else \
+        task = next((r.task for r in arms[arm_name].runs.values()), "binary")
+        none = "no test predictions" if task == "binary" else \
             "a multi-label or multi-class macro metric; per-label intervals: test.auc_per_class.*"
         ci = mean_ci(runs, name, confidence=confidence) if runs else \
             {"ci_low": float("nan"), "ci_high": float("nan"), "note": none}
@@ -313,7 +311,6 @@ def _seed_case_pair(pair: dict, name: str, preds: Mapping[str, dict], confidence
 
 
 SCOPES = ("patients", "test_set")
-_TASKS = "\0tasks"  # the arms' tasks, kept beside the per-arm predictions (not an arm name)
 
 DC_GRID = tuple(round(0.02 * k, 2) for k in range(1, 31))  # threshold probabilities 0.02 .. 0.60
 
@@ -373,9 +370,7 @@ def add_seed_case_cis(res: dict, arms: Mapping[str, Arm], metrics: Sequence[str]
             continue
         if (ext, label) not in cache:
             cache[(ext, label)] = {arm_name: run_predictions(arm, ext, label) for arm_name, arm in arms.items()}
-            cache[(ext, label)][_TASKS] = {a: next((r.task for r in arm.runs.values()), "binary")
-                                           for a, arm in arms.items()}
-        notes += _seed_case_arms(res, metric, name, cache[(ext, label)], confidence)
+        notes += _seed_case_arms(res, metric, name, cache[(ext, label)], confidence, arms)
         for pair in res["pairs"]:
             if pair["metric"] == metric and pair["paired"]:
                 _seed_case_pair(pair, name, cache[(ext, label)], confidence, scope)
